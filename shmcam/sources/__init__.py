@@ -1,0 +1,1 @@
+"""Camera sources: whatever delivers frames (simulation, EPICS, bsread, files) for a ring."""

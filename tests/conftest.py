@@ -1,0 +1,74 @@
+"""Shared fixtures: real processes and shared-memory segments, always cleaned up."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shmcam.shm import segment
+
+TESTS = Path(__file__).resolve().parent
+_counter = itertools.count()
+
+
+@pytest.fixture
+def node():
+    """A node name unique to this test; the test fails if it leaves a segment behind."""
+    name = f"t{os.getpid()}n{next(_counter)}"
+    yield name
+    leaked = segment.remove_all(f"shmcam.{name}.")
+    assert not leaked, f"test leaked shared-memory segments: {leaked}"
+
+
+class Procs:
+    """Helper processes started from tests/ringproc.py, killed at the end of the test."""
+
+    def __init__(self):
+        self.started: list[subprocess.Popen] = []
+
+    def start(self, *args: str) -> subprocess.Popen:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        proc = subprocess.Popen([sys.executable, str(TESTS / "ringproc.py"), *args],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env)
+        self.started.append(proc)
+        return proc
+
+    @staticmethod
+    def expect(proc: subprocess.Popen, line: str) -> None:
+        got = proc.stdout.readline().strip()
+        assert got == line, f"expected {line!r} from helper, got {got!r}; " \
+                            f"stderr: {proc.stderr.read() if proc.poll() is not None else ''}"
+
+    @staticmethod
+    def go(proc: subprocess.Popen) -> None:
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+
+    @staticmethod
+    def result(proc: subprocess.Popen, timeout: float = 60) -> dict:
+        out, err = proc.communicate(timeout=timeout)
+        assert proc.returncode == 0, f"helper failed ({proc.returncode}): {err}"
+        assert "leaked" not in err and "Traceback" not in err, err
+        return json.loads(out.strip().splitlines()[-1])
+
+    def kill_all(self) -> None:
+        for proc in self.started:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+
+
+@pytest.fixture
+def procs():
+    p = Procs()
+    try:
+        yield p
+    finally:
+        p.kill_all()
