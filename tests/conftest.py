@@ -17,6 +17,15 @@ TESTS = Path(__file__).resolve().parent
 _counter = itertools.count()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_segment_left_after_the_suite():
+    """Whatever a test or a helper process created in /dev/shm must be gone at the end."""
+    before = set(segment.list_segments("shmcam."))
+    yield
+    left = sorted(set(segment.list_segments("shmcam.")) - before)
+    assert not left, f"the test suite left shared-memory segments behind: {left}"
+
+
 @pytest.fixture
 def node():
     """A node name unique to this test; the test fails if it leaves a segment behind."""
