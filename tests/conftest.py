@@ -81,3 +81,15 @@ def procs():
         yield p
     finally:
         p.kill_all()
+
+
+# The bsread golden messages live in the project's shared test data, beside the clone (in CI too).
+GOLDEN_DIR = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "bsread"
+
+
+@pytest.fixture(scope="session")
+def golden_dir() -> Path:
+    """The captured reference bsread messages (see their README.md)."""
+    if not GOLDEN_DIR.is_dir():
+        pytest.fail(f"bsread golden messages not found at {GOLDEN_DIR}")
+    return GOLDEN_DIR
