@@ -7,6 +7,8 @@ noise and a few hot pixels, as a camera looking at a beam screen shows.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 
@@ -34,3 +36,38 @@ def beam_frames(size_x: int = 1280, size_y: int = 960, dtype="uint16", count: in
         frame.flags.writeable = False
         frames.append(frame)
     return frames
+
+
+class SimulationSource:
+    """A simulated camera: beam frames at `frame_rate`, pulse ids of a 100 Hz machine.
+
+    Config keys (CamServer's): size_x, size_y, frame_rate, dtype. Pulse ids count in units of
+    10 ms of wall time, so a 10 Hz camera's ids step by 10, as on a real 100 Hz machine.
+    """
+
+    def __init__(self, config: dict):
+        self.size = (int(config.get("size_x") or 1280), int(config.get("size_y") or 960))
+        self.frame_rate = float(config.get("frame_rate") or 10.0)
+        if min(self.size) <= 0 or self.frame_rate <= 0:
+            raise ValueError("simulation needs positive size_x, size_y and frame_rate")
+        self.frames = beam_frames(*self.size, dtype=config.get("dtype") or "uint16", count=16)
+        self.online, self.reason = True, "simulation"
+        self._n = 0
+        self._due = time.monotonic()
+
+    def read(self, timeout: float):
+        """The next (image, pulse_id, (sec, ns)) when it is due, or None after timeout."""
+        delay = self._due - time.monotonic()
+        if delay > timeout:
+            time.sleep(timeout)
+            return None
+        if delay > 0:
+            time.sleep(delay)
+        self._due = max(self._due + 1.0 / self.frame_rate, time.monotonic() - 1.0)
+        now = time.time_ns()
+        image = self.frames[self._n % len(self.frames)]
+        self._n += 1
+        return image, now // 10_000_000, divmod(now, 1_000_000_000)
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,1 @@
+"""Processing functions (CamServer signature) and the loading of user functions."""

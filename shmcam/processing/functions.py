@@ -1,0 +1,37 @@
+"""Resolve a pipeline's `function`: a built-in name, or a user script in the data directory.
+
+A user script is `<data_dir>/scripts/<name>` (or `<name>.py`) defining `process_image`; it is
+imported in the pipeline's own process, so a broken script can only break that pipeline.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from . import minimal
+
+BUILTIN = {"minimal": minimal.process_image}
+DEFAULT = "minimal"
+
+
+def resolve(name: str | None, scripts_dir: Path):
+    """The process_image callable for a config's `function` (None means the default)."""
+    name = name or DEFAULT
+    if name in BUILTIN:
+        return BUILTIN[name]
+    for candidate in (scripts_dir / name, scripts_dir / f"{name}.py"):
+        if candidate.is_file() and candidate.parent == scripts_dir:
+            return _load(candidate)
+    raise ValueError(f"function {name!r} is neither built in ({', '.join(BUILTIN)}) "
+                     f"nor an uploaded script in {scripts_dir}")
+
+
+def _load(path: Path):
+    spec = importlib.util.spec_from_file_location(f"shmcam_user_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    function = getattr(module, "process_image", None)
+    if not callable(function):
+        raise ValueError(f"script {path.name} defines no process_image function")
+    return function

@@ -1,0 +1,1 @@
+"""The node supervisor: instances, config store and the CamServer-compatible REST API."""
