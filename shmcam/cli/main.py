@@ -6,6 +6,8 @@ import argparse
 import logging
 import sys
 
+from shmcam.supervisor import daemon
+
 from . import demo
 
 
@@ -16,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo.add_parser(commands)
+    daemon.add_parser(commands)
     return parser
 
 

@@ -1,0 +1,279 @@
+"""The node's instances: which run, on which ports, when they start, stop and restart.
+
+One camera instance per camera, started when a pipeline or a client needs it. Pipelines are
+private (own id), shared (a saved config's name) or read-only shared (reused for equal configs).
+A watchdog thread stops on-demand instances after `no_client_timeout` without clients and
+restarts permanent ones with backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from shmcam.shm import ring_base, stats_name
+from shmcam.shm.segment import check_name_part
+
+from . import validation
+from .errors import BadRequest, Conflict, NotFound
+from .instances import Instance
+from .settings import Settings
+from .store import ConfigStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NO_CLIENT_TIMEOUT = 10.0
+READY_TIMEOUT = 60.0
+WATCH_PERIOD = 0.5
+BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+class Manager:
+    def __init__(self, settings: Settings, store: ConfigStore):
+        self.settings = settings
+        self.store = store
+        self.cameras: dict[str, Instance] = {}
+        self.pipelines: dict[str, Instance] = {}
+        self.lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._restart_due: dict[str, float] = {}
+        self._watchdog = threading.Thread(target=self._watch, name="watchdog", daemon=True)
+
+    def start(self) -> None:
+        for instance_id, config_name in self.settings.permanent.items():
+            try:
+                self.create_pipeline(self.store.get_config("pipeline", config_name), instance_id,
+                                     permanent=True)
+            except Exception as error:
+                log.error("permanent instance %s (%s) did not start: %s", instance_id,
+                          config_name, error)
+        self._watchdog.start()
+
+    # --- cameras ----------------------------------------------------------------------------
+    def camera_config(self, name: str) -> dict:
+        return validation.camera(self.store.get_config("camera", name))
+
+    def camera(self, name: str) -> Instance:
+        """The running camera instance, started if needed."""
+        with self.lock:
+            instance = self.cameras.get(name)
+            if instance is not None and instance.alive:
+                return instance
+            config = self.camera_config(name)
+            check_name_part(name)
+            instance = self._new_instance("camera", name, config, self.settings.camera_ports)
+            self.cameras[name] = instance
+            try:
+                instance.wait_ready(READY_TIMEOUT)
+            except RuntimeError as error:
+                del self.cameras[name]
+                raise Conflict(f"camera {name} did not start: {error}") from None
+            return instance
+
+    def set_camera_config(self, name: str, config: dict) -> dict:
+        validation.camera(config)
+        with self.lock:
+            self.store.save_config("camera", name, config)
+            instance = self.cameras.pop(name, None)
+        if instance is not None:   # a camera restarts to take a new config: rings follow
+            instance.stop()
+            self.camera(name)
+        return config
+
+    # --- pipelines --------------------------------------------------------------------------
+    def create_pipeline(self, config: dict, instance_id: str | None = None, *,
+                        read_only: bool = False, permanent: bool = False) -> Instance:
+        validation.pipeline(config, self.store.config_names("camera"))
+        instance_id = instance_id or str(uuid.uuid4())
+        try:
+            check_name_part(instance_id)
+        except ValueError as error:
+            raise BadRequest(f"instance_id: {error}") from None
+        with self.lock:
+            existing = self.pipelines.get(instance_id)
+            if existing is not None and existing.alive:
+                raise Conflict(f"instance {instance_id} is already running; stop it first "
+                               f"or choose another instance_id")
+            self.camera(config["camera_name"])
+            instance = self._new_instance("pipeline", instance_id, config,
+                                          self.settings.pipeline_ports, read_only=read_only,
+                                          permanent=permanent)
+            self.pipelines[instance_id] = instance
+        try:
+            instance.wait_ready(READY_TIMEOUT)
+        except RuntimeError as error:
+            with self.lock:
+                self.pipelines.pop(instance_id, None)
+            raise BadRequest(f"pipeline {instance_id} did not start: {error}") from None
+        return instance
+
+    def shared_pipeline(self, name: str) -> Instance:
+        """The instance named after a saved config, started from it if not running."""
+        with self.lock:
+            instance = self.pipelines.get(name)
+            if instance is not None and instance.alive:
+                return instance
+        return self.create_pipeline(self.store.get_config("pipeline", name), name,
+                                    read_only=True)
+
+    def pipeline_for_config(self, config: dict) -> Instance:
+        """A running read-only instance with an equal config, else a new read-only one."""
+        with self.lock:
+            for instance in self.pipelines.values():
+                if instance.read_only and instance.alive and instance.config == config:
+                    return instance
+        return self.create_pipeline(config, read_only=True)
+
+    def update_pipeline(self, instance_id: str, update: dict) -> dict:
+        if not isinstance(update, dict):
+            raise BadRequest("a config update must be a JSON object")
+        with self.lock:
+            instance = self.running_pipeline(instance_id)
+            if instance.read_only:
+                raise Conflict(f"instance {instance_id} is read-only (shared); create a "
+                               f"private instance to change its config")
+            if update.get("camera_name", instance.config["camera_name"]) != \
+                    instance.config["camera_name"]:
+                raise BadRequest("camera_name cannot change on a running instance; start a new "
+                                 "instance on the other camera")
+            config = validation.pipeline(validation.merge(instance.config, update),
+                                         self.store.config_names("camera"))
+            instance.send_config(config)
+            return config
+
+    def running_pipeline(self, instance_id: str) -> Instance:
+        instance = self.pipelines.get(instance_id)
+        if instance is None:
+            raise NotFound(f"no pipeline instance {instance_id!r} on this node")
+        return instance
+
+    # --- common -----------------------------------------------------------------------------
+    def instances(self, kind: str) -> dict[str, Instance]:
+        with self.lock:
+            table = self.cameras if kind == "camera" else self.pipelines
+            return {k: v for k, v in table.items() if v.alive}
+
+    def stop(self, kind: str, instance_id: str, forget: bool = False) -> None:
+        with self.lock:
+            table = self.cameras if kind == "camera" else self.pipelines
+            instance = table.get(instance_id)
+            if instance is None:
+                raise NotFound(f"no {kind} instance {instance_id!r} on this node")
+            instance.permanent = False   # stopped on purpose: not restarted
+            if forget:
+                del table[instance_id]
+        instance.stop()
+
+    def stop_all(self, kind: str) -> None:
+        for instance_id in list(self.instances(kind)):
+            self.stop(kind, instance_id)
+
+    def shutdown(self) -> None:
+        """Stop everything (pipelines first, then the cameras they read)."""
+        self._stopping.set()
+        with self.lock:
+            everything = [*self.pipelines.values(), *self.cameras.values()]
+        for instance in everything:
+            instance.permanent = False
+            instance.stop()
+
+    def _new_instance(self, kind: str, instance_id: str, config: dict, ports,
+                      **flags) -> Instance:
+        port = config.get("port") or self._free_port(ports)
+        camera = instance_id if kind == "camera" else config["camera_name"]
+        spec = {
+            "node": self.settings.node,
+            "ring": ring_base(self.settings.node, camera),
+            "ring_slots": self.settings.ring_slots,
+            "stats": stats_name(self.settings.node, f"{kind[0]}-{instance_id}"),
+            "port": port,
+            "scripts_dir": str(Path(self.settings.data_dir) / "scripts"),
+        }
+        instance = Instance(kind, instance_id, config, spec,
+                            f"tcp://{self.settings.public_host}:{port}",
+                            omp_threads=self.settings.omp_threads, **flags)
+        instance.start()
+        return instance
+
+    def _free_port(self, ports) -> int:
+        taken = {i.spec["port"] for i in (*self.cameras.values(), *self.pipelines.values())
+                 if i.alive}
+        for port in range(ports[0], ports[1] + 1):
+            if port not in taken and _bindable(port):
+                return port
+        raise Conflict(f"no free port left in {list(ports)}; stop instances or widen the range")
+
+    # --- watchdog ---------------------------------------------------------------------------
+    def _watch(self) -> None:
+        while not self._stopping.wait(WATCH_PERIOD):
+            try:
+                self._check()
+            except Exception:
+                log.exception("watchdog check failed")
+
+    def _check(self) -> None:
+        now = time.monotonic()
+        with self.lock:
+            everything = [*self.pipelines.values(), *self.cameras.values()]
+        for instance in everything:
+            code = instance.poll()
+            if code is not None:
+                self._ended(instance, code, now)
+                continue
+            instance.update_rates()
+            if not instance.permanent:
+                self._stop_if_idle(instance, now)
+
+    def _ended(self, instance: Instance, code: int, now: float) -> None:
+        if not instance.permanent or self._stopping.is_set():
+            if not instance.reaped:
+                instance.reaped = True
+                instance.release_segments()
+                log.info("%s %s ended with exit code %s%s", instance.kind, instance.id, code,
+                         f" ({instance.finished})" if instance.finished else "")
+            return
+        due = self._restart_due.get(instance.id)
+        if due is None:
+            delay = BACKOFF[min(instance.restarts, len(BACKOFF) - 1)]
+            log.warning("permanent %s %s died (exit code %s): restarting in %g s",
+                        instance.kind, instance.id, code, delay)
+            instance.release_segments()
+            self._restart_due[instance.id] = now + delay
+        elif now >= due:
+            del self._restart_due[instance.id]
+            instance.restarts += 1
+            try:
+                if instance.kind == "pipeline":
+                    self.camera(instance.config["camera_name"])
+                instance.start()
+            except Exception as error:
+                instance.last_error = str(error)
+                log.error("restart of %s failed: %s", instance.id, error)
+
+    def _stop_if_idle(self, instance: Instance, now: float) -> None:
+        timeout = instance.config.get("no_client_timeout", DEFAULT_NO_CLIENT_TIMEOUT)
+        if timeout is None or timeout <= 0:
+            return
+        busy = instance.counters().get("clients", 0) > 0
+        if instance.kind == "camera":
+            busy = busy or any(p.alive and p.config.get("camera_name") == instance.id
+                               for p in list(self.pipelines.values()))
+        if busy or instance.idle_since is None:
+            instance.idle_since = None if busy else now
+            return
+        if now - instance.idle_since >= timeout:
+            log.info("%s %s: no clients for %g s, stopping", instance.kind, instance.id, timeout)
+            instance.stop()
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True

@@ -1,0 +1,361 @@
+"""The node's persistent store: configs and their history, backgrounds, scripts and libs.
+
+Layout under data_dir: `cameras/<name>.json`, `pipelines/<name>.json`, `backgrounds/<id>.npy`,
+`scripts/<name>`, `libs/<name>`, and `history/<cameras|pipelines|scripts>/<name>/<UTC stamp>`.
+Shipped configs are read from `config_dir/<cameras|pipelines>/<name>.toml`; a config saved in
+data_dir overrides the shipped one of the same name. Every write is atomic (temp file, fsync,
+rename, fsync of the directory), and a config or script is copied to history before it is
+overwritten or deleted, so nothing saved is ever lost. Names are checked before any file is
+touched, and resolved paths must stay inside data_dir: nothing outside it is written or removed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+import threading
+import tomllib
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from shmcam.supervisor.arrays import check_array
+from shmcam.supervisor.errors import BadRequest, Conflict, NotFound
+
+log = logging.getLogger(__name__)
+
+NAME_RULE = ("1-100 characters from A-Z a-z 0-9 _ . : + -, "
+             "not starting with '.' or '-' and without '..'")
+DIR_MODE = 0o755
+FILE_MODE = 0o644
+CONFIG_KINDS = {"camera": "cameras", "pipeline": "pipelines"}
+FILE_KINDS = {"script": "scripts", "lib": "libs"}
+_FILES_WITH_HISTORY = {"script"}
+_NAME = re.compile(r"[A-Za-z0-9_.:+-]{1,100}")
+_BACKGROUND_STAMP = r"_\d{8}_\d{6}_\d{6}"          # <camera>_YYYYMMDD_HHMMSS_ffffff
+_BACKGROUND_ORDER = re.compile(_BACKGROUND_STAMP + r"\Z")
+_HISTORY_STAMP = re.compile(r"\d{8}T\d{6}_\d{6}Z")
+_HISTORY_FORMAT = "%Y%m%dT%H%M%S_%fZ"
+
+
+def _is_valid(name) -> bool:
+    return (isinstance(name, str) and _NAME.fullmatch(name) is not None
+            and name[0] not in ".-" and ".." not in name)
+
+
+def check_name(name: str) -> str:
+    """A config, script, lib or background name that cannot leave its directory or hide as a
+    dot file (temp files are dot files), else BadRequest."""
+    if not _is_valid(name):
+        shown = repr(name) if len(repr(name)) <= 120 else repr(name)[:117] + "..."
+        raise BadRequest(f"invalid name {shown}: use {NAME_RULE}")
+    return name
+
+
+def _subdir(kinds: dict[str, str], kind: str) -> str:
+    try:
+        return kinds[kind]
+    except KeyError:
+        raise BadRequest(f"unknown kind {kind!r}: use one of {', '.join(kinds)}") from None
+
+
+# --- files -----------------------------------------------------------------------------------
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename or unlink durable: without it a crash can bring the old entry back."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Readers see the old file or the new one, never a partial one, even after a crash."""
+    path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _names_in(directory: Path | None, suffix: str) -> set[str]:
+    """Valid names of the files ending in suffix; temp (dot) files and strays are skipped."""
+    if directory is None or not directory.is_dir():
+        return set()
+    names = set()
+    for entry in directory.iterdir():
+        name = entry.name.removesuffix(suffix)
+        if not entry.name.endswith(suffix) or not entry.is_file():
+            continue
+        if _is_valid(name):
+            names.add(name)
+        elif not name.startswith("."):
+            log.warning("ignoring %s: not a valid name (%s)", entry, NAME_RULE)
+    return names
+
+
+def _history_stamps(directory: Path, suffix: str) -> list[str]:
+    return sorted(n for n in _names_in(directory, suffix) if _HISTORY_STAMP.fullmatch(n))
+
+
+def _next_stamp(stamps: list[str]) -> str:
+    """UTC now, but always after the newest stamp: two saves within one microsecond, or a clock
+    stepping back, must neither overwrite a version nor break the order."""
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    if stamps:
+        newest = datetime.strptime(stamps[-1], _HISTORY_FORMAT)
+        now = max(now, newest + timedelta(microseconds=1))
+    return now.strftime(_HISTORY_FORMAT)
+
+
+# --- config formats --------------------------------------------------------------------------
+
+def _to_json(config, what: str) -> bytes:
+    """Strict JSON (no NaN, no dates), so every client can read back what was saved."""
+    if not isinstance(config, dict):
+        raise BadRequest(f"{what} must be a JSON object, got {type(config).__name__}")
+    try:
+        text = json.dumps(config, indent=2, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise BadRequest(f"{what} is not JSON-serialisable: {error}; use only objects, lists, "
+                         f"strings, finite numbers, true, false and null") from None
+    return (text + "\n").encode()
+
+
+def _parse(path: Path, loads: Callable[[str], object], language: str) -> dict:
+    """A config file's dict (FileNotFoundError passes); a broken file is named, not a crash."""
+    try:
+        config = loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:  # JSON/TOML syntax errors and bad UTF-8 are all ValueErrors
+        raise BadRequest(f"{path} is not valid {language}: {error}; "
+                         f"fix or remove the file") from None
+    if not isinstance(config, dict):
+        raise BadRequest(f"{path} must hold a {language} object, got {type(config).__name__}")
+    return config
+
+
+def _read_json(path: Path) -> dict:
+    return _parse(path, json.loads, "JSON")
+
+
+def _read_toml(path: Path) -> dict:
+    """A shipped config as the JSON types the API returns; TOML dates are refused by name."""
+    return json.loads(_to_json(_parse(path, tomllib.loads, "TOML"), str(path)))
+
+
+class ConfigStore:
+    """Configs (saved and shipped), their history, backgrounds, scripts and libs of a node."""
+
+    def __init__(self, data_dir: Path, config_dir: Path | None = None,
+                 history_limit: int = 50):
+        if history_limit < 1:
+            raise ValueError(f"history_limit must be at least 1, got {history_limit}")
+        self.data_dir = Path(data_dir)
+        self.config_dir = None if config_dir is None else Path(config_dir)
+        self.history_limit = history_limit
+        self._lock = threading.RLock()
+
+    # --- paths -------------------------------------------------------------------------------
+
+    def _path(self, *parts: str) -> Path:
+        """A path under data_dir, refused if it resolves elsewhere (e.g. a planted symlink)."""
+        path = self.data_dir.joinpath(*parts)
+        root = self.data_dir.resolve()
+        if not path.resolve().is_relative_to(root):
+            raise BadRequest(f"refused: {path} leads outside the data directory {root}; "
+                             f"remove the link")
+        return path
+
+    def _config_file(self, kind: str, name: str) -> Path:
+        return self._path(_subdir(CONFIG_KINDS, kind), f"{check_name(name)}.json")
+
+    def _shipped_file(self, kind: str, name: str) -> Path | None:
+        subdir, file = _subdir(CONFIG_KINDS, kind), f"{check_name(name)}.toml"
+        return None if self.config_dir is None else self.config_dir / subdir / file
+
+    def _history_dir(self, path: Path, suffix: str) -> Path:
+        """history/<cameras|pipelines|scripts>/<name>/ of a stored file."""
+        return self._path("history", path.parent.name, path.name.removesuffix(suffix))
+
+    # --- writing with history ----------------------------------------------------------------
+
+    def _archive(self, path: Path, suffix: str) -> None:
+        """Copy the current version (if any) to history, then drop the oldest beyond the limit."""
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return
+        history = self._history_dir(path, suffix)
+        stamp = _next_stamp(_history_stamps(history, suffix))
+        _write_atomic(history / f"{stamp}{suffix}", lambda file: file.write(data))
+        for old in _history_stamps(history, suffix)[:-self.history_limit]:
+            (history / f"{old}{suffix}").unlink()
+
+    def _write(self, path: Path, write: Callable[[BinaryIO], object],
+               history: str | None) -> None:
+        """Atomic write; `history` is the suffix of history files, None for no history."""
+        with self._lock:
+            if history is not None:
+                self._archive(path, history)
+            _write_atomic(path, write)
+        log.info("stored %s", path)
+
+    def _delete(self, path: Path, history: str | None, missing: Exception) -> None:
+        with self._lock:
+            if not path.is_file():
+                raise missing
+            if history is not None:
+                self._archive(path, history)
+            path.unlink()
+            _fsync_dir(path.parent)
+        log.info("deleted %s", path)
+
+    # --- configs -----------------------------------------------------------------------------
+
+    def config_names(self, kind: str) -> list[str]:
+        """Saved and shipped config names, sorted."""
+        subdir = _subdir(CONFIG_KINDS, kind)
+        shipped = None if self.config_dir is None else self.config_dir / subdir
+        return sorted(_names_in(self._path(subdir), ".json") | _names_in(shipped, ".toml"))
+
+    def get_config(self, kind: str, name: str) -> dict:
+        """The saved config, else the shipped one; a fresh dict every call."""
+        sources = [(self._config_file(kind, name), _read_json)]
+        shipped = self._shipped_file(kind, name)
+        if shipped is not None:
+            sources.append((shipped, _read_toml))
+        for path, read in sources:
+            try:
+                return read(path)
+            except FileNotFoundError:
+                continue
+        raise NotFound(f"no {kind} config named {name!r}: save it first, "
+                       f"or use one of the {kind} config names")
+
+    def save_config(self, kind: str, name: str, config: dict) -> None:
+        """Save atomically; the version it replaces goes to history first."""
+        path = self._config_file(kind, name)
+        data = _to_json(config, f"{kind} config {name!r}")
+        self._write(path, lambda file: file.write(data), history=".json")
+
+    def delete_config(self, kind: str, name: str) -> None:
+        """Delete a saved config (kept in history); a shipped one shows through again."""
+        path = self._config_file(kind, name)
+        shipped = self._shipped_file(kind, name)
+        if shipped is not None and shipped.is_file():
+            missing = Conflict(f"{kind} config {name!r} is shipped in {shipped}: it cannot be "
+                               f"deleted through the API; remove the file there")
+        else:
+            missing = NotFound(f"no saved {kind} config named {name!r} to delete")
+        self._delete(path, ".json", missing)
+
+    def is_shipped(self, kind: str, name: str) -> bool:
+        shipped = self._shipped_file(kind, name)
+        return shipped is not None and shipped.is_file()
+
+    def config_history(self, kind: str, name: str) -> list[str]:
+        """Stamps of the earlier versions, oldest first."""
+        return _history_stamps(self._history_dir(self._config_file(kind, name), ".json"), ".json")
+
+    def get_config_version(self, kind: str, name: str, stamp: str) -> dict:
+        """An earlier version, by a stamp from config_history."""
+        path = self._config_file(kind, name)
+        if not isinstance(stamp, str) or not _HISTORY_STAMP.fullmatch(stamp):
+            raise BadRequest(f"invalid version {stamp!r}: use a stamp from the config history, "
+                             f"like 20240131T120000_000000Z")
+        try:
+            return _read_json(self._history_dir(path, ".json") / f"{stamp}.json")
+        except FileNotFoundError:
+            raise NotFound(f"{kind} config {name!r} has no version {stamp}: "
+                           f"see its history for the versions kept") from None
+
+    # --- backgrounds -------------------------------------------------------------------------
+
+    def _background_file(self, background_id: str) -> Path:
+        return self._path("backgrounds", f"{check_name(background_id)}.npy")
+
+    def new_background_id(self, camera: str, when: datetime | None = None) -> str:
+        """`<camera>_YYYYMMDD_HHMMSS_ffffff` in local time, as CamServer names backgrounds."""
+        when = datetime.now() if when is None else when
+        return check_name(f"{check_name(camera)}_{when.strftime('%Y%m%d_%H%M%S_%f')}")
+
+    def save_background(self, background_id: str, array: np.ndarray) -> None:
+        path = self._background_file(background_id)
+        check_array(array)
+        self._write(path, lambda file: np.save(file, array, allow_pickle=False), history=None)
+
+    def get_background(self, background_id: str) -> np.ndarray:
+        try:
+            return np.load(self._background_file(background_id), allow_pickle=False)
+        except FileNotFoundError:
+            raise NotFound(f"no background {background_id!r}: "
+                           f"use one of the background ids") from None
+
+    def background_ids(self, camera: str | None = None) -> list[str]:
+        """Ids oldest first; with a camera, only `<camera>_<stamp>` ids, so camera 'cam' does
+        not list 'cam_b_<stamp>' of camera 'cam_b'."""
+        pattern = None if camera is None else re.compile(
+            re.escape(check_name(camera)) + _BACKGROUND_STAMP)
+        ids = _names_in(self._path("backgrounds"), ".npy")
+        if pattern is not None:
+            ids = {i for i in ids if pattern.fullmatch(i)}
+        return sorted(ids, key=_background_order)
+
+    def latest_background(self, camera: str) -> str:
+        ids = self.background_ids(camera)
+        if not ids:
+            raise NotFound(f"no background saved for camera {camera!r}: take one first")
+        return ids[-1]
+
+    def delete_background(self, background_id: str) -> None:
+        path = self._background_file(background_id)
+        self._delete(path, None, NotFound(f"no background {background_id!r} to delete"))
+
+    # --- scripts and libs --------------------------------------------------------------------
+
+    def _file(self, kind: str, name: str) -> Path:
+        return self._path(_subdir(FILE_KINDS, kind), check_name(name))
+
+    def file_names(self, kind: str) -> list[str]:
+        return sorted(_names_in(self._path(_subdir(FILE_KINDS, kind)), ""))
+
+    def get_file(self, kind: str, name: str) -> bytes:
+        try:
+            return self._file(kind, name).read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"no {kind} named {name!r}: upload it first") from None
+
+    def save_file(self, kind: str, name: str, data: bytes) -> None:
+        """Save atomically; a script's previous version goes to history first."""
+        path = self._file(kind, name)
+        if not isinstance(data, (bytes, bytearray)):
+            raise BadRequest(f"{kind} {name!r}: the content must be bytes, "
+                             f"got {type(data).__name__}")
+        history = "" if kind in _FILES_WITH_HISTORY else None
+        self._write(path, lambda file: file.write(data), history)
+
+    def delete_file(self, kind: str, name: str) -> None:
+        path = self._file(kind, name)
+        history = "" if kind in _FILES_WITH_HISTORY else None
+        self._delete(path, history, NotFound(f"no {kind} named {name!r} to delete"))
+
+
+def _background_order(background_id: str) -> tuple[str, str]:
+    """By the id's timestamp across cameras; ids without one (uploaded by name) first."""
+    match = _BACKGROUND_ORDER.search(background_id)
+    return (background_id[match.start():] if match else "", background_id)

@@ -1,0 +1,114 @@
+"""Validation of camera and pipeline configs before anything is saved or started.
+
+Each check names the key and says what is expected, so a REST client sees a 400 it can act on.
+Unknown keys pass through (CamServer configs carry many), but a known key must make sense.
+"""
+
+from __future__ import annotations
+
+from numbers import Real
+
+import numpy as np
+
+from .errors import BadRequest
+
+CAMERA_SOURCES = ("simulation",)
+PIPELINE_TYPES = ("processing",)
+SUB_DICTS = ("image_good_region", "image_slices")
+
+
+def _fail(kind: str, key: str, expected: str, value) -> BadRequest:
+    return BadRequest(f"{kind} config: {key} must be {expected}, got {value!r}")
+
+
+def _number(kind, config, key, positive=True, integer=False, allow_zero=False):
+    value = config.get(key)
+    if value is None:
+        return
+    ok_type = isinstance(value, int) if integer else isinstance(value, Real)
+    if isinstance(value, bool) or not ok_type or (
+            positive and not (value > 0 or (allow_zero and value == 0))):
+        what = "an integer" if integer else "a number"
+        raise _fail(kind, key, f"{'a positive ' + what[3:] if positive else what}", value)
+
+
+def _strings(kind, config, key):
+    value = config.get(key)
+    if value is not None and (not isinstance(value, list)
+                              or not all(isinstance(v, str) for v in value)):
+        raise _fail(kind, key, "a list of channel names", value)
+
+
+def _choice(kind, config, key, choices, default=None):
+    value = config.get(key, default)
+    if value is not None and value not in choices:
+        raise _fail(kind, key, f"one of {', '.join(map(str, choices))}", value)
+
+
+def camera(config) -> dict:
+    if not isinstance(config, dict):
+        raise BadRequest(f"a camera config must be a JSON object, got {type(config).__name__}")
+    _choice("camera", config, "source_type", CAMERA_SOURCES, "simulation")
+    for key in ("size_x", "size_y"):
+        _number("camera", config, key, integer=True)
+    _number("camera", config, "frame_rate")
+    _number("camera", config, "no_client_timeout", positive=False)
+    _port("camera", config)
+    dtype = config.get("dtype")
+    if dtype is not None:
+        try:
+            ok = np.dtype(dtype).kind in "uif"
+        except TypeError:
+            ok = False
+        if not ok:
+            raise _fail("camera", "dtype", "a numeric numpy type such as uint16", dtype)
+    return config
+
+
+def pipeline(config, camera_names) -> dict:
+    if not isinstance(config, dict):
+        raise BadRequest(f"a pipeline config must be a JSON object, got {type(config).__name__}")
+    _choice("pipeline", config, "pipeline_type", PIPELINE_TYPES, "processing")
+    name = config.get("camera_name")
+    if not isinstance(name, str) or not name:
+        raise BadRequest("pipeline config: camera_name is required (the camera to process)")
+    if name not in camera_names:
+        raise BadRequest(f"pipeline config: camera_name {name!r} is not a camera of this node; "
+                         f"known cameras: {', '.join(sorted(camera_names)) or 'none'}")
+    _choice("pipeline", config, "mode", ("PUB", "PUSH"))
+    for key in ("queue_size", "downsampling", "records"):
+        _number("pipeline", config, key, integer=True)
+    _number("pipeline", config, "max_frame_rate")
+    _number("pipeline", config, "no_client_timeout", positive=False)
+    _port("pipeline", config)
+    _strings("pipeline", config, "include")
+    _strings("pipeline", config, "exclude")
+    pid_range = config.get("pid_range")
+    if pid_range is not None and not (
+            isinstance(pid_range, list) and len(pid_range) == 2
+            and all(v is None or (isinstance(v, int) and not isinstance(v, bool))
+                    for v in pid_range)):
+        raise _fail("pipeline", "pid_range", "[start, stop] pulse ids", pid_range)
+    function = config.get("function")
+    if function is not None and not isinstance(function, str):
+        raise _fail("pipeline", "function", "a function or script name", function)
+    for key in SUB_DICTS:
+        if config.get(key) is not None and not isinstance(config[key], dict):
+            raise _fail("pipeline", key, "an object", config[key])
+    return config
+
+
+def _port(kind, config):
+    port = config.get("port")
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int)
+                             or not 1 <= port <= 65535):
+        raise _fail(kind, "port", "a TCP port number", port)
+
+
+def merge(config: dict, update: dict) -> dict:
+    """A live update merged over a config; the sub-dicts of processing merge key by key."""
+    merged = {**config, **update}
+    for key in SUB_DICTS:
+        if isinstance(config.get(key), dict) and isinstance(update.get(key), dict):
+            merged[key] = {**config[key], **update[key]}
+    return merged
