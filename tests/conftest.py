@@ -93,3 +93,24 @@ def golden_dir() -> Path:
     if not GOLDEN_DIR.is_dir():
         pytest.fail(f"bsread golden messages not found at {GOLDEN_DIR}")
     return GOLDEN_DIR
+
+
+@pytest.fixture
+def supervisor(tmp_path, node):
+    """Start real supervisors: `supervisor(cameras={...}, token=..., permanent=...)`.
+
+    Each is stopped (SIGTERM) at the end; its instances must be gone and its segments removed.
+    """
+    from supervisor_harness import Supervisor
+    started = []
+
+    def start(**kwargs):
+        sup = Supervisor(tmp_path / f"s{len(started)}", node, **kwargs)
+        started.append(sup)
+        return sup.start()
+
+    yield start
+    for sup in started:
+        sup.stop()
+        assert not sup.segments(), f"segments left after SIGTERM: {sup.segments()}"
+

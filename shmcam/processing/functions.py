@@ -6,6 +6,7 @@ imported in the pipeline's own process, so a broken script can only break that p
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 from pathlib import Path
 
@@ -28,7 +29,9 @@ def resolve(name: str | None, scripts_dir: Path):
 
 
 def _load(path: Path):
-    spec = importlib.util.spec_from_file_location(f"shmcam_user_{path.stem}", path)
+    # Uploaded scripts need not end in .py: name the loader explicitly.
+    loader = importlib.machinery.SourceFileLoader(f"shmcam_user_{path.stem}", str(path))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     function = getattr(module, "process_image", None)

@@ -41,8 +41,9 @@ def beam_frames(size_x: int = 1280, size_y: int = 960, dtype="uint16", count: in
 class SimulationSource:
     """A simulated camera: beam frames at `frame_rate`, pulse ids of a 100 Hz machine.
 
-    Config keys (CamServer's): size_x, size_y, frame_rate, dtype. Pulse ids count in units of
-    10 ms of wall time, so a 10 Hz camera's ids step by 10, as on a real 100 Hz machine.
+    Config keys (CamServer's): size_x, size_y, frame_rate, dtype. Pulse ids count as on a
+    100 Hz machine: they start from the wall clock in units of 10 ms and step by 100/frame_rate
+    per frame (a 10 Hz camera's ids step by 10), never skipping or repeating under jitter.
     """
 
     def __init__(self, config: dict):
@@ -54,6 +55,8 @@ class SimulationSource:
         self.online, self.reason = True, "simulation"
         self._n = 0
         self._due = time.monotonic()
+        self._first_pulse = time.time_ns() // 10_000_000
+        self._pulse_step = max(1, round(100 / self.frame_rate))
 
     def read(self, timeout: float):
         """The next (image, pulse_id, (sec, ns)) when it is due, or None after timeout."""
@@ -64,10 +67,10 @@ class SimulationSource:
         if delay > 0:
             time.sleep(delay)
         self._due = max(self._due + 1.0 / self.frame_rate, time.monotonic() - 1.0)
-        now = time.time_ns()
         image = self.frames[self._n % len(self.frames)]
+        pulse_id = self._first_pulse + self._n * self._pulse_step
         self._n += 1
-        return image, now // 10_000_000, divmod(now, 1_000_000_000)
+        return image, pulse_id, divmod(time.time_ns(), 1_000_000_000)
 
     def close(self) -> None:
         pass

@@ -1,0 +1,135 @@
+"""A real supervisor process for tests: free ports, temporary data dir, REST client helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from shmcam.shm import segment
+
+SIM_CAMERA = {"source_type": "simulation", "size_x": 320, "size_y": 240, "frame_rate": 50}
+
+
+def free_port_block(size: int) -> int:
+    """The first port of `size` consecutive ports that are free now."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            first = s.getsockname()[1]
+        if first + size < 65000 and all(_free(p) for p in range(first, first + size)):
+            return first
+    raise RuntimeError("no block of free ports")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+class Supervisor:
+    """`shmcam supervisor` in a subprocess, with the node config written for the test."""
+
+    def __init__(self, tmp: Path, node: str, cameras: dict | None = None, token: str | None = None,
+                 permanent: dict | None = None, pipelines: dict | None = None):
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.node = node
+        self.data_dir = tmp / "data"
+        ports = free_port_block(24)
+        self.rest_port = ports
+        config = {"node": node, "public_host": "127.0.0.1", "rest_host": "127.0.0.1",
+                  "rest_port": ports, "camera_ports": [ports + 1, ports + 8],
+                  "pipeline_ports": [ports + 9, ports + 23], "data_dir": str(self.data_dir),
+                  "config_dir": str(tmp / "etc"), "ring_slots": 8}
+        if token:
+            (tmp / "token").write_text(token + "\n")
+            config["token_file"] = str(tmp / "token")
+        if permanent:
+            config["permanent"] = permanent
+        self.config_file = tmp / "shmcam.toml"
+        self.config_file.write_text(_toml(config))
+        for folder, configs in (("cameras", cameras), ("pipelines", pipelines)):
+            for name, config in (configs or {}).items():
+                (self.data_dir / folder).mkdir(parents=True, exist_ok=True)
+                (self.data_dir / folder / f"{name}.json").write_text(json.dumps(config))
+        self.url = f"http://127.0.0.1:{ports}"
+        self.token = token
+        self.process: subprocess.Popen | None = None
+        self.log_file = tmp / "supervisor.log"
+
+    def start(self) -> "Supervisor":
+        self._log = open(self.log_file, "a")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "shmcam.cli.main", "supervisor", "--config",
+             str(self.config_file)], stdout=self._log, stderr=subprocess.STDOUT,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"supervisor exited: {self.log()}")
+            try:
+                requests.get(self.url + "/api/v1/cam/version", timeout=1)
+                return self
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError(f"supervisor did not answer: {self.log()}")
+
+    def log(self) -> str:
+        return self.log_file.read_text()
+
+    def call(self, method: str, path: str, expect: int = 200, **kwargs) -> dict:
+        headers = kwargs.pop("headers", {})
+        if self.token and method != "GET":
+            headers.setdefault("Authorization", f"Bearer {self.token}")
+        response = requests.request(method, self.url + path, headers=headers, timeout=60,
+                                    **kwargs)
+        assert response.status_code == expect, (response.status_code, response.text)
+        if response.headers.get("content-type", "").startswith("application/json"):
+            data = response.json()
+            assert data["state"] == ("ok" if expect < 400 else "error"), data
+            return data
+        return {"raw": response.content}
+
+    def stop(self, sig=signal.SIGTERM) -> int:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+    def instance_pids(self) -> list[int]:
+        """Processes of this supervisor's instances (its direct children)."""
+        import psutil
+        try:
+            return [c.pid for c in psutil.Process(self.process.pid).children()]
+        except psutil.NoSuchProcess:
+            return []
+
+    def segments(self) -> list[str]:
+        return segment.list_segments(f"shmcam.{self.node}.")
+
+
+def _toml(config: dict) -> str:
+    lines, tables = [], []
+    for key, value in config.items():
+        if isinstance(value, dict):
+            tables.append(f"[{key}]\n" + "".join(f"{k} = {json.dumps(v)}\n"
+                                                 for k, v in value.items()))
+        else:
+            lines.append(f"{key} = {json.dumps(value)}")
+    return "\n".join(lines) + "\n" + "\n".join(tables)

@@ -1,0 +1,179 @@
+"""Supervisor lifecycles with real processes: restarts, failures, idle stops, crashes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from shmcam.bsread import Receiver
+from shmcam.supervisor import settings as node_settings
+from supervisor_harness import SIM_CAMERA, Supervisor
+
+FAULTY = b'''
+from shmcam.processing.minimal import process_image as minimal
+
+def process_image(image, pulse_id, timestamp, x_axis, y_axis, parameters, bsdata=None):
+    if (pulse_id // 2) % 10 == 0:   # a 50 Hz camera: pulse ids step by 2
+        raise ZeroDivisionError("every 10th frame fails")
+    return minimal(image, pulse_id, timestamp, x_axis, y_axis, parameters)
+'''
+
+
+def wait_for(condition, timeout=20.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def receive(stream, count, timeout=5.0):
+    with Receiver(stream, timeout=timeout) as receiver:
+        messages = []
+        while len(messages) < count:
+            message = receiver.receive()
+            assert message is not None, f"stream {stream} went silent"
+            messages.append(message)
+        return messages
+
+
+def info(sup, instance_id):
+    return sup.call("GET", f"/api/v1/pipeline/instance/{instance_id}/info")["info"]
+
+
+def test_failing_function_is_counted_and_the_stream_goes_on(supervisor):
+    sup = supervisor(cameras={"sim": SIM_CAMERA})
+    sup.call("PUT", "/api/v1/pipeline/script/faulty/script_bytes", data=FAULTY)
+    created = sup.call("POST", "/api/v1/pipeline", params={"instance_id": "f"},
+                       json={"camera_name": "sim", "function": "faulty"})
+    messages = receive(created["stream"], 40)
+    failed = [m for m in messages if "processing_error" in m.data["processing_parameters"]]
+    good = [m for m in messages if "x_profile" in m.data]
+    assert failed and good and len(failed) + len(good) == 40
+    for m in failed:
+        assert (m.pulse_id // 2) % 10 == 0
+        params = json.loads(m.data["processing_parameters"])
+        assert "ZeroDivisionError: every 10th frame fails" in params["processing_error"]
+        assert not m.data["image"].any() and m.data["image"].shape == (240, 320)
+    stats = info(sup, "f")["statistics"]
+    assert stats["errors"] >= len(failed) and info(sup, "f")["is_stream_active"]
+    logs = sup.call("GET", "/api/v1/logs/instance/f")["logs"]
+    assert any("every 10th frame fails" in line for line in logs)
+
+
+def test_permanent_instance_restarts_after_sigkill_siblings_unaffected(supervisor):
+    sup = supervisor(cameras={"sim": SIM_CAMERA}, permanent={"keeper": "watched"},
+                     pipelines={"watched": {"camera_name": "sim", "exclude": ["image"]}})
+    keeper = wait_for(lambda: _exists(sup, "keeper") and info(sup, "keeper"),
+                      what="the permanent instance")
+    sibling = sup.call("POST", "/api/v1/pipeline", params={"instance_id": "sibling"},
+                       json={"camera_name": "sim", "exclude": ["image"],
+                             "no_client_timeout": 0})
+    old_pid = keeper["statistics"]["pid"]
+    with Receiver(sibling["stream"], timeout=5) as receiver:
+        assert receiver.receive() is not None
+        os.kill(old_pid, signal.SIGKILL)
+        pulse_ids = []
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            message = receiver.receive()
+            assert message is not None
+            pulse_ids.append(message.pulse_id)
+    steps = {b - a for a, b in zip(pulse_ids, pulse_ids[1:])}
+    assert steps == {2}, f"the sibling lost frames while its neighbour died: {steps}"
+    restarted = wait_for(lambda: (i := info(sup, "keeper"))["statistics"]["pid"] != old_pid
+                         and i["is_stream_active"] and i, what="the restart")
+    assert restarted["statistics"]["restarts"] == 1
+    assert receive(restarted["stream_address"], 3)
+    assert info(sup, "sibling")["statistics"]["dropped"] == 0
+
+
+def _exists(sup, instance_id):
+    import requests
+    r = requests.get(f"{sup.url}/api/v1/pipeline/instance/{instance_id}/info", timeout=10)
+    return r.status_code == 200
+
+
+def test_records_and_pid_range_end_the_instance_with_exit_code_0(supervisor):
+    sup = supervisor(cameras={"sim": SIM_CAMERA})
+    sup.call("POST", "/api/v1/pipeline", params={"instance_id": "five"},
+             json={"camera_name": "sim", "records": 5, "no_client_timeout": 0})
+    done = wait_for(lambda: (e := sup.call(
+        "GET", "/api/v1/pipeline/instance/five/exitcode"))["exitcode"] is not None and e,
+        what="the records limit")
+    assert done["exitcode"] == 0 and done["finished"] == "5 records sent"
+    now_pid = int(time.time() * 100)
+    sup.call("POST", "/api/v1/pipeline", params={"instance_id": "window"},
+             json={"camera_name": "sim", "pid_range": [now_pid, now_pid + 40],
+                   "no_client_timeout": 0})
+    done = wait_for(lambda: (e := sup.call(
+        "GET", "/api/v1/pipeline/instance/window/exitcode"))["exitcode"] is not None and e,
+        what="the end of pid_range")
+    assert done["exitcode"] == 0 and "pid_range end" in done["finished"]
+
+
+def test_idle_instances_stop_after_no_client_timeout(supervisor):
+    sup = supervisor(cameras={"sim": {**SIM_CAMERA, "no_client_timeout": 1}})
+    created = sup.call("POST", "/api/v1/pipeline", params={"instance_id": "idle"},
+                       json={"camera_name": "sim", "no_client_timeout": 1})
+    with Receiver(created["stream"], timeout=5) as receiver:   # a client keeps it alive
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:
+            assert receiver.receive() is not None
+        assert info(sup, "idle")["is_stream_active"]
+    wait_for(lambda: not sup.call("GET", "/api/v1/pipeline/info")["info"]["active_instances"],
+             what="the idle pipeline to stop")
+    # and then its camera, which has neither pipelines nor clients any more
+    wait_for(lambda: not sup.call("GET", "/api/v1/cam/info")["info"]["active_instances"],
+             what="the idle camera to stop")
+    wait_for(lambda: not sup.segments(), what="the ring and statistics to be removed")
+
+
+def test_supervisor_sigkill_leaves_no_orphans_and_next_start_sweeps(tmp_path, node):
+    sup = Supervisor(tmp_path, node, cameras={"sim": SIM_CAMERA}).start()
+    try:
+        sup.call("POST", "/api/v1/pipeline", json={"camera_name": "sim"})
+        children = sup.instance_pids()
+        assert len(children) == 2 and sup.segments()
+        sup.process.kill()            # no chance to clean up anything
+        sup.process.wait()
+        # instances notice that their control channel closed and stop by themselves
+        for pid in children:
+            try:
+                psutil.Process(pid).wait(10)
+            except psutil.NoSuchProcess:
+                pass
+        sup.start()                    # same node: the previous run's segments are swept
+        assert not sup.segments()
+        assert sup.call("GET", "/api/v1/cam/sim")["stream"]
+    finally:
+        sup.stop()
+    assert not sup.segments()
+
+
+def test_settings_are_strict_and_name_the_bad_key(tmp_path):
+    with pytest.raises(node_settings.SettingsError, match="unknown key 'rest_prot'"):
+        node_settings.from_dict({"rest_prot": 1})
+    with pytest.raises(node_settings.SettingsError, match="ring_slots must be an integer"):
+        node_settings.from_dict({"ring_slots": 1})
+    with pytest.raises(node_settings.SettingsError, match="camera_ports must be"):
+        node_settings.from_dict({"camera_ports": [20, 10]})
+    assert node_settings.from_dict({}).rest_port == 8888
+    config = tmp_path / "bad.toml"
+    config.write_text('node = "x"\nrest_prot = 8000\n')
+    out = subprocess.run([sys.executable, "-m", "shmcam.cli.main", "supervisor", "--config",
+                          str(config)], capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "unknown key 'rest_prot'" in out.stderr
+    missing = subprocess.run([sys.executable, "-m", "shmcam.cli.main", "supervisor", "--config",
+                              str(tmp_path / "absent.toml")], capture_output=True, text=True,
+                             timeout=60)
+    assert missing.returncode != 0 and "does not exist" in missing.stderr
