@@ -1,156 +1,120 @@
-"""`shmcam demo`: a simulated camera writing a ring, and reader processes, with live rates.
+"""`shmcam demo`: a node supervisor with a simulated camera and a pipeline, live statistics.
 
-It shows the data plane working end to end on one machine (until the supervisor exists it is
-the README's "main job"): one writer process ingests frames once, N reader processes each get
-every frame zero-copy, and every process reports through its shared-memory statistics block.
+Everything a user would set up by hand, in a temporary directory: the node config, a
+simulation camera, a supervisor on a free port, a pipeline created through the REST API as a
+CamServer client would, and a bsread client on the pipeline's stream. One status line a second
+until Ctrl-C; then everything is stopped and removed.
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import json
 import os
+import re
+import shutil
 import signal
+import subprocess
+import sys
+import tempfile
 import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 
-import psutil
+from shmcam.bsread import Receiver
 
-from shmcam.shm import RingReader, RingWriter, StatsBlock, remove_all, ring_base, stats_name
-from shmcam.sources.simulation import beam_frames
-
-RING = "camera"
+from .ring_demo import parse_size
 
 
 def add_parser(commands) -> None:
-    p = commands.add_parser("demo", help="run a simulated camera ring with reader processes",
+    p = commands.add_parser("demo", help="run a supervisor with a simulated camera and a pipeline",
                             description=__doc__)
-    p.add_argument("--size", default="1280x960", help="frame size WxH (default 1280x960)")
-    p.add_argument("--rate", type=float, default=100.0, help="frames per second (default 100)")
-    p.add_argument("--readers", type=int, default=3, help="reader processes (default 3)")
-    p.add_argument("--slots", type=int, default=8, help="ring depth in frames (default 8)")
+    p.add_argument("--size", default="1280x960", help="camera frame size WxH (default 1280x960)")
+    p.add_argument("--rate", type=float, default=100.0, help="camera frames/s (default 100)")
     p.add_argument("--seconds", type=float, default=0,
                    help="stop after this many seconds (default: run until Ctrl-C)")
     p.set_defaults(run=run)
 
 
-def parse_size(text: str) -> tuple[int, int]:
+def rest(url: str, method: str = "GET", body: dict | None = None) -> dict:
+    request = urllib.request.Request(url, method=method, data=None if body is None else
+                                     json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
     try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise SystemExit(f"--size must look like 1280x960, got {text!r}") from None
-    if w <= 0 or h <= 0:
-        raise SystemExit(f"--size must be positive, got {text!r}")
-    return w, h
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as error:
+        raise SystemExit(f"{method} {url}: {json.load(error).get('status')}") from None
 
 
-def writer_main(node, size, rate, slots, ready, stop) -> None:
-    frames = beam_frames(*size, count=16)
-    with RingWriter(ring_base(node, RING), frames[0].dtype, frames[0].shape, slots) as ring, \
-            StatsBlock(stats_name(node, RING), create=True) as stats:
-        ready.set()
-        period = 1.0 / rate
-        due = time.monotonic()
-        n = 0
-        while not stop.is_set():
-            now = time.time_ns()
-            ring.write(frames[n % len(frames)], now // 10_000_000, divmod(now, 1_000_000_000))
-            stats.add("frames_out")
-            n += 1
-            due += period
-            delay = due - time.monotonic()
-            if delay > 0:
-                stop.wait(delay)
-            else:
-                due = time.monotonic()  # fell behind: don't burst to catch up
-
-
-def reader_main(node, index, stop) -> None:
-    name = f"reader{index}"
-    with RingReader(ring_base(node, RING), timeout=10) as ring, \
-            StatsBlock(stats_name(node, name), create=True) as stats:
-        while not stop.is_set():
-            frame = ring.wait(timeout=0.2)
-            if frame is None:
-                continue
-            t0 = time.perf_counter_ns()
-            row = frame.image[frame.image.shape[0] // 2]
-            int(row.sum())                      # the "processing": a profile of one row
-            if ring.validate(frame):
-                stats.add("frames_out")
-                stats.record_time(time.perf_counter_ns() - t0)
-            stats.add("frames_in")
-            stats.set("dropped", ring.missed)
-            stats.set("torn", ring.torn)
-            stats.set("lag", ring.lag)
+def start_supervisor(workdir: Path, size, rate: float) -> tuple[subprocess.Popen, str]:
+    (workdir / "data" / "cameras").mkdir(parents=True)
+    (workdir / "data" / "cameras" / "simulation.json").write_text(json.dumps(
+        {"source_type": "simulation", "size_x": size[0], "size_y": size[1],
+         "frame_rate": rate, "no_client_timeout": 0}))
+    (workdir / "shmcam.toml").write_text(
+        f'node = "demo{os.getpid()}"\npublic_host = "127.0.0.1"\nrest_host = "127.0.0.1"\n'
+        f'rest_port = 0\ndata_dir = "{workdir / "data"}"\nconfig_dir = "{workdir / "etc"}"\n')
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shmcam.cli.main", "supervisor", "--config",
+         str(workdir / "shmcam.toml")], stdout=subprocess.PIPE,
+        stderr=open(workdir / "supervisor.log", "w"), text=True, start_new_session=True)
+    line = process.stdout.readline()
+    match = re.search(r"listening on (http://\S+)", line)
+    if not match:
+        process.wait(10)
+        raise SystemExit("the supervisor did not start:\n" + (workdir / "supervisor.log")
+                         .read_text())
+    return process, match.group(1)
 
 
 def run(args) -> int:
     size = parse_size(args.size)
-    if args.readers < 1 or args.rate <= 0:
-        raise SystemExit("--readers must be >= 1 and --rate > 0")
-    node = f"demo{os.getpid()}"
-    ctx = multiprocessing.get_context("spawn")
-    stop, ready = ctx.Event(), ctx.Event()
-    writer = ctx.Process(target=writer_main, args=(node, size, args.rate, args.slots, ready, stop),
-                         name="writer")
-    procs = [writer]
-    # Ctrl-C goes to the whole process group; let the children stop through the event instead.
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    workdir = Path(tempfile.mkdtemp(prefix="shmcam-demo-"))
+    supervisor = None
     try:
-        writer.start()
-        procs += [ctx.Process(target=reader_main, args=(node, i, stop), name=f"reader{i}")
-                  for i in range(args.readers)]
-        signal.signal(signal.SIGINT, previous)
-        if not ready.wait(60):
-            raise SystemExit("the writer did not start (see the log above)")
-        for p in procs[1:]:
-            p.start()
-        print(f"ring {ring_base(node, RING)}: {size[0]}x{size[1]} uint16 at {args.rate:g} Hz, "
-              f"{args.readers} readers (Ctrl-C to stop)", flush=True)
-        monitor(node, procs, args.seconds)
+        print(f"starting a supervisor in {workdir} ...", flush=True)
+        supervisor, url = start_supervisor(workdir, size, args.rate)
+        created = rest(f"{url}/api/v1/pipeline?instance_id=demo", "POST",
+                       {"camera_name": "simulation", "exclude": ["image"]})
+        stream = created["stream"]
+        print(f"REST API:        {url}/api/v1/pipeline/info", flush=True)
+        print(f"pipeline stream: {stream} (bsread, PUB)", flush=True)
+        print(f"camera:          simulation {size[0]}x{size[1]} uint16 at {args.rate:g} Hz; "
+              f"Ctrl-C to stop", flush=True)
+        watch(url, stream, args.seconds)
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        stop.set()
-        for p in procs:
-            p.join(5)
-            if p.is_alive():
-                p.kill()
-                p.join()
-        leftovers = remove_all(f"shmcam.{node}.")
-        signal.signal(signal.SIGINT, previous)
-    print(f"stopped; removed {len(leftovers)} leftover segments" if leftovers else "stopped")
+        if supervisor is not None:
+            supervisor.send_signal(signal.SIGTERM)
+            supervisor.wait(30)
+        shutil.rmtree(workdir, ignore_errors=True)
+    print("stopped; supervisor, instances and shared memory cleaned up")
     return 0
 
 
-def monitor(node: str, procs, seconds: float) -> None:
-    """Print one status line a second from the statistics blocks."""
-    names = [RING] + [f"reader{i}" for i in range(len(procs) - 1)]
-    blocks = {}
-    cpu = {p.pid: psutil.Process(p.pid) for p in procs}
-    for proc in cpu.values():
-        proc.cpu_percent()
-    last, t_last = {}, time.monotonic()
+def watch(url: str, stream: str, seconds: float) -> None:
+    """Receive the pipeline's stream and print a status line a second."""
     t_end = time.monotonic() + seconds if seconds > 0 else float("inf")
-    while time.monotonic() < t_end and all(p.is_alive() for p in procs):
-        time.sleep(min(1.0, max(0.0, t_end - time.monotonic())))
-        now = time.monotonic()
-        parts = []
-        for name in names:
-            if name not in blocks:
-                try:
-                    blocks[name] = StatsBlock(stats_name(node, name))
-                except FileNotFoundError:
-                    continue
-            snap = blocks[name].snapshot()
-            if name in last:
-                rate = (snap["frames_out"] - last[name]) / (now - t_last)
-                parts.append(f"{name} {rate:6.1f} fps" + (
-                    "" if name == RING else f" missed {snap['dropped']} torn {snap['torn']}"))
-            last[name] = snap["frames_out"]
-        t_last = now
-        load = sum(p.cpu_percent() for p in cpu.values())
-        if parts:
-            print(" | ".join(parts) + f" | cpu {load:5.1f}%", flush=True)
-    for block in blocks.values():
-        block.close()
+    with Receiver(stream, timeout=1.0) as receiver:
+        received, last, next_line = 0, None, time.monotonic() + 1.0
+        while time.monotonic() < t_end:
+            message = receiver.receive()
+            if message is not None:
+                received, last = received + 1, message
+            if time.monotonic() < next_line:
+                continue
+            next_line += 1.0
+            info = rest(f"{url}/api/v1/pipeline/instance/demo/info")["info"]["statistics"]
+            camera = rest(f"{url}/api/v1/cam/info")["info"]["active_instances"]
+            cam_stats = next(iter(camera.values()))["statistics"] if camera else {}
+            com = (f"x_com {last.data['x_center_of_mass']:7.1f} px"
+                   if last is not None and last.data.get("x_center_of_mass") else "")
+            p50 = info["processing_ms_p50"]
+            print(f"camera {cam_stats.get('tx', '-'):>15} cpu {cam_stats.get('cpu') or 0:4.1f}% | "
+                  f"pipeline in {info['rx']:>15} out {info['tx']:>15} dropped {info['dropped']} "
+                  f"torn {info['torn']} errors {info['errors']} "
+                  f"proc {p50 or 0:5.2f} ms cpu {info['cpu'] or 0:4.1f}% | "
+                  f"client {received} msgs pulse {last.pulse_id if last else '-'} {com}",
+                  flush=True)

@@ -8,7 +8,7 @@ import sys
 
 from shmcam.supervisor import daemon
 
-from . import demo
+from . import demo, ring_demo
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo.add_parser(commands)
+    ring_demo.add_parser(commands)
     daemon.add_parser(commands)
     return parser
 
