@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .kernels import profiles
+
 
 def _center_of_mass(profile: np.ndarray, axis: np.ndarray) -> float | None:
     total = profile.sum()
@@ -15,8 +17,10 @@ def _center_of_mass(profile: np.ndarray, axis: np.ndarray) -> float | None:
 
 
 def process_image(image, pulse_id, timestamp, x_axis, y_axis, parameters, bsdata=None):
-    x_profile = image.sum(axis=0, dtype=np.int64)
-    y_profile = image.sum(axis=1, dtype=np.int64)
+    if image.dtype.kind in "ui":
+        x_profile, y_profile = profiles(image)
+    else:   # float images keep float profiles (spec/processing.md)
+        x_profile, y_profile = image.sum(axis=0), image.sum(axis=1)
     return {
         "x_axis": x_axis,
         "y_axis": y_axis,

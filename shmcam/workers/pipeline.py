@@ -119,9 +119,20 @@ class Pipeline:
         reload = config.get("reload") or config.get("function") != self.config.get("function")
         if reload or not hasattr(self, "function"):
             self.function = functions.resolve(config.get("function"), self.scripts)
+            self.warm_up(config)
         self.config = config
         self.gate = Gate(config)
         self.parameters_json = json.dumps(config)
+
+    def warm_up(self, config: dict) -> None:
+        """Run the function once on a small frame of the ring's dtype, so that JIT compilation
+        happens now and not on the first real frame."""
+        dummy = np.zeros((8, 8), self.reader.dtype)
+        dummy.flags.writeable = False   # ring views are read-only: numba types them apart
+        try:
+            self.function(dummy, 0, (0, 0), *axes(8, 8), config)
+        except Exception as error:
+            log.debug("warm-up call failed (%s); the first frame will tell", error)
 
     def process(self, frame) -> dict | None:
         image = frame.image
