@@ -81,7 +81,7 @@ class Supervisor:
             try:
                 requests.get(self.url + "/api/v1/cam/version", timeout=1)
                 return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 time.sleep(0.05)
         raise RuntimeError(f"supervisor did not answer: {self.log()}")
 

@@ -253,3 +253,14 @@ def test_c_reader_reads_frames_written_by_python(node, tmp_path):
         assert (int(index), int(pulse), int(sec), int(ns)) == (i, 1000 + i, 1_700_000_000, i)
         assert (dtype, int(height), int(width)) == ("<u2", 48, 64)
         assert int(total) == int(frames[i].sum(dtype=np.uint64))
+
+
+def test_skip_to_newest_passes_over_frames_without_counting_them(node):
+    base = ring_base(node, "cam")
+    with RingWriter(base, np.uint8, (2, 2), slots=4) as w, RingReader(base) as r:
+        for i in range(10):
+            w.write(np.zeros((2, 2), np.uint8), i, (0, 0))
+        r.skip_to_newest()
+        assert r.wait(0) is None
+        w.write(np.zeros((2, 2), np.uint8), 10, (0, 0))
+        assert r.wait(0).pulse_id == 10 and r.missed == 0

@@ -376,6 +376,11 @@ class RingReader:
             self.received += 1
         return frame
 
+    def skip_to_newest(self) -> None:
+        """Continue with frames published from now on, without counting the ones passed over
+        as missed (e.g. after a slow start-up, before the reader's real work begins)."""
+        self._next = self._map.write_seq
+
     def validate(self, frame: Frame) -> bool:
         """After using a frame: True if it was intact throughout; False (counted torn) if the
         writer started overwriting its slot meanwhile, in which case the result must be dropped.

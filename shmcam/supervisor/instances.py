@@ -110,6 +110,10 @@ class Instance:
         return segment.list_segments(self.spec["ring"] + ".g") if self.kind == "camera" else []
 
     @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    @property
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 

@@ -44,6 +44,12 @@ class Manager:
         self._watchdog = threading.Thread(target=self._watch, name="watchdog", daemon=True)
 
     def start(self) -> None:
+        """Start the watchdog, and the permanent instances in the background: the REST API
+        answers while they come up."""
+        threading.Thread(target=self._start_permanent, name="permanent", daemon=True).start()
+        self._watchdog.start()
+
+    def _start_permanent(self) -> None:
         for instance_id, config_name in self.settings.permanent.items():
             try:
                 self.create_pipeline(self.store.get_config("pipeline", config_name), instance_id,
@@ -51,7 +57,6 @@ class Manager:
             except Exception as error:
                 log.error("permanent instance %s (%s) did not start: %s", instance_id,
                           config_name, error)
-        self._watchdog.start()
 
     # --- cameras ----------------------------------------------------------------------------
     def camera_config(self, name: str) -> dict:
@@ -256,8 +261,8 @@ class Manager:
 
     def _stop_if_idle(self, instance: Instance, now: float) -> None:
         timeout = instance.config.get("no_client_timeout", DEFAULT_NO_CLIENT_TIMEOUT)
-        if timeout is None or timeout <= 0:
-            return
+        if timeout is None or timeout <= 0 or not instance.ready:
+            return   # an instance still starting has had no chance to get clients
         busy = instance.counters().get("clients", 0) > 0
         if instance.kind == "camera":
             busy = busy or any(p.alive and p.config.get("camera_name") == instance.id

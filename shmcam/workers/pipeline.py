@@ -159,6 +159,7 @@ class Pipeline:
         return self._axes
 
     def run(self, control: Control) -> int:
+        self.reader.skip_to_newest()   # frames that passed during start-up are not drops
         report(ready={"stream_port": self.spec["port"]})
         next_stats = 0.0
         while not control.stop.is_set():
