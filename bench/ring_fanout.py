@@ -210,8 +210,17 @@ def zmq_reader(address, shape, seconds, ready, results):
     results.put({"role": "reader", "frames": done, "cpu": cpu})
 
 
-def collect(results, count):
-    items = [results.get(timeout=60) for _ in range(count)]
+def run_all(procs, results):
+    """Run a writer and its readers to the end; their reports (writer, [readers])."""
+    try:
+        for p in procs:
+            p.start()
+        items = [results.get(timeout=60) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
     writer = next(i for i in items if i["role"] == "writer")
     return writer, [i for i in items if i["role"] == "reader"]
 
@@ -224,14 +233,8 @@ def run_shm(ctx, args, size):
     procs += [ctx.Process(target=shm_reader, args=(base, args.seconds, barrier, results))
               for _ in range(args.readers)]
     try:
-        for p in procs:
-            p.start()
-        writer, readers = collect(results, len(procs))
+        writer, readers = run_all(procs, results)
     finally:
-        for p in procs:
-            p.join(10)
-            if p.is_alive():
-                p.kill()
         remove_all(f"shmcam.bench{os.getpid()}.")
     latency = [v for r in readers for v in r["latency_ms"]]
     cpu = writer["cpu"] + sum(r["cpu"] for r in readers)
@@ -255,15 +258,7 @@ def run_zmq(ctx, args, size):
     procs += [ctx.Process(target=zmq_reader,
                           args=(address, (size[1], size[0]), args.seconds, ready, results))
               for _ in range(args.readers)]
-    try:
-        for p in procs:
-            p.start()
-        writer, readers = collect(results, len(procs))
-    finally:
-        for p in procs:
-            p.join(10)
-            if p.is_alive():
-                p.kill()
+    writer, readers = run_all(procs, results)
     cpu = writer["cpu"] + sum(r["cpu"] for r in readers)
     return {
         "zmq_frames_sent": writer["sent"],

@@ -140,20 +140,10 @@ def _bump_futex(m: _Mapping) -> None:
     futex.wake(m.futex_address)
 
 
-class RingWriter:
-    """The one writer of a ring. `write()` copies a frame into the next slot and publishes it."""
+class _RingEnd:
+    """What the writer and readers share: the identity and geometry of the mapped generation."""
 
-    def __init__(self, base: str, dtype, shape, slots: int = DEFAULT_SLOTS):
-        if slots < 2:
-            raise ValueError("a ring needs at least 2 slots")
-        self.base = base
-        self.slots = slots
-        self._map: _Mapping | None = None
-        older = generations(base)
-        self._open_generation((older[-1] + 1) if older else 0, np.dtype(dtype), tuple(shape),
-                              first_seq=0)
-        for gen in older:  # a previous writer of this ring (crashed or restarted): retire it
-            _retire(generation_name(base, gen))
+    _map: _Mapping | None
 
     @property
     def name(self) -> str:
@@ -170,6 +160,31 @@ class RingWriter:
     @property
     def generation(self) -> int:
         return self._map.generation
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class RingWriter(_RingEnd):
+    """The one writer of a ring. `write()` copies a frame into the next slot and publishes it."""
+
+    def __init__(self, base: str, dtype, shape, slots: int = DEFAULT_SLOTS):
+        if slots < 2:
+            raise ValueError("a ring needs at least 2 slots")
+        self.base = base
+        self.slots = slots
+        self._map: _Mapping | None = None
+        older = generations(base)
+        self._open_generation((older[-1] + 1) if older else 0, np.dtype(dtype), tuple(shape),
+                              first_seq=0)
+        for gen in older:  # a previous writer of this ring (crashed or restarted): retire it
+            _retire(generation_name(base, gen))
 
     @property
     def frames_written(self) -> int:
@@ -231,12 +246,6 @@ class RingWriter:
         self._map.close()
         self._map = None
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
 
 def _set_state(m: _Mapping, state: int) -> None:
     m.header_i[layout.OFF_STATE // 4] = state
@@ -255,7 +264,7 @@ def _retire(name: str) -> None:
     m.close()
 
 
-class RingReader:
+class RingReader(_RingEnd):
     """A reader of a ring, attached by base name; follows new generations by itself.
 
     policy "sequential" hands out every frame in order while the reader keeps up, and when the
@@ -278,18 +287,6 @@ class RingReader:
             if time.monotonic() >= deadline:
                 raise FileNotFoundError(f"no ring named {base} in {segment.SHM_DIR}")
             time.sleep(0.01)
-
-    @property
-    def name(self) -> str:
-        return self._map.name
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self._map.dtype
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self._map.shape
 
     @property
     def slots(self) -> int:
@@ -404,12 +401,6 @@ class RingReader:
         if self._map is not None:
             self._map.close()
             self._map = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def _read(m: _Mapping, n: int) -> Frame | None:
