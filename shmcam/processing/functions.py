@@ -6,13 +6,14 @@ imported in the pipeline's own process, so a broken script can only break that p
 
 from __future__ import annotations
 
+import importlib
 import importlib.machinery
 import importlib.util
 from pathlib import Path
 
-from . import minimal
-
-BUILTIN = {"minimal": minimal.process_image}
+# Built-in functions by name, imported only by the pipelines that use them (the supervisor
+# checks names without importing numba kernels).
+BUILTIN = {"minimal": "shmcam.processing.minimal"}
 DEFAULT = "minimal"
 
 
@@ -20,7 +21,7 @@ def resolve(name: str | None, scripts_dir: Path):
     """The process_image callable for a config's `function` (None means the default)."""
     name = name or DEFAULT
     if name in BUILTIN:
-        return BUILTIN[name]
+        return importlib.import_module(BUILTIN[name]).process_image
     for candidate in (scripts_dir / name, scripts_dir / f"{name}.py"):
         if candidate.is_file() and candidate.parent == scripts_dir:
             return _load(candidate)

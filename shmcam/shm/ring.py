@@ -195,12 +195,15 @@ class RingWriter(_RingEnd):
         nbytes = int(np.prod(shape)) * dtype.itemsize
         stride = layout.align(layout.SLOT_HEADER_SIZE + nbytes)
         name = generation_name(self.base, generation)
-        mm = segment.create(name, layout.HEADER_SIZE + self.slots * stride)
-        layout.HEADER.pack_into(
-            mm, 0, layout.MAGIC, layout.VERSION, layout.HEADER_SIZE, os.getpid(), time.time_ns(),
-            self.slots, layout.SLOT_HEADER_SIZE, stride, stride - layout.SLOT_HEADER_SIZE,
-            generation, first_seq, first_seq, LIVE, 0, layout.dtype_code(dtype), *fields,
-            nbytes, 0)
+
+        def write_header(mm):
+            layout.HEADER.pack_into(
+                mm, 0, layout.MAGIC, layout.VERSION, layout.HEADER_SIZE, os.getpid(),
+                time.time_ns(), self.slots, layout.SLOT_HEADER_SIZE, stride,
+                stride - layout.SLOT_HEADER_SIZE, generation, first_seq, first_seq, LIVE, 0,
+                layout.dtype_code(dtype), *fields, nbytes, 0)
+
+        mm = segment.create(name, layout.HEADER_SIZE + self.slots * stride, write_header)
         self._map = _Mapping(name, mm)
         self._geometry = (dtype, tuple(shape))
         self._dtype_code = layout.dtype_code(dtype)

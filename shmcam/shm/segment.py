@@ -14,6 +14,7 @@ import os
 import re
 import struct
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 SHM_DIR = Path("/dev/shm")
@@ -52,9 +53,11 @@ def free_bytes() -> int:
     return st.f_bavail * st.f_frsize
 
 
-def create(name: str, size: int) -> mmap.mmap:
-    """Create and pre-fault a new segment; fail clearly if it exists or /dev/shm lacks room.
+def create(name: str, size: int, initialize: Callable[[mmap.mmap], None]) -> mmap.mmap:
+    """Create a segment, pre-fault it, let `initialize` write its header, then publish it.
 
+    The segment appears under its name only once initialised (built under a temporary name,
+    then hard-linked, which fails if the name exists), so no reader ever maps a half-made one.
     Pre-faulting matters twice: first writes into fresh tmpfs pages are ~3x slower, and a
     tmpfs that runs full mid-stream kills the writer with SIGBUS instead of an error.
     """
@@ -64,16 +67,21 @@ def create(name: str, size: int) -> mmap.mmap:
             f"not enough shared memory for {name}: needs {size / 2**20:.0f} MiB, /dev/shm has "
             f"{available / 2**20:.0f} MiB free (keeping {SPACE_MARGIN / 2**20:.0f} MiB spare); "
             f"reduce the ring depth or enlarge /dev/shm")
-    fd = os.open(_path(name), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    final, draft = _path(name), _path(f"{name}.draft{os.getpid()}")
+    fd = os.open(draft, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
     try:
         os.ftruncate(fd, size)
         mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        _prefault(mm)
+        initialize(mm)
+        os.link(draft, final)
     except BaseException:
-        os.unlink(_path(name))
+        if "mm" in locals():
+            mm.close()
         raise
     finally:
         os.close(fd)
-    _prefault(mm)
+        os.unlink(draft)
     return mm
 
 
@@ -117,10 +125,6 @@ def unlink(name: str) -> bool:
 
 def list_segments(prefix: str) -> list[str]:
     return sorted(n for n in os.listdir(SHM_DIR) if n.startswith(prefix))
-
-
-def write_preamble(mm: mmap.mmap, magic: bytes, version: int, header_size: int) -> None:
-    PREAMBLE.pack_into(mm, 0, magic, version, header_size, os.getpid(), time.time_ns())
 
 
 def owner_pid(name: str) -> int | None:

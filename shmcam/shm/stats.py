@@ -8,6 +8,7 @@ counter a frame ahead of another, which no statistic cares about.
 from __future__ import annotations
 
 import math
+import os
 import time
 
 from . import layout, segment
@@ -36,12 +37,9 @@ class StatsBlock:
     def __init__(self, name: str, create: bool = False):
         self.name = name
         if create:
-            mm = segment.create(name, layout.STATS_SIZE)
-            segment.write_preamble(mm, layout.STATS_MAGIC, layout.STATS_VERSION,
-                                   layout.STATS_HEADER_SIZE)
-            layout.STATS_HEADER.pack_into(
-                mm, 0, *layout.STATS_HEADER.unpack_from(mm, 0)[:5],
-                len(layout.STATS_FIELDS), layout.HIST_BUCKETS)
+            mm = segment.create(name, layout.STATS_SIZE, lambda mm: layout.STATS_HEADER.pack_into(
+                mm, 0, layout.STATS_MAGIC, layout.STATS_VERSION, layout.STATS_HEADER_SIZE,
+                os.getpid(), time.time_ns(), len(layout.STATS_FIELDS), layout.HIST_BUCKETS))
         else:
             mm, _ = segment.attach(name)
             magic, version, *_ = layout.STATS_HEADER.unpack_from(mm, 0)

@@ -68,31 +68,40 @@ class Manager:
             instance = self.cameras.get(name)
             if instance is not None and instance.alive:
                 return instance
-            config = self.camera_config(name)
-            check_name_part(name)
-            instance = self._new_instance("camera", name, config, self.settings.camera_ports)
-            self.cameras[name] = instance
-            try:
-                instance.wait_ready(READY_TIMEOUT)
-            except RuntimeError as error:
-                del self.cameras[name]
-                raise Conflict(f"camera {name} did not start: {error}") from None
-            return instance
+            return self._start_camera(name, self.camera_config(name))
+
+    def _start_camera(self, name: str, config: dict) -> Instance:
+        check_name_part(name)
+        instance = self._new_instance("camera", name, config, self.settings.camera_ports)
+        self.cameras[name] = instance
+        try:
+            instance.wait_ready(READY_TIMEOUT)
+        except RuntimeError as error:
+            del self.cameras[name]
+            raise Conflict(f"camera {name} did not start: {error}") from None
+        return instance
 
     def set_camera_config(self, name: str, config: dict) -> dict:
+        """Save a camera config; a running camera restarts with it first, and if it cannot
+        run with it, it goes back to the config it had and nothing is saved."""
         validation.camera(config)
         with self.lock:
+            running = self.cameras.get(name)
+            if running is not None and running.alive:
+                running.stop()
+                try:
+                    self._start_camera(name, config)
+                except Conflict:
+                    self._start_camera(name, running.config)
+                    raise
             self.store.save_config("camera", name, config)
-            instance = self.cameras.pop(name, None)
-        if instance is not None:   # a camera restarts to take a new config: rings follow
-            instance.stop()
-            self.camera(name)
         return config
 
     # --- pipelines --------------------------------------------------------------------------
     def create_pipeline(self, config: dict, instance_id: str | None = None, *,
                         read_only: bool = False, permanent: bool = False) -> Instance:
         validation.pipeline(config, self.store.config_names("camera"))
+        validation.function_available(config, self.store.file_names("script"))
         instance_id = instance_id or str(uuid.uuid4())
         try:
             check_name_part(instance_id)
@@ -134,10 +143,15 @@ class Manager:
         return self.create_pipeline(config, read_only=True)
 
     def update_pipeline(self, instance_id: str, update: dict) -> dict:
+        """Merge a live update into a running private instance; refuse what it cannot apply
+        (the worker cannot report a failure back), and change nothing then."""
         if not isinstance(update, dict):
             raise BadRequest("a config update must be a JSON object")
         with self.lock:
             instance = self.running_pipeline(instance_id)
+            if not instance.alive:
+                raise Conflict(f"instance {instance_id} is not running (exit code "
+                               f"{instance.poll()}); start a new instance to use another config")
             if instance.read_only:
                 raise Conflict(f"instance {instance_id} is read-only (shared); create a "
                                f"private instance to change its config")
@@ -145,8 +159,10 @@ class Manager:
                     instance.config["camera_name"]:
                 raise BadRequest("camera_name cannot change on a running instance; start a new "
                                  "instance on the other camera")
+            validation.stream_unchanged(instance.config, update)
             config = validation.pipeline(validation.merge(instance.config, update),
                                          self.store.config_names("camera"))
+            validation.function_available(config, self.store.file_names("script"))
             instance.send_config(config)
             return config
 

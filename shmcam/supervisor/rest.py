@@ -19,7 +19,7 @@ from flask import Blueprint, Flask, Response, jsonify, request
 import shmcam
 from shmcam.shm import RingReader, ring_base
 
-from . import arrays, png
+from . import arrays, png, validation
 from .errors import BadRequest, Conflict, NotFound
 from .logs import LogRing
 from .manager import Manager
@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 
 FRAME_TIMEOUT = 5.0
 MAX_BACKGROUND_IMAGES = 1000
+
+
+class Unauthorized(Exception):
+    """A mutating call without the node's bearer token (HTTP 401). Not PermissionError: an
+    OS permission error of the store is a fault of the node, not of the client's token."""
 
 
 def ok(status: str = "ok", **keys) -> Response:
@@ -50,10 +55,11 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
     @app.errorhandler(NotFound)
     @app.errorhandler(BadRequest)
     @app.errorhandler(Conflict)
-    @app.errorhandler(PermissionError)
+    @app.errorhandler(Unauthorized)
     def known_error(error):
-        code = {NotFound: 404, BadRequest: 400, Conflict: 409, PermissionError: 401}[type(error)]
-        return jsonify({"state": "error", "status": str(error)}), code
+        code = {NotFound: 404, BadRequest: 400, Conflict: 409, Unauthorized: 401}[type(error)]
+        headers = {"WWW-Authenticate": "Bearer"} if code == 401 else {}
+        return jsonify({"state": "error", "status": str(error)}), code, headers
 
     @app.errorhandler(404)
     @app.errorhandler(405)
@@ -70,8 +76,8 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
         if token and request.method in ("POST", "PUT", "DELETE"):
             given = request.headers.get("Authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                raise PermissionError("this call changes the node: it needs the header "
-                                      "'Authorization: Bearer <token>' of the node's token_file")
+                raise Unauthorized("this call changes the node: it needs the header "
+                                   "'Authorization: Bearer <token>' of the node's token_file")
 
     # --- shared by both roots -----------------------------------------------------------------
     def server_info(kind: str) -> dict:
@@ -111,23 +117,33 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
         bp.add_url_rule(f"/{kind}/<name>/{suffix}", f"{kind}_bytes", one,
                         methods=["GET", "PUT", "DELETE"])
 
-    def latest_frame(camera: str, reader: RingReader | None = None):
-        """A copy of the camera's newest frame (the camera is started if needed)."""
+    def no_frame(camera: str) -> Conflict:
+        return Conflict(f"camera {camera} delivered no frame within {FRAME_TIMEOUT:g} s")
+
+    def open_ring(camera: str) -> RingReader:
+        """A reader of the camera's ring (the camera is started if needed; it creates its
+        ring with its first frame)."""
         manager.camera(camera)
-        own = reader is None
-        reader = reader or RingReader(ring_base(node, camera), timeout=FRAME_TIMEOUT)
         try:
-            deadline = time.monotonic() + FRAME_TIMEOUT
-            while time.monotonic() < deadline:
-                frame = reader.latest() or reader.wait(0.5)
-                if frame is not None:
-                    image = frame.image.copy()
-                    if reader.validate(frame):
-                        return image
-            raise Conflict(f"camera {camera} delivered no frame within {FRAME_TIMEOUT:g} s")
-        finally:
-            if own:
-                reader.close()
+            return RingReader(ring_base(node, camera), timeout=FRAME_TIMEOUT)
+        except FileNotFoundError:
+            raise no_frame(camera) from None
+
+    def grab(camera: str, reader: RingReader, newest: bool) -> np.ndarray:
+        """A copy of the newest frame (newest=True) or of the next frame not handed out yet."""
+        deadline = time.monotonic() + FRAME_TIMEOUT
+        while time.monotonic() < deadline:
+            frame = (newest and reader.latest()) or reader.wait(0.5)
+            if frame is not None:
+                image = frame.image.copy()
+                if reader.validate(frame):
+                    return image
+        raise no_frame(camera)
+
+    def latest_frame(camera: str) -> np.ndarray:
+        """A copy of the camera's newest frame (the camera is started if needed)."""
+        with open_ring(camera) as reader:
+            return grab(camera, reader, newest=True)
 
     def png_response(image: np.ndarray) -> Response:
         args = request.args
@@ -136,8 +152,11 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
                 image8 = png.scale(image, _float(args, "min_value"), _float(args, "max_value"))
             else:
                 image8 = np.clip(image, 0, 255).astype(np.uint8)
-            if args.get("scale"):
-                step = max(1, int(round(1 / float(args["scale"])))) if float(args["scale"]) else 1
+            factor = _float(args, "scale")
+            if factor is not None:
+                if not 0 < factor < float("inf"):
+                    raise BadRequest(f"scale must be a positive number, got {args['scale']!r}")
+                step = max(1, round(1 / factor))   # downscaling only, by whole pixels
                 image8 = image8[::step, ::step]
             data = png.encode(image8, args.get("colormap", "grey"))
         except ValueError as error:
@@ -216,7 +235,7 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
 
     @cam.put("/background/<name>/image_bytes")
     def camera_background_put(name):
-        store.save_background(name, arrays.load_array(request.get_data()))
+        store.save_background(name, _background(arrays.load_array(request.get_data())))
         return ok(f"background {name} saved")
 
     # --- pipelines ------------------------------------------------------------------------------
@@ -305,7 +324,6 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
             return ok(config=store.get_config("pipeline", name))
         if request.method == "POST":
             config = body()
-            from . import validation
             validation.pipeline(config, store.config_names("camera"))
             store.save_config("pipeline", name, config)
             return ok(f"pipeline config {name} saved", config=config)
@@ -320,11 +338,13 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
             raise BadRequest("n_images must be an integer") from None
         if not 1 <= n_images <= MAX_BACKGROUND_IMAGES:
             raise BadRequest(f"n_images must be between 1 and {MAX_BACKGROUND_IMAGES}")
-        manager.camera(camera)
-        with RingReader(ring_base(node, camera), timeout=FRAME_TIMEOUT) as reader:
+        with open_ring(camera) as reader:   # n successive frames, each one once
             total = None
             for _ in range(n_images):
-                frame = latest_frame(camera, reader)
+                frame = grab(camera, reader, newest=False)
+                if total is not None and frame.shape != total.shape:
+                    raise Conflict(f"camera {camera} changed its geometry while the background "
+                                   f"was taken; take it again")
                 total = frame.astype(np.float64) if total is None else total + frame
         background_id = store.new_background_id(camera)
         store.save_background(background_id, total / n_images)
@@ -346,7 +366,8 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
     def background_bytes(background_id):
         if request.method == "GET":
             return ok(image=arrays.image_bytes_payload(store.get_background(background_id)))
-        store.save_background(background_id, arrays.load_array(request.get_data()))
+        store.save_background(background_id,
+                              _background(arrays.load_array(request.get_data())))
         return ok(f"background {background_id} saved")
 
     @pipe.post("/background")
@@ -356,12 +377,10 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
         if not isinstance(name, str) or not isinstance(values, list):
             raise BadRequest('the body must be {"filename": name, "data": nested list}')
         try:
-            array = np.array(values, dtype=np.float64)
+            array = np.array(values)
         except (TypeError, ValueError) as error:
             raise BadRequest(f"data is not a numeric nested list: {error}") from None
-        if array.ndim != 2:
-            raise BadRequest(f"data must be a 2-D image, got {array.ndim} dimensions")
-        store.save_background(name, array)
+        store.save_background(name, _background(array).astype(np.float64))
         return ok(f"background {name} saved", background_id=name)
 
     # --- logs -----------------------------------------------------------------------------------
@@ -403,6 +422,16 @@ def _float(args, key):
         return float(value)
     except ValueError:
         raise BadRequest(f"{key} must be a number, got {value!r}") from None
+
+
+def _background(array: np.ndarray) -> np.ndarray:
+    """An uploaded background: a non-empty 2-D image of real numbers, as frames are."""
+    if array.dtype.kind not in "biuf":
+        raise BadRequest(f"a background must hold real numbers, got dtype {array.dtype.str!r}")
+    if array.ndim != 2 or not array.size:
+        raise BadRequest(f"a background must be a non-empty 2-D image [height, width], "
+                         f"got shape {list(array.shape)}")
+    return array
 
 
 def _quiet_config(store, kind, name) -> dict:

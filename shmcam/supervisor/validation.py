@@ -10,9 +10,15 @@ from numbers import Real
 
 import numpy as np
 
+from shmcam.processing.functions import BUILTIN
+
 from .errors import BadRequest
 
 CAMERA_SOURCES = ("simulation",)
+# Keys a pipeline reads once, to set up its stream, with the defaults it uses for a missing or
+# empty value: they cannot change on a running instance.
+STREAM_KEYS = {"mode": "PUB", "queue_size": 10, "block": False, "data_compression": None,
+               "data_header_compression": None, "port": None}
 PIPELINE_TYPES = ("processing",)
 SUB_DICTS = ("image_good_region", "image_slices")
 
@@ -63,6 +69,24 @@ def camera(config) -> dict:
         if not ok:
             raise _fail("camera", "dtype", "a numeric numpy type such as uint16", dtype)
     return config
+
+
+def function_available(config: dict, scripts: list[str]) -> None:
+    """The config's function is built in or uploaded (checked without importing user code)."""
+    name = config.get("function")
+    if isinstance(name, str) and name and name not in BUILTIN \
+            and name not in scripts and f"{name}.py" not in scripts:
+        raise BadRequest(f"pipeline config: function {name!r} is neither built in "
+                         f"({', '.join(BUILTIN)}) nor an uploaded script; upload it first "
+                         f"(PUT /api/v1/pipeline/script/<name>/script_bytes)")
+
+
+def stream_unchanged(config: dict, update: dict) -> None:
+    changed = [key for key, default in STREAM_KEYS.items() if key in update
+               and (update[key] or default) != (config.get(key) or default)]
+    if changed:
+        raise BadRequest(f"{', '.join(changed)} cannot change on a running instance (its "
+                         f"stream is set up at start); start a new instance instead")
 
 
 def pipeline(config, camera_names) -> dict:
