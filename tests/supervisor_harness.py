@@ -13,9 +13,32 @@ from pathlib import Path
 
 import requests
 
+from shmcam.bsread import Receiver
 from shmcam.shm import segment
 
 SIM_CAMERA = {"source_type": "simulation", "size_x": 320, "size_y": 240, "frame_rate": 50}
+
+
+def wait_for(condition, timeout=20.0, what="condition"):
+    """Poll condition() until it returns something true (returned) or fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def receive(stream, count=1, timeout=5.0) -> list:
+    """count messages from a bsread stream; fails if it goes silent for timeout seconds."""
+    with Receiver(stream, timeout=timeout) as receiver:
+        messages = []
+        while len(messages) < count:
+            message = receiver.receive()
+            assert message is not None, f"stream {stream} went silent"
+            messages.append(message)
+        return messages
 
 
 def free_port_block(size: int) -> int:

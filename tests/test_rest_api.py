@@ -23,7 +23,7 @@ import requests
 import shmcam
 from shmcam.bsread import Receiver
 from shmcam.sources.simulation import beam_frames
-from supervisor_harness import SIM_CAMERA
+from supervisor_harness import SIM_CAMERA, receive, wait_for
 
 CAM = {**SIM_CAMERA, "no_client_timeout": 0}      # never stopped for idleness mid-test
 PIPE = {"camera_name": "sim", "no_client_timeout": 0}
@@ -42,24 +42,6 @@ def get(sup, path, **kwargs) -> requests.Response:
     return requests.get(sup.url + path, timeout=60, **kwargs)
 
 
-def wait_for(condition, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def receive(stream, count=1, timeout=5.0) -> list:
-    with Receiver(stream, timeout=timeout) as receiver:
-        messages = []
-        while len(messages) < count:
-            message = receiver.receive()
-            assert message is not None, f"stream {stream} went silent"
-            messages.append(message)
-        return messages
 
 
 def receive_nothing(stream, timeout=0.5) -> bool:

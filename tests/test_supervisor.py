@@ -14,7 +14,7 @@ import pytest
 
 from shmcam.bsread import Receiver
 from shmcam.supervisor import settings as node_settings
-from supervisor_harness import SIM_CAMERA, Supervisor
+from supervisor_harness import SIM_CAMERA, Supervisor, receive, wait_for
 
 FAULTY = b'''
 from shmcam.processing.minimal import process_image as minimal
@@ -26,24 +26,6 @@ def process_image(image, pulse_id, timestamp, x_axis, y_axis, parameters, bsdata
 '''
 
 
-def wait_for(condition, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def receive(stream, count, timeout=5.0):
-    with Receiver(stream, timeout=timeout) as receiver:
-        messages = []
-        while len(messages) < count:
-            message = receiver.receive()
-            assert message is not None, f"stream {stream} went silent"
-            messages.append(message)
-        return messages
 
 
 def info(sup, instance_id):

@@ -98,7 +98,17 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
         def stop_all():
             manager.stop_all(kind)
             return ok(f"all {kind} instances stopped")
+
+        def stop(instance_id):
+            manager.stop(kind, instance_id)
+            return ok(f"{kind} instance {instance_id} stopped")
+
+        def forget(instance_id):
+            manager.stop(kind, instance_id, forget=True)
+            return ok(f"{kind} instance {instance_id} stopped and removed")
         bp.add_url_rule("", "stop_all", stop_all, methods=["DELETE"])
+        bp.add_url_rule("/<instance_id>", "stop", stop, methods=["DELETE"])
+        bp.add_url_rule("/<instance_id>/del", "forget", forget, methods=["DELETE"])
 
     def file_routes(bp: Blueprint, kind: str, collection: str) -> None:
         """GET list; GET/PUT/DELETE one (scripts and libs)."""
@@ -188,16 +198,6 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
     @cam.get("/<camera>")
     def camera_stream(camera):
         return ok(stream=manager.camera(camera).stream)
-
-    @cam.delete("/<camera>")
-    def camera_stop(camera):
-        manager.stop("camera", camera)
-        return ok(f"camera {camera} stopped")
-
-    @cam.delete("/<camera>/del")
-    def camera_forget(camera):
-        manager.stop("camera", camera, forget=True)
-        return ok(f"camera {camera} stopped and removed")
 
     @cam.get("/<camera>/is_online")
     def camera_online(camera):
@@ -307,16 +307,6 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
             return ok(config=manager.running_pipeline(instance_id).config)
         return ok(f"instance {instance_id} config updated",
                   config=manager.update_pipeline(instance_id, body()))
-
-    @pipe.delete("/<instance_id>")
-    def pipeline_stop(instance_id):
-        manager.stop("pipeline", instance_id)
-        return ok(f"instance {instance_id} stopped")
-
-    @pipe.delete("/<instance_id>/del")
-    def pipeline_forget(instance_id):
-        manager.stop("pipeline", instance_id, forget=True)
-        return ok(f"instance {instance_id} stopped and removed")
 
     @pipe.route("/<name>/config", methods=["GET", "POST", "DELETE"])
     def pipeline_config(name):
