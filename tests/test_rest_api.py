@@ -687,9 +687,15 @@ def test_scripts_and_libs_round_trip(supervisor):
         sup.call("DELETE", f"{base}/one.py/{kind}_bytes", expect=404)
         sup.call("DELETE", f"{base}/two.c/{kind}_bytes")
         assert sup.call("GET", base)[listing] == []
+    # a camera script never replaces the pipeline script of the same name
+    sup.call("PUT", "/api/v1/pipeline/script/same.py/script_bytes", data=b"# pipeline\n")
+    sup.call("PUT", "/api/v1/cam/script/same.py/script_bytes", data=b"# camera\n")
+    assert sup.call("GET", "/api/v1/pipeline/script/same.py/script_bytes")["script"] \
+        == "# pipeline\n"
+    assert sup.call("GET", "/api/v1/cam/script/same.py/script_bytes")["script"] == "# camera\n"
     stored = {p.relative_to(sup.data_dir).parts[0] for p in sup.data_dir.rglob("*")
               if p.is_file()}
-    assert stored <= {"cameras", "scripts", "libs", "history"}
+    assert stored <= {"cameras", "scripts", "camera_scripts", "libs", "history"}
 
 
 # --- logs --------------------------------------------------------------------------------------

@@ -159,3 +159,21 @@ def test_settings_are_strict_and_name_the_bad_key(tmp_path):
                               str(tmp_path / "absent.toml")], capture_output=True, text=True,
                              timeout=60)
     assert missing.returncode != 0 and "does not exist" in missing.stderr
+
+
+def test_dead_camera_comes_back_for_its_pipelines(supervisor):
+    sup = supervisor(cameras={"sim": SIM_CAMERA})
+    created = sup.call("POST", "/api/v1/pipeline", params={"instance_id": "reader"},
+                       json={"camera_name": "sim", "exclude": ["image"],
+                             "no_client_timeout": 0})
+    camera = sup.call("GET", "/api/v1/cam/info")["info"]["active_instances"]["sim"]
+    old_pid = camera["statistics"]["pid"]
+    before = receive(created["stream"], 1)[0].pulse_id
+    os.kill(old_pid, signal.SIGKILL)
+    wait_for(lambda: (c := sup.call("GET", "/api/v1/cam/info")["info"]["active_instances"])
+             and c["sim"]["statistics"]["pid"] != old_pid, what="the camera to come back")
+    # the pipeline was not restarted: it followed the new camera's ring by itself
+    after = receive(created["stream"], 3, timeout=10)
+    assert after[-1].pulse_id > before
+    assert info(sup, "reader")["statistics"]["restarts"] == 0
+    assert "died" in sup.log()

@@ -249,8 +249,16 @@ class Manager:
             if not instance.permanent:
                 self._stop_if_idle(instance, now)
 
+    def _needed(self, instance: Instance) -> bool:
+        """Permanent instances, and cameras that running pipelines read, come back if they die."""
+        return instance.permanent or (instance.kind == "camera" and self._has_pipelines(instance))
+
+    def _has_pipelines(self, camera: Instance) -> bool:
+        return any(p.alive and p.config.get("camera_name") == camera.id
+                   for p in list(self.pipelines.values()))
+
     def _ended(self, instance: Instance, code: int, now: float) -> None:
-        if not instance.permanent or self._stopping.is_set():
+        if not self._needed(instance) or self._stopping.is_set():
             if not instance.reaped:
                 instance.reaped = True
                 instance.release_segments()
@@ -260,7 +268,7 @@ class Manager:
         due = self._restart_due.get(instance.id)
         if due is None:
             delay = BACKOFF[min(instance.restarts, len(BACKOFF) - 1)]
-            log.warning("permanent %s %s died (exit code %s): restarting in %g s",
+            log.warning("%s %s died (exit code %s): restarting in %g s",
                         instance.kind, instance.id, code, delay)
             instance.release_segments()
             self._restart_due[instance.id] = now + delay
@@ -281,8 +289,7 @@ class Manager:
             return   # an instance still starting has had no chance to get clients
         busy = instance.counters().get("clients", 0) > 0
         if instance.kind == "camera":
-            busy = busy or any(p.alive and p.config.get("camera_name") == instance.id
-                               for p in list(self.pipelines.values()))
+            busy = busy or self._has_pipelines(instance)
         if busy or instance.idle_since is None:
             instance.idle_since = None if busy else now
             return

@@ -110,21 +110,21 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
         bp.add_url_rule("/<instance_id>", "stop", stop, methods=["DELETE"])
         bp.add_url_rule("/<instance_id>/del", "forget", forget, methods=["DELETE"])
 
-    def file_routes(bp: Blueprint, kind: str, collection: str) -> None:
-        """GET list; GET/PUT/DELETE one (scripts and libs)."""
-        suffix = f"{kind}_bytes"
+    def file_routes(bp: Blueprint, kind: str, collection: str, store_kind: str = "") -> None:
+        """GET list; GET/PUT/DELETE one (scripts and libs), kept in the store's `store_kind`."""
+        store_kind = store_kind or kind
         bp.add_url_rule(f"/{kind}", f"{kind}_names",
-                        lambda: ok(**{collection: store.file_names(kind)}))
+                        lambda: ok(**{collection: store.file_names(store_kind)}))
 
         def one(name):
             if request.method == "GET":
-                return ok(**{kind: store.get_file(kind, name).decode("utf-8", "replace")})
+                return ok(**{kind: store.get_file(store_kind, name).decode("utf-8", "replace")})
             if request.method == "PUT":
-                store.save_file(kind, name, request.get_data())
+                store.save_file(store_kind, name, request.get_data())
                 return ok(f"{kind} {name} saved")
-            store.delete_file(kind, name)
+            store.delete_file(store_kind, name)
             return ok(f"{kind} {name} deleted")
-        bp.add_url_rule(f"/{kind}/<name>/{suffix}", f"{kind}_bytes", one,
+        bp.add_url_rule(f"/{kind}/<name>/{kind}_bytes", f"{kind}_bytes", one,
                         methods=["GET", "PUT", "DELETE"])
 
     def no_frame(camera: str) -> Conflict:
@@ -176,7 +176,7 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
     # --- cameras --------------------------------------------------------------------------------
     cam = Blueprint("cam", __name__, url_prefix="/api/v1/cam")
     add_common(cam, "camera")
-    file_routes(cam, "script", "scripts")
+    file_routes(cam, "script", "scripts", store_kind="camera_script")
 
     @cam.get("")
     def camera_names():

@@ -1,7 +1,7 @@
 """The node's persistent store: configs and their history, backgrounds, scripts and libs.
 
 Layout under data_dir: `cameras/<name>.json`, `pipelines/<name>.json`, `backgrounds/<id>.npy`,
-`scripts/<name>`, `libs/<name>`, and `history/<cameras|pipelines|scripts>/<name>/<UTC stamp>`.
+`scripts/<name>`, `camera_scripts/<name>`, `libs/<name>`, and `history/<cameras|pipelines|scripts>/<name>/<UTC stamp>`.
 Shipped configs are read from `config_dir/<cameras|pipelines>/<name>.toml`; a config saved in
 data_dir overrides the shipped one of the same name. Every write is atomic (temp file, fsync,
 rename, fsync of the directory), and a config or script is copied to history before it is
@@ -35,8 +35,10 @@ NAME_RULE = ("1-100 characters from A-Z a-z 0-9 _ . : + -, "
 DIR_MODE = 0o755
 FILE_MODE = 0o644
 CONFIG_KINDS = {"camera": "cameras", "pipeline": "pipelines"}
-FILE_KINDS = {"script": "scripts", "lib": "libs"}
-_FILES_WITH_HISTORY = {"script"}
+# Pipeline scripts (user functions), camera scripts (user sources) and libs keep apart, so
+# that a camera script never replaces a pipeline script of the same name.
+FILE_KINDS = {"script": "scripts", "camera_script": "camera_scripts", "lib": "libs"}
+_FILES_WITH_HISTORY = {"script", "camera_script"}
 _NAME = re.compile(r"[A-Za-z0-9_.:+-]{1,100}")
 _BACKGROUND_STAMP = r"_\d{8}_\d{6}_\d{6}"          # <camera>_YYYYMMDD_HHMMSS_ffffff
 _BACKGROUND_ORDER = re.compile(_BACKGROUND_STAMP + r"\Z")
