@@ -19,10 +19,10 @@ _counter = itertools.count()
 
 @pytest.fixture(scope="session", autouse=True)
 def no_segment_left_after_the_suite():
-    """Whatever a test or a helper process created in /dev/shm must be gone at the end."""
-    before = set(segment.list_segments("shmcam."))
+    """Whatever this session's tests and their processes created in /dev/shm (all named after
+    the `node` fixture) must be gone at the end."""
     yield
-    left = sorted(set(segment.list_segments("shmcam.")) - before)
+    left = segment.list_segments(f"shmcam.t{os.getpid()}n")
     assert not left, f"the test suite left shared-memory segments behind: {left}"
 
 
