@@ -237,19 +237,21 @@ def test_c_reader_reads_frames_written_by_python(node, tmp_path):
     with RingWriter(base, np.uint16, (48, 64), slots=8) as w:
         frames = [(np.arange(48 * 64, dtype=np.uint16).reshape(48, 64) * (i + 1)) for i in range(4)]
         for i, f in enumerate(frames[:3]):
-            w.write(f, 1000 + i, (1_700_000_000, i))
+            w.write(f, 1000 + i, (1_700_000_000, i), axes=(100.0 + i, -0.5, 0.0, 1.0))
         reader = subprocess.Popen([str(exe), w.name, "4"], stdout=subprocess.PIPE, text=True)
         try:
             lines = [reader.stdout.readline().split() for _ in range(3)]
             assert reader.stdout.readline().strip() == "waiting"
-            w.write(frames[3], 1003, (1_700_000_000, 3))   # the C reader sleeps on the futex
+            w.write(frames[3], 1003, (1_700_000_000, 3),   # the C reader sleeps on the futex
+                    axes=(103.0, -0.5, 0.0, 1.0))
             lines.append(reader.stdout.readline().split())
             assert reader.wait(10) == 0
         finally:
             if reader.poll() is None:
                 reader.kill()
             reader.stdout.close()
-    for i, (index, pulse, sec, ns, dtype, height, width, total) in enumerate(lines):
+    for i, (index, pulse, sec, ns, dtype, height, width, total, x0, dx) in enumerate(lines):
+        assert (float(x0), float(dx)) == (100.0 + i, -0.5)
         assert (int(index), int(pulse), int(sec), int(ns)) == (i, 1000 + i, 1_700_000_000, i)
         assert (dtype, int(height), int(width)) == ("<u2", 48, 64)
         assert int(total) == int(frames[i].sum(dtype=np.uint64))
@@ -264,3 +266,12 @@ def test_skip_to_newest_passes_over_frames_without_counting_them(node):
         assert r.wait(0) is None
         w.write(np.zeros((2, 2), np.uint8), 10, (0, 0))
         assert r.wait(0).pulse_id == 10 and r.missed == 0
+
+
+def test_frames_carry_their_linear_axes(node):
+    base = ring_base(node, "cam")
+    with RingWriter(base, np.uint8, (2, 3)) as w, RingReader(base) as r:
+        w.write(np.zeros((2, 3), np.uint8), 1, (0, 0), axes=(50.0, -0.5, 10.0, -0.25))
+        w.write(np.zeros((2, 3), np.uint8), 2, (0, 0))
+        assert r.wait(0).axes == (50.0, -0.5, 10.0, -0.25)
+        assert r.wait(0).axes is None           # uncalibrated: pixel numbers

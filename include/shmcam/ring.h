@@ -61,7 +61,9 @@ typedef struct {
     char dtype[8];              /*  48 as in the header */
     uint32_t ndim;              /*  56 */
     uint32_t shape[3];          /*  60 */
-    uint8_t reserved[56];       /*  72 */
+    double axis_x0, axis_dx;    /*  72 x_axis[i] = axis_x0 + i * axis_dx (calibrated axes) */
+    double axis_y0, axis_dy;    /*  88 dx = dy = 0: no axes given, use pixel numbers */
+    uint8_t reserved[24];       /* 104 */
 } shmcam_slot_header;
 
 _Static_assert(sizeof(shmcam_ring_header) == 128, "ring header is 128 bytes");
@@ -70,6 +72,7 @@ _Static_assert(offsetof(shmcam_ring_header, futex) == 84, "futex at 84");
 _Static_assert(offsetof(shmcam_ring_header, shape) == 100, "shape at 100");
 _Static_assert(sizeof(shmcam_slot_header) == 128, "slot header is 128 bytes");
 _Static_assert(offsetof(shmcam_slot_header, shape) == 60, "slot shape at 60");
+_Static_assert(offsetof(shmcam_slot_header, axis_x0) == 72, "slot axes at 72");
 
 typedef struct {
     const shmcam_ring_header *header;

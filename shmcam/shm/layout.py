@@ -30,10 +30,12 @@ LIVE, SUPERSEDED, CLOSED = 0, 1, 2
 
 # Slot header, at HEADER_SIZE + i * slot_stride; the payload follows at + SLOT_HEADER_SIZE.
 OFF_SLOT_SEQ = 0     # u64: 0 never written, 2n+1 while frame n is written, 2n+2 once complete
-SLOT_META = struct.Struct("<qqqQQ8sI3I")  # at offset 8: pulse_id, ts_sec, ts_ns,
-#                                           publish_ns (CLOCK_MONOTONIC), nbytes, dtype, ndim, shape
+# At offset 8: pulse_id, ts_sec, ts_ns, publish_ns (CLOCK_MONOTONIC), nbytes, dtype, ndim, shape,
+# then the frame's linear axes x0, dx, y0, dy (x_axis[i] = x0 + i*dx; dx = dy = 0: pixel numbers).
+SLOT_META = struct.Struct("<qqqQQ8sI3Idddd")
 OFF_SLOT_META = 8
-SLOT_TIMES = struct.Struct("<qqqQ")  # the leading fields of SLOT_META a reader needs per frame
+SLOT_READ = struct.Struct("<qqqQ32xdddd")  # what a reader needs per frame, in one unpack
+NO_AXES = (0.0, 0.0, 0.0, 0.0)
 
 # Statistics block: preamble, field count, then NAMES as int64 counters, then the histogram.
 STATS_MAGIC = b"SHMCAMST"

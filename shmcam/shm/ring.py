@@ -52,14 +52,16 @@ def generations(base: str) -> list[int]:
 class Frame:
     """One frame as a reader sees it: metadata plus a read-only view into its slot."""
 
-    __slots__ = ("index", "pulse_id", "timestamp", "image", "published_ns", "_map", "_slot")
+    __slots__ = ("index", "pulse_id", "timestamp", "image", "published_ns", "axes", "_map",
+                 "_slot")
 
-    def __init__(self, index, pulse_id, timestamp, image, published_ns, mapping, slot):
+    def __init__(self, index, pulse_id, timestamp, image, published_ns, axes, mapping, slot):
         self.index = index                # frame number over the ring's life
         self.pulse_id = pulse_id
         self.timestamp = timestamp        # (sec, ns) of the frame's global timestamp
         self.image = image                # read-only numpy view into shared memory
         self.published_ns = published_ns  # CLOCK_MONOTONIC when the writer completed it
+        self.axes = axes                  # (x0, dx, y0, dy): x_axis[i] = x0 + i*dx; or None
         self._map = mapping
         self._slot = slot
 
@@ -209,10 +211,13 @@ class RingWriter(_RingEnd):
         self._dtype_code = layout.dtype_code(dtype)
         self._shape_fields = fields
 
-    def write(self, image: np.ndarray, pulse_id: int, timestamp: tuple[int, int]) -> int:
+    def write(self, image: np.ndarray, pulse_id: int, timestamp: tuple[int, int],
+              axes: tuple[float, float, float, float] | None = None) -> int:
         """Copy image into the next slot and publish it; returns the frame number.
 
-        Never blocks on readers. A frame of another dtype or shape opens a new generation.
+        `axes` = (x0, dx, y0, dy) describes linear (e.g. calibrated) axes of the frame; None
+        means pixel numbers. Never blocks on readers. A frame of another dtype or shape opens
+        a new generation.
         """
         if (image.dtype, image.shape) != self._geometry:
             self._change_geometry(image.dtype, image.shape)
@@ -224,7 +229,8 @@ class RingWriter(_RingEnd):
         np.copyto(m.views[slot], image, casting="no")
         layout.SLOT_META.pack_into(
             m.slot_bufs[slot], layout.OFF_SLOT_META, pulse_id, timestamp[0], timestamp[1],
-            time.monotonic_ns(), m.nbytes, self._dtype_code, *self._shape_fields)
+            time.monotonic_ns(), m.nbytes, self._dtype_code, *self._shape_fields,
+            *(axes or layout.NO_AXES))
         seq[0] = 2 * n + 2                       # complete
         m.header_q[layout.OFF_WRITE_SEQ // 8] = n + 1
         _bump_futex(m)
@@ -412,8 +418,9 @@ def _read(m: _Mapping, n: int) -> Frame | None:
     seq = m.slot_q[slot]
     if seq[0] != 2 * n + 2:
         return None
-    pulse_id, sec, ns, published = layout.SLOT_TIMES.unpack_from(
+    pulse_id, sec, ns, published, *axes = layout.SLOT_READ.unpack_from(
         m.slot_bufs[slot], layout.OFF_SLOT_META)
     if seq[0] != 2 * n + 2:
         return None
-    return Frame(n, pulse_id, (sec, ns), m.views[slot], published, m, slot)
+    return Frame(n, pulse_id, (sec, ns), m.views[slot], published,
+                 None if axes[1] == axes[3] == 0.0 else tuple(axes), m, slot)

@@ -19,7 +19,6 @@ from shmcam.bsread import Encoder, Sender
 from shmcam.processing import functions
 from shmcam.shm import RingReader, StatsBlock
 
-from .camera import axes
 from .control import Control, report
 
 log = logging.getLogger(__name__)
@@ -64,6 +63,13 @@ class Gate:
         if self.records is not None and sent >= self.records:
             return f"{self.records} records sent"
         return None
+
+
+def axis_arrays(shape, axes) -> tuple[np.ndarray, np.ndarray]:
+    """float32 axes of a frame from its linear axes (x0, dx, y0, dy); None: pixel numbers."""
+    x0, dx, y0, dy = axes or (0.0, 1.0, 0.0, 1.0)
+    return ((x0 + dx * np.arange(shape[1])).astype(np.float32),
+            (y0 + dy * np.arange(shape[0])).astype(np.float32))
 
 
 def select(result: dict, config: dict) -> dict:
@@ -130,13 +136,13 @@ class Pipeline:
         dummy = np.zeros((8, 8), self.reader.dtype)
         dummy.flags.writeable = False   # ring views are read-only: numba types them apart
         try:
-            self.function(dummy, 0, (0, 0), *axes(8, 8), config)
+            self.function(dummy, 0, (0, 0), *axis_arrays(dummy.shape, None), config)
         except Exception as error:
             log.debug("warm-up call failed (%s); the first frame will tell", error)
 
     def process(self, frame) -> dict | None:
         image = frame.image
-        x_axis, y_axis = self.axes(image)
+        x_axis, y_axis = self.axes(frame)
         t0 = time.perf_counter_ns()
         try:
             result = self.function(image, frame.pulse_id, frame.timestamp, x_axis, y_axis,
@@ -152,10 +158,11 @@ class Pipeline:
         self.stats.record_time(time.perf_counter_ns() - t0)
         return result
 
-    def axes(self, image):
-        """The camera's axes for this geometry (built once per geometry, not per frame)."""
-        if image.shape != self._axes_key:
-            self._axes_key, self._axes = image.shape, axes(image.shape[1], image.shape[0])
+    def axes(self, frame):
+        """The frame's axes, built once per geometry and calibration, not per frame."""
+        key = (frame.image.shape, frame.axes)
+        if key != self._axes_key:
+            self._axes_key, self._axes = key, axis_arrays(*key)
         return self._axes
 
     def run(self, control: Control) -> int:

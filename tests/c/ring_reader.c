@@ -1,5 +1,5 @@
 /* Test reader: prints every frame of a ring from its first, waiting for new ones with the
- * futex, until `count` frames were read: "index pulse_id sec ns dtype height width sum". */
+ * futex, until `count` frames were read: "index pulse_id sec ns dtype height width sum x0 dx". */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,9 +35,10 @@ int main(int argc, char **argv) {
         for (uint64_t i = 0; i < s->nbytes / 2; i++) sum += pixels[i];
         int64_t pulse = s->pulse_id, sec = s->ts_sec, ns = s->ts_ns;
         uint32_t height = s->shape[0], width = s->shape[1];
+        double x0 = s->axis_x0, dx = s->axis_dx;
         if (!shmcam_ring_intact(&ring, n)) return 4;
-        printf("%" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 " %.8s %u %u %" PRIu64 "\n", n,
-               pulse, sec, ns, s->dtype, height, width, sum);
+        printf("%" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 " %.8s %u %u %" PRIu64 " %g %g\n",
+               n, pulse, sec, ns, s->dtype, height, width, sum, x0, dx);
         fflush(stdout);
         n++;
     }
