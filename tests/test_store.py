@@ -278,7 +278,9 @@ def test_scripts_keep_history_and_libs_round_trip(store, tmp_path):
 
 def test_npy_round_trip():
     image = np.arange(20, dtype=">u2").reshape(4, 5)
-    loaded = arrays.load_array(arrays.array_to_npy(image))
+    buffer = io.BytesIO()
+    np.save(buffer, image, allow_pickle=False)
+    loaded = arrays.load_array(buffer.getvalue())
     assert loaded.dtype == image.dtype and np.array_equal(loaded, image)
 
 
@@ -374,6 +376,10 @@ def test_image_bytes_round_trip():
     assert base64.b64decode(payload["bytes"]) == image.T.copy().tobytes()
     loaded = arrays.array_from_image_bytes(payload)
     assert loaded.dtype == np.uint16 and np.array_equal(loaded, image.T)
+    uploaded = arrays.load_array(json.dumps(payload).encode())   # a PUT of what GET answered
+    assert uploaded.dtype == np.uint16 and np.array_equal(uploaded, image.T)
+    with pytest.raises(BadRequest, match="looks like JSON but is not"):
+        arrays.load_array(b"{not json")
 
 
 @pytest.mark.parametrize("change, problem", [

@@ -79,7 +79,7 @@ class _Mapping:
         self.inode = inode
         fields = layout.HEADER.unpack_from(mm, 0)
         (magic, version, header_size, self.owner_pid, _created, self.slots, slot_header_size,
-         self.stride, self.capacity, self.generation, _ws, _fs, _state, _futex,
+         self.stride, _capacity, self.generation, _ws, _fs, _state, _futex,
          dtype, ndim, *shape, self.nbytes, _reserved) = fields
         if magic != layout.MAGIC or version != layout.VERSION:
             raise segment.ShmError(
@@ -300,10 +300,6 @@ class RingReader(_RingEnd):
     @property
     def slots(self) -> int:
         return self._map.slots
-
-    @property
-    def writer_pid(self) -> int:
-        return self._map.owner_pid
 
     @property
     def lag(self) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import json
 import math
 import pickle
 
@@ -217,17 +218,18 @@ def _load_pickle(data: bytes) -> np.ndarray:
 
 
 def load_array(data: bytes) -> np.ndarray:
-    """An uploaded array from `.npy` bytes or a numpy array pickle, never unpickling code."""
+    """An uploaded array from `.npy` bytes, from the JSON that GET image_bytes answers (so a
+    background copies between nodes as it is), or from a numpy array pickle, never unpickling
+    code."""
     if bytes(data[:len(_NPY_MAGIC)]) == _NPY_MAGIC:
         return _load_npy(data)
+    if bytes(data[:1]) == b"{":
+        try:
+            payload = json.loads(data)
+        except ValueError as error:
+            raise BadRequest(f"refused: the upload looks like JSON but is not: {error}") from None
+        return array_from_image_bytes(payload)
     return _load_pickle(data)
-
-
-def array_to_npy(array: np.ndarray) -> bytes:
-    """`.npy` bytes of an array, for responses (never pickled)."""
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
 
 
 # --- CamServer's image_bytes JSON --------------------------------------------------------------
