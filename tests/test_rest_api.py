@@ -764,3 +764,9 @@ def test_changes_need_the_token_and_change_nothing_without_it(supervisor):
     assert sup.call("GET", "/api/v1/cam/sim/geometry")["geometry"] == [64, 240]
     sup.call("DELETE", "/api/v1/cam", headers={"Authorization": "Bearer s3cret"})
     assert active(sup, "camera") == {}
+
+
+def test_camera_named_with_a_dot_is_a_clear_400(supervisor):
+    sup = supervisor(cameras={"cam.1": CAM})
+    answer = sup.call("GET", "/api/v1/cam/cam.1", expect=400)
+    assert "instance_id: invalid name 'cam.1'" in answer["status"]

@@ -71,7 +71,7 @@ class Manager:
             return self._start_camera(name, self.camera_config(name))
 
     def _start_camera(self, name: str, config: dict) -> Instance:
-        check_name_part(name)
+        _check_instance_id(name)
         instance = self._new_instance("camera", name, config, self.settings.camera_ports)
         self.cameras[name] = instance
         try:
@@ -103,10 +103,7 @@ class Manager:
         validation.pipeline(config, self.store.config_names("camera"))
         validation.function_available(config, self.store.file_names("script"))
         instance_id = instance_id or str(uuid.uuid4())
-        try:
-            check_name_part(instance_id)
-        except ValueError as error:
-            raise BadRequest(f"instance_id: {error}") from None
+        _check_instance_id(instance_id)
         with self.lock:
             existing = self.pipelines.get(instance_id)
             if existing is not None and existing.alive:
@@ -296,6 +293,14 @@ class Manager:
         if now - instance.idle_since >= timeout:
             log.info("%s %s: no clients for %g s, stopping", instance.kind, instance.id, timeout)
             instance.stop()
+
+
+def _check_instance_id(instance_id: str) -> None:
+    """Instance ids name shared-memory segments: no dots or path characters (HTTP 400)."""
+    try:
+        check_name_part(instance_id)
+    except ValueError as error:
+        raise BadRequest(f"instance_id: {error}") from None
 
 
 def _bindable(port: int) -> bool:
