@@ -77,6 +77,11 @@ class StatsBlock:
         out["proc_ms_p50"], out["proc_ms_p99"] = _percentiles(values[_HIST0:], (0.5, 0.99))
         return out
 
+    def histogram(self) -> list[tuple[float, int]]:
+        """Processing-time histogram as (upper bound in seconds, count) per bucket."""
+        counts = self._q[_HIST0:].tolist()
+        return [(2 ** ((b + 1) / 4) * 1e-6, c) for b, c in enumerate(counts)]
+
     def close(self) -> None:
         """Detach; the creating instance also removes the block."""
         if self._mm is None:

@@ -173,6 +173,10 @@ class Instance:
                 return {}
         return self._stats.snapshot()
 
+    def histogram(self) -> list[tuple[float, int]]:
+        """Processing-time histogram (seconds, count) of the instance, [] while it has none."""
+        return self._stats.histogram() if self.counters() and self._stats else []
+
     def update_rates(self) -> None:
         """Frames/s in and out since the last call (the manager calls this about once a second)."""
         now, counters = time.monotonic(), self.counters()
@@ -197,6 +201,8 @@ class Instance:
             "clients": counters.get("clients", 0),
             "throughput": rates.get("frames_out", 0.0),
             "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "fps_in": rates.get("frames_in", 0.0),
+            "fps_out": rates.get("frames_out", 0.0),
             "rx": f"{rates.get('frames_in', 0.0):.1f}Hz - {counters.get('frames_in', 0)}",
             "tx": f"{rates.get('frames_out', 0.0):.1f}Hz - {counters.get('frames_out', 0)}",
             "pid": self.pid,

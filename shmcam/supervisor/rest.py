@@ -19,7 +19,7 @@ from flask import Blueprint, Flask, Response, jsonify, request
 import shmcam
 from shmcam.shm import RingReader, ring_base
 
-from . import arrays, png, validation
+from . import arrays, metrics, png, validation
 from .errors import BadRequest, Conflict, NotFound
 from .logs import LogRing
 from .manager import Manager
@@ -398,6 +398,12 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
     @logs.get("/instance/<instance_id>/txt")
     def logs_of_instance_txt(instance_id):
         return Response("\n".join(instance_logs(instance_id)), mimetype="text/plain")
+
+    @app.get("/metrics")
+    def prometheus_metrics():
+        page = metrics.render(node, {kind: manager.instances(kind)
+                                     for kind in ("camera", "pipeline")})
+        return Response(page, mimetype="text/plain; version=0.0.4")
 
     for blueprint in (cam, pipe, logs):
         app.register_blueprint(blueprint)
