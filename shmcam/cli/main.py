@@ -8,7 +8,7 @@ import sys
 
 from shmcam.supervisor import daemon
 
-from . import demo, ring_demo
+from . import demo, ring_demo, top
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_parser(commands)
     ring_demo.add_parser(commands)
     daemon.add_parser(commands)
+    top.add_parser(commands)
     return parser
 
 

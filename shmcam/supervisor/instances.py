@@ -50,6 +50,8 @@ class Instance:
         self._stats: StatsBlock | None = None
         self._psutil: psutil.Process | None = None
         self._rates = (time.monotonic(), {}, {})  # time, counters then, rates (Hz)
+        self._cpu: float | None = None
+        self._memory: int | None = None
         self._stdin_lock = threading.Lock()
 
     # --- lifetime -------------------------------------------------------------------------
@@ -178,7 +180,14 @@ class Instance:
         return self._stats.histogram() if self.counters() and self._stats else []
 
     def update_rates(self) -> None:
-        """Frames/s in and out since the last call (the manager calls this about once a second)."""
+        """Frames/s in and out, and CPU, since the last call (the manager's watchdog calls this
+        periodically, so every reader of the statistics sees the same figures)."""
+        if self.alive and self._psutil is not None:
+            try:
+                self._cpu = self._psutil.cpu_percent()
+                self._memory = self._psutil.memory_info().rss
+            except psutil.Error:
+                pass
         now, counters = time.monotonic(), self.counters()
         then, before, _ = self._rates
         rates = {k: (counters[k] - before.get(k, counters[k])) / max(1e-3, now - then)
@@ -189,13 +198,7 @@ class Instance:
         """CamServer's statistics keys, plus shmcam's richer ones."""
         counters = self.counters()
         rates = self._rates[2]
-        cpu = memory = None
-        if self.alive and self._psutil is not None:
-            try:
-                cpu = self._psutil.cpu_percent()
-                memory = self._psutil.memory_info().rss
-            except psutil.Error:
-                pass
+        cpu, memory = (self._cpu, self._memory) if self.alive else (None, None)
         return {
             "total_bytes": counters.get("bytes_out", 0),
             "clients": counters.get("clients", 0),
