@@ -11,6 +11,8 @@ import time
 
 import numpy as np
 
+from .base import Pacer, Source, arrival_time
+
 
 def beam_frames(size_x: int = 1280, size_y: int = 960, dtype="uint16", count: int = 16,
                 seed: int = 0) -> list[np.ndarray]:
@@ -38,7 +40,7 @@ def beam_frames(size_x: int = 1280, size_y: int = 960, dtype="uint16", count: in
     return frames
 
 
-class SimulationSource:
+class SimulationSource(Source):
     """A simulated camera: beam frames at `frame_rate`, pulse ids of a 100 Hz machine.
 
     Config keys (CamServer's): size_x, size_y, frame_rate, dtype. Pulse ids count as on a
@@ -54,23 +56,15 @@ class SimulationSource:
         self.frames = beam_frames(*self.size, dtype=config.get("dtype") or "uint16", count=16)
         self.online, self.reason = True, "simulation"
         self._n = 0
-        self._due = time.monotonic()
+        self._pacer = Pacer(self.frame_rate)
         self._first_pulse = time.time_ns() // 10_000_000
         self._pulse_step = max(1, round(100 / self.frame_rate))
 
     def read(self, timeout: float):
         """The next (image, pulse_id, (sec, ns)) when it is due, or None after timeout."""
-        delay = self._due - time.monotonic()
-        if delay > timeout:
-            time.sleep(timeout)
+        if not self._pacer.wait(timeout):
             return None
-        if delay > 0:
-            time.sleep(delay)
-        self._due = max(self._due + 1.0 / self.frame_rate, time.monotonic() - 1.0)
         image = self.frames[self._n % len(self.frames)]
         pulse_id = self._first_pulse + self._n * self._pulse_step
         self._n += 1
-        return image, pulse_id, divmod(time.time_ns(), 1_000_000_000)
-
-    def close(self) -> None:
-        pass
+        return image, pulse_id, arrival_time()

@@ -2,7 +2,8 @@
 
 Instances are started as clean interpreters (`python -m shmcam.workers KIND`), never forked
 from the threaded daemon. Their stdin is the control channel; stdout carries their few reports
-(ready, finished, error); stderr their log, of which the last lines are kept for the REST API.
+(ready, finished, error, a camera's online state); stderr their log, of which the last lines
+are kept for the REST API.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class Instance:
         self.exit_code: int | None = None
         self.last_error: str | None = None
         self.finished: str | None = None
+        self.online: tuple[bool, str] | None = None   # a camera's last (online, reason) report
         self.restarts = 0
         self.reaped = False                    # its end was noticed and cleaned up
         self.idle_since: float | None = None   # on-demand bookkeeping of the manager
@@ -57,7 +59,7 @@ class Instance:
     # --- lifetime -------------------------------------------------------------------------
     def start(self) -> None:
         self._ready.clear()
-        self.exit_code = self.finished = None
+        self.exit_code = self.finished = self.online = None
         self.reaped = False
         env = dict(os.environ, OMP_NUM_THREADS=str(self.omp_threads), PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(
@@ -154,6 +156,8 @@ class Instance:
                 self.last_error = str(report["error"])
             if "finished" in report:
                 self.finished = str(report["finished"])
+            if "online" in report:
+                self.online = (bool(report["online"]), str(report.get("reason", "")))
 
     def _read_log(self, process: subprocess.Popen) -> None:
         worker_log = logging.getLogger(f"shmcam.instance.{self.id}")

@@ -206,9 +206,11 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
         if instance is None:
             return ok(f"camera {camera} is not running; it starts on request "
                       f"({config.get('source_type', 'simulation')} source)", online=True)
-        counters = instance.counters()
-        online = counters.get("frames_in", 0) > 0
-        return ok("frames arriving" if online else "no frame received yet", online=online)
+        if instance.online is None:
+            return ok("connecting to the source", online=False)
+        online, reason = instance.online
+        arriving = online and instance.counters().get("frames_in", 0) > 0
+        return ok("frames arriving" if arriving else reason, online=online)
 
     @cam.route("/<camera>/config", methods=["GET", "POST", "DELETE"])
     def camera_config(camera):

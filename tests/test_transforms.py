@@ -1,0 +1,114 @@
+"""Camera transforms and axes against hand-computed expectations on small arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shmcam.sources.transforms import (CameraTransform, axis_arrays, binning, camera_axes,
+                                       linear_axes, transform)
+from shmcam.supervisor import validation
+from shmcam.supervisor.errors import BadRequest
+
+# [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]: width 4, height 3
+IMAGE = np.arange(12, dtype=np.uint16).reshape(3, 4)
+
+
+def test_binning_sums_or_averages_whole_blocks_into_uint16():
+    assert binning(IMAGE, 2, 2).tolist() == [[10, 18]]            # the last row is cropped
+    assert binning(IMAGE, 2, 2, mean=True).tolist() == [[2, 4]]
+    assert binning(IMAGE, 2, 2).dtype == np.uint16
+    assert binning(np.full((2, 2), 40000, np.uint16), 2, 2).tolist() == [[65535]]
+    assert binning(np.full((2, 2), -3, np.int32), 2, 1).tolist() == [[0], [0]]
+    assert binning(np.full((2, 2), 0.25, np.float32), 2, 2).tolist() == [[1.0]]
+
+
+@pytest.mark.parametrize("config, expected", [
+    ({"mirror_x": True}, [[3, 2, 1, 0], [7, 6, 5, 4], [11, 10, 9, 8]]),
+    ({"mirror_y": True}, [[8, 9, 10, 11], [4, 5, 6, 7], [0, 1, 2, 3]]),
+    ({"rotate": 1}, [[3, 7, 11], [2, 6, 10], [1, 5, 9], [0, 4, 8]]),       # counter-clockwise
+    ({"rotate": 2}, [[11, 10, 9, 8], [7, 6, 5, 4], [3, 2, 1, 0]]),
+    ({"rotate": -1}, [[8, 4, 0], [9, 5, 1], [10, 6, 2], [11, 7, 3]]),
+    ({"roi": [1, 2, 1, 1]}, [[5, 6]]),
+    ({"roi": [3, 2, 1, 5]}, [[2, 3], [6, 7], [10, 11]]),   # sizes, then offsets clipped
+])
+def test_mirror_rotate_and_roi_are_views_of_the_source_frame(config, expected):
+    out = transform(IMAGE, config)
+    assert out.tolist() == expected
+    assert np.shares_memory(out, IMAGE)
+
+
+def test_transforms_apply_in_the_documented_order():
+    config = {"binning_x": 2, "mirror_y": True, "rotate": 1, "roi": [0, 2, 1, 1]}
+    # binning_x: [[1, 5], [9, 13], [17, 21]]; mirror_y: [[17, 21], [9, 13], [1, 5]];
+    # rotate: [[21, 13, 5], [17, 9, 1]]; roi x 0..1, y 1: [[17, 9]]
+    assert transform(IMAGE, config).tolist() == [[17, 9]]
+    assert transform(IMAGE, {}) is IMAGE
+
+
+def test_background_is_subtracted_last_without_negatives_and_checked_for_shape():
+    background = np.array([[2, 4], [1, 10]], np.float64)
+    image = np.array([[9, 3], [8, 10]], np.uint16)
+    subtract = CameraTransform({"rotate": 2}, background)
+    # rotate: [[10, 8], [3, 9]], minus the background where brighter
+    out = subtract(image)
+    assert out.tolist() == [[8, 4], [2, 0]] and out.dtype == np.uint16
+    with pytest.raises(ValueError, match=r"background shape \(2, 2\) does not match .*\(3, 4\)"):
+        subtract(IMAGE)
+
+
+def test_axes_are_pixel_numbers_of_the_binned_rotated_image_offset_by_the_roi():
+    assert camera_axes({}, 4, 3) == (0.0, 1.0, 0.0, 1.0)
+    # binned 2x3, rotated 3x2, roi from x=1
+    assert camera_axes({"binning_x": 2, "rotate": 1, "roi": [1, 1, 0, 2]}, 4, 3) == \
+        (1.0, 1.0, 0.0, 1.0)
+    assert camera_axes({"mirror_x": True, "mirror_y": True}, 4, 3) == (0.0, 1.0, 0.0, 1.0)
+
+
+def test_calibrated_axes_descend_from_the_marker_centre():
+    calibration = {"reference_marker": [10, 20, 110, 70], "reference_marker_width": 200.0,
+                   "reference_marker_height": 100.0, "angle_horizontal": 60.0,
+                   "angle_vertical": None}
+    # origin (60, 45); pixel sizes 200/100*cos(60°) = 1.0 and 100/50 = 2.0
+    x0, dx, y0, dy = camera_axes({"camera_calibration": calibration}, 200, 100)
+    assert (x0, y0, dy) == pytest.approx((60.0, 90.0, -2.0)) and dx == pytest.approx(-1.0)
+    x_axis, y_axis = axis_arrays(200, 100, (x0, dx, y0, dy))
+    assert x_axis.dtype == np.float32 and x_axis[60] == 0.0 and x_axis[0] == pytest.approx(60)
+    assert y_axis[45] == 0.0 and y_axis[:2].tolist() == pytest.approx([90.0, 88.0])
+    # a roi shows the calibrated values of its own pixels: x_axis[i] = -(i + 10 - 60) * 1.0
+    config = {"camera_calibration": calibration, "roi": [10, 50, 0, 100]}
+    assert camera_axes(config, 200, 100)[0] == pytest.approx(50.0)
+    defaults = camera_axes({"camera_calibration": {"reference_marker_width": 50.0}}, 8, 8)
+    assert defaults == pytest.approx((25.0, -0.5, 50.0, -1.0))   # marker [0, 0, 100, 100]
+
+
+def test_linear_axes_from_arrays_and_a_sources_axes_only_without_geometry_changes():
+    x_axis, y_axis = axis_arrays(5, 3, (2.5, -0.5, 10.0, 4.0))
+    assert linear_axes(x_axis, y_axis) == pytest.approx((2.5, -0.5, 10.0, 4.0))
+    assert linear_axes(np.array([0, 1, 3], np.float32), y_axis) is None
+    own = (7.0, 2.0, 1.0, 1.0)
+    assert CameraTransform({}).axes(4, 3, own) == own
+    assert CameraTransform({"rotate": 1}).axes(4, 3, own) == (0.0, 1.0, 0.0, 1.0)
+
+
+@pytest.mark.parametrize("config, key", [
+    ({"roi": [0, 0, 0, 4]}, "roi"),
+    ({"roi": [0, 2, 0]}, "roi"),
+    ({"binning_x": 0}, "binning_x"),
+    ({"rotate": "90"}, "rotate"),
+    ({"mirror_y": "yes"}, "mirror_y"),
+    ({"image_background": 3}, "image_background"),
+    ({"camera_calibration": {"reference_marker": [0, 0, 0, 10]}},
+     "camera_calibration.reference_marker"),
+    ({"camera_calibration": {"reference_marker_width": -1}},
+     "camera_calibration.reference_marker_width"),
+    ({"source_type": "hdf5", "source": "frames.h5"}, "source"),
+    ({"source_type": "bsread", "source": "host:9000"}, "source"),
+    ({"source_type": "epics"}, "source"),
+    ({"source_type": "bsread", "source": "tcp://h:1", "source_mode": "PUSH"}, "source_mode"),
+    ({"source_type": "area_detector", "source": "AD", "pulse_id_pv": "Id"}, "pulse_id_pv"),
+    ({"source_type": "gige"}, "source_type"),
+])
+def test_bad_camera_keys_are_refused_by_name(config, key):
+    with pytest.raises(BadRequest, match=rf"camera config: {key} must be"):
+        validation.camera(config)
