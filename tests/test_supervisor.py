@@ -55,8 +55,9 @@ def test_failing_function_is_counted_and_the_stream_goes_on(supervisor):
 def test_permanent_instance_restarts_after_sigkill_siblings_unaffected(supervisor):
     sup = supervisor(cameras={"sim": SIM_CAMERA}, permanent={"keeper": "watched"},
                      pipelines={"watched": {"camera_name": "sim", "exclude": ["image"]}})
-    keeper = wait_for(lambda: _exists(sup, "keeper") and info(sup, "keeper"),
-                      what="the permanent instance")
+    keeper = wait_for(lambda: _exists(sup, "keeper") and (i := info(sup, "keeper"))
+                      and int(i["statistics"]["tx"].split(" - ")[1]) > 0 and i,
+                      what="the permanent instance to send frames")
     sibling = sup.call("POST", "/api/v1/pipeline", params={"instance_id": "sibling"},
                        json={"camera_name": "sim", "exclude": ["image"],
                              "no_client_timeout": 0})

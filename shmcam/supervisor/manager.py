@@ -117,8 +117,9 @@ class Manager:
         try:
             instance.wait_ready(READY_TIMEOUT)
         except RuntimeError as error:
-            with self.lock:
-                self.pipelines.pop(instance_id, None)
+            if not permanent:   # a permanent instance stays: the watchdog restarts it
+                with self.lock:
+                    self.pipelines.pop(instance_id, None)
             raise BadRequest(f"pipeline {instance_id} did not start: {error}") from None
         return instance
 
