@@ -13,8 +13,8 @@ from pathlib import Path
 
 # Built-in functions by name, imported only by the pipelines that use them (the supervisor
 # checks names without importing numba kernels).
-BUILTIN = {"minimal": "shmcam.processing.minimal"}
-DEFAULT = "minimal"
+BUILTIN = {"standard": "shmcam.processing.standard", "minimal": "shmcam.processing.minimal"}
+DEFAULT = "standard"     # CamServer's default
 
 
 def resolve(name: str | None, scripts_dir: Path):

@@ -211,6 +211,7 @@ class Manager:
             "stats": stats_name(self.settings.node, f"{kind[0]}-{instance_id}"),
             "port": port,
             "scripts_dir": str(Path(self.settings.data_dir) / "scripts"),
+            "backgrounds_dir": str(Path(self.settings.data_dir) / "backgrounds"),
         }
         instance = Instance(kind, instance_id, config, spec,
                             f"tcp://{self.settings.public_host}:{port}",

@@ -10,6 +10,7 @@ from numbers import Real
 
 import numpy as np
 
+from shmcam.processing import config as processing
 from shmcam.processing.functions import BUILTIN
 
 from .errors import BadRequest
@@ -188,9 +189,10 @@ def pipeline(config, camera_names) -> dict:
     function = config.get("function")
     if function is not None and not isinstance(function, str):
         raise _fail("pipeline", "function", "a function or script name", function)
-    for key in SUB_DICTS:
-        if config.get(key) is not None and not isinstance(config[key], dict):
-            raise _fail("pipeline", key, "an object", config[key])
+    try:    # the processing keys, by the parser the processing itself runs from
+        processing.parse(config)
+    except ValueError as error:
+        raise BadRequest(f"pipeline config: {error}") from None
     return config
 
 

@@ -2,7 +2,9 @@
 
 The pipeline machinery lives here (CamServer's keys): pause, max_frame_rate, downsampling,
 pid_range, records, enforce_pid, include/exclude. A function that raises never stops the
-pipeline: the frame goes out as a processing-error frame and the error is counted.
+pipeline: the frame goes out as a processing-error frame and the error is counted. The stored
+background a config names is loaded once per config and handed to the function as
+parameters["background_data"]; while it cannot be loaded, every frame is an error frame.
 A frame the camera overwrote while it was processed is dropped and counted as torn.
 """
 
@@ -18,6 +20,7 @@ import numpy as np
 from shmcam.bsread import Encoder, Sender
 from shmcam.processing import functions
 from shmcam.shm import RingReader, StatsBlock
+from shmcam.sources.simulation import beam_frames
 
 from .control import Control, report
 
@@ -111,9 +114,11 @@ class Pipeline:
     def __init__(self, spec: dict):
         self.spec = spec
         self.scripts = Path(spec["scripts_dir"])
+        self.backgrounds = Path(spec["backgrounds_dir"])
         self.stats = StatsBlock(spec["stats"], create=True)
         self.reader = RingReader(spec["ring"], timeout=30)
         self.config: dict = {}
+        self._warm_up_frame = None
         self.apply(spec["config"])
         self.sender = make_sender(spec, self.config)
         self.sent = 0
@@ -125,18 +130,38 @@ class Pipeline:
         reload = config.get("reload") or config.get("function") != self.config.get("function")
         if reload or not hasattr(self, "function"):
             self.function = functions.resolve(config.get("function"), self.scripts)
-            self.warm_up(config)
+        self.parameters, self.setup_error = self.with_background(config)
         self.config = config
         self.gate = Gate(config)
         self.parameters_json = json.dumps(config)
+        self.warm_up()
 
-    def warm_up(self, config: dict) -> None:
-        """Run the function once on a small frame of the ring's dtype, so that JIT compilation
-        happens now and not on the first real frame."""
-        dummy = np.zeros((8, 8), self.reader.dtype)
-        dummy.flags.writeable = False   # ring views are read-only: numba types them apart
+    def with_background(self, config: dict) -> tuple[dict, str | None]:
+        """The parameters the function gets: the config, plus the stored background it names
+        as `background_data` (loaded once per config, not per frame); else why it cannot be
+        loaded."""
+        background_id = config.get("image_background")
+        if not config.get("image_background_enable") or not background_id:
+            return config, None
+        path = self.backgrounds / f"{background_id}.npy"
         try:
-            self.function(dummy, 0, (0, 0), *axis_arrays(dummy.shape, None), config)
+            if path.parent != self.backgrounds:
+                raise ValueError("not a background id")
+            background = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            return config, f"image_background {background_id!r} cannot be loaded: {error}"
+        return {**config, "background_data": background}, None
+
+    def warm_up(self) -> None:
+        """Run the function once on a simulated beam of the ring's geometry and dtype, read-only
+        like ring views (numba types them apart), so that JIT compilation for this config
+        happens now, not on the first real frames. The function gets a copy of the
+        parameters: state it keeps per config (averaging) starts afresh with real frames."""
+        try:
+            shape, dtype, frame = self.reader.shape, self.reader.dtype, self._warm_up_frame
+            if frame is None or (frame.shape, frame.dtype) != (shape, dtype):
+                frame = self._warm_up_frame = beam_frames(shape[1], shape[0], dtype, count=1)[0]
+            self.function(frame, 0, (0, 0), *axis_arrays(shape, None), dict(self.parameters))
         except Exception as error:
             log.debug("warm-up call failed (%s); the first frame will tell", error)
 
@@ -145,8 +170,10 @@ class Pipeline:
         x_axis, y_axis = self.axes(frame)
         t0 = time.perf_counter_ns()
         try:
+            if self.setup_error is not None:
+                raise RuntimeError(self.setup_error)
             result = self.function(image, frame.pulse_id, frame.timestamp, x_axis, y_axis,
-                                   self.config)
+                                   self.parameters)
             if result is not None:
                 result.setdefault("processing_parameters", self.parameters_json)
         except Exception as error:  # a user function must never take the pipeline down
