@@ -1,4 +1,4 @@
-"""A minimal beam function (profiles, intensity, centre of mass) until the standard one lands.
+"""A minimal beam function (profiles, intensity, centre of mass): the cheapest useful one.
 
 CamServer signature: process_image(image, pulse_id, timestamp, x_axis, y_axis, parameters,
 bsdata=None) -> dict | None. The image is a read-only view: never written.

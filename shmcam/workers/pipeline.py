@@ -21,6 +21,7 @@ from shmcam.bsread import Encoder, Sender
 from shmcam.processing import functions
 from shmcam.shm import RingReader, StatsBlock
 from shmcam.sources.simulation import beam_frames
+from shmcam.sources.transforms import axis_arrays
 
 from .control import Control, report
 
@@ -66,13 +67,6 @@ class Gate:
         if self.records is not None and sent >= self.records:
             return f"{self.records} records sent"
         return None
-
-
-def axis_arrays(shape, axes) -> tuple[np.ndarray, np.ndarray]:
-    """float32 axes of a frame from its linear axes (x0, dx, y0, dy); None: pixel numbers."""
-    x0, dx, y0, dy = axes or (0.0, 1.0, 0.0, 1.0)
-    return ((x0 + dx * np.arange(shape[1])).astype(np.float32),
-            (y0 + dy * np.arange(shape[0])).astype(np.float32))
 
 
 def select(result: dict, config: dict) -> dict:
@@ -161,7 +155,8 @@ class Pipeline:
             shape, dtype, frame = self.reader.shape, self.reader.dtype, self._warm_up_frame
             if frame is None or (frame.shape, frame.dtype) != (shape, dtype):
                 frame = self._warm_up_frame = beam_frames(shape[1], shape[0], dtype, count=1)[0]
-            self.function(frame, 0, (0, 0), *axis_arrays(shape, None), dict(self.parameters))
+            self.function(frame, 0, (0, 0), *axis_arrays(shape[1], shape[0], None),
+                          dict(self.parameters))
         except Exception as error:
             log.debug("warm-up call failed (%s); the first frame will tell", error)
 
@@ -189,7 +184,8 @@ class Pipeline:
         """The frame's axes, built once per geometry and calibration, not per frame."""
         key = (frame.image.shape, frame.axes)
         if key != self._axes_key:
-            self._axes_key, self._axes = key, axis_arrays(*key)
+            height, width = frame.image.shape[:2]
+            self._axes_key, self._axes = key, axis_arrays(width, height, frame.axes)
         return self._axes
 
     def run(self, control: Control) -> int:
