@@ -29,6 +29,13 @@ CAM = {**SIM_CAMERA, "no_client_timeout": 0}      # never stopped for idleness m
 PIPE = {"camera_name": "sim", "no_client_timeout": 0}
 FRAMES = beam_frames(320, 240, "uint16", count=16)   # what the simulation camera sends
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+C_FUNCTION = b"""PyObject *process_image(PyArrayObject *image, uint64_t pulse_id, double timestamp,
+                        PyArrayObject *x_axis, PyArrayObject *y_axis,
+                        PyObject *parameters, PyObject *bsdata)
+{
+    return PyDict_New();
+}
+"""     # a C user function must compile to be stored (docs/user-functions.md)
 LOGGING_SCRIPT = b'''import logging
 from shmcam.processing.minimal import process_image
 logging.getLogger("user").warning("user script loaded")
@@ -671,7 +678,7 @@ def test_scripts_and_libs_round_trip(supervisor):
         assert "'one.py'" in sup.call("GET", f"{base}/one.py/{kind}_bytes",
                                       expect=404)["status"]
         sup.call("PUT", f"{base}/one.py/{kind}_bytes", data=script)
-        sup.call("PUT", f"{base}/two.c/{kind}_bytes", data=b"int x;\n")
+        sup.call("PUT", f"{base}/two.c/{kind}_bytes", data=C_FUNCTION)
         assert sup.call("GET", base)[listing] == ["one.py", "two.c"]
         assert sup.call("GET", f"{base}/one.py/{kind}_bytes")[kind] == script.decode()
         sup.call("PUT", f"{base}/one.py/{kind}_bytes", data=b"# v2\n")
@@ -695,7 +702,7 @@ def test_scripts_and_libs_round_trip(supervisor):
     assert sup.call("GET", "/api/v1/cam/script/same.py/script_bytes")["script"] == "# camera\n"
     stored = {p.relative_to(sup.data_dir).parts[0] for p in sup.data_dir.rglob("*")
               if p.is_file()}
-    assert stored <= {"cameras", "scripts", "camera_scripts", "libs", "history"}
+    assert stored <= {"cameras", "scripts", "camera_scripts", "libs", "history", "cache"}
 
 
 # --- logs --------------------------------------------------------------------------------------

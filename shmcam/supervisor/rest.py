@@ -17,12 +17,14 @@ import psutil
 from flask import Blueprint, Flask, Response, jsonify, request
 
 import shmcam
+from shmcam.processing import functions
 from shmcam.shm import RingReader, ring_base
 
 from . import arrays, metrics, png, validation
 from .errors import BadRequest, Conflict, NotFound
 from .logs import LogRing
 from .manager import Manager
+from .store import check_name
 
 log = logging.getLogger(__name__)
 
@@ -120,12 +122,22 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
             if request.method == "GET":
                 return ok(**{kind: store.get_file(store_kind, name).decode("utf-8", "replace")})
             if request.method == "PUT":
-                store.save_file(store_kind, name, request.get_data())
+                data = request.get_data()
+                if store_kind == "script":
+                    check_user_function(name, data)
+                store.save_file(store_kind, name, data)
                 return ok(f"{kind} {name} saved")
             store.delete_file(store_kind, name)
             return ok(f"{kind} {name} deleted")
         bp.add_url_rule(f"/{kind}/<name>/{kind}_bytes", f"{kind}_bytes", one,
                         methods=["GET", "PUT", "DELETE"])
+
+    def check_user_function(name: str, data: bytes) -> None:
+        """An uploaded user function must load (a C source compile) before it is stored."""
+        try:
+            functions.check(check_name(name), data, store.data_dir / "scripts")
+        except ValueError as error:
+            raise BadRequest(f"{error}; nothing was stored") from None
 
     def no_frame(camera: str) -> Conflict:
         return Conflict(f"camera {camera} delivered no frame within {FRAME_TIMEOUT:g} s")

@@ -11,7 +11,7 @@ from numbers import Real
 import numpy as np
 
 from shmcam.processing import config as processing
-from shmcam.processing.functions import BUILTIN
+from shmcam.processing.functions import BUILTIN, script_names
 
 from .errors import BadRequest
 from .store import NAME_RULE, check_name
@@ -145,13 +145,15 @@ def _integers(value, count: int) -> bool:
 
 
 def function_available(config: dict, scripts: list[str]) -> None:
-    """The config's function is built in or uploaded (checked without importing user code)."""
+    """The config's function is built in or uploaded, as `<name>`, `<name>.py` or
+    `<name>.c` (checked without importing user code)."""
     name = config.get("function")
     if isinstance(name, str) and name and name not in BUILTIN \
-            and name not in scripts and f"{name}.py" not in scripts:
+            and not set(script_names(name)) & set(scripts):
         raise BadRequest(f"pipeline config: function {name!r} is neither built in "
                          f"({', '.join(BUILTIN)}) nor an uploaded script; upload it first "
-                         f"(PUT /api/v1/pipeline/script/<name>/script_bytes)")
+                         f"(PUT /api/v1/pipeline/script/<name>/script_bytes, <name> ending "
+                         f"in .py or .c)")
 
 
 def stream_unchanged(config: dict, update: dict) -> None:
