@@ -12,6 +12,7 @@ the same source share one build, and an edited source is a new module (a reload 
 
 from __future__ import annotations
 
+import faulthandler
 import hashlib
 import importlib.util
 import logging
@@ -117,7 +118,10 @@ class CompileError(ValueError):
 
 
 def load(path: Path, cache: Path, headers: Path | None = None):
-    """The process_image callable of the C source at path, built if not in the cache."""
+    """The process_image callable of the C source at path, built if not in the cache. A
+    crash in C code kills the process: faulthandler leaves its Python stack on stderr (the
+    instance log), so the log says where it died."""
+    faulthandler.enable()
     module = build(path.read_bytes(), path.name, cache, headers)
     spec = importlib.util.spec_from_file_location(_module_name(module), module)
     extension = importlib.util.module_from_spec(spec)

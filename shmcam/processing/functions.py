@@ -68,6 +68,7 @@ def _load(path: Path, scripts_dir: Path):
     loader = importlib.machinery.SourceFileLoader(f"shmcam_user_{path.stem}", str(path))
     spec = importlib.util.spec_from_loader(loader.name, loader)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[loader.name] = module    # as imported modules are (dataclasses, pickle)
     spec.loader.exec_module(module)
     function = getattr(module, "process_image", None)
     if not callable(function):
