@@ -59,8 +59,14 @@ def test_processing_pipeline_on_the_camera_stream(supervisor):
     assert message.data["image"].shape == (50, 100)
     assert message.data["x_axis"].shape == (100,) and message.data["y_axis"].shape == (50,)
     assert message.data["intensity"] > 0
-    info = sup.call("GET", f"/api/v1/pipeline/instance/{answer['instance_id']}/info")["info"]
-    assert info["statistics"]["errors"] == 0
+    stats = wait_for(lambda: (i := sup.call(
+        "GET", f"/api/v1/pipeline/instance/{answer['instance_id']}/info")["info"]["statistics"])
+        ["frame_shape"] and i, what="statistics")
+    assert stats["frame_shape"] == [SIM_CAMERA["size_y"], SIM_CAMERA["size_x"]]
+    assert stats["header_changes"] == 1 and stats["errors"] == 0
+    camera = sup.call("GET", "/api/v1/cam/info")["info"]["active_instances"]["sim"]
+    assert camera["statistics"]["header_changes"] == 1
+    assert camera["statistics"]["frame_shape"] == stats["frame_shape"]
 
 
 def test_second_stream_is_merged_by_pulse_id(supervisor):

@@ -86,6 +86,7 @@ class Encoder:
         self._format: tuple[_Spec, ...] | None = None
         self._header = b""
         self._hash = ""
+        self.header_changes = 0       # formats seen: the first header counts as a change
 
     def encode(self, data: Mapping[str, Any], pulse_id: int,
                timestamp: tuple[int, int] | float) -> list[bytes | memoryview]:
@@ -173,6 +174,7 @@ class Encoder:
         return spec, array
 
     def _build_header(self, specs: tuple[_Spec, ...]) -> None:
+        self.header_changes += specs != self._format
         header = {"htype": "bsr_d-1.1", "channels": [self._entry(spec) for spec in specs]}
         raw = json.dumps(header).encode()
         if self.header_compression != NONE:

@@ -135,6 +135,7 @@ class Pipeline:
         self.apply(spec["config"])
         self.sender = make_sender(spec, self.config)
         self.sent = 0
+        self.frame_shape = None
         self._errors_logged = 0
 
     def apply(self, config: dict) -> None:
@@ -248,6 +249,7 @@ class Pipeline:
             if frame is None:
                 continue
             self.stats.add("frames_in")
+            self.frame_shape = None if frame.image is None else frame.image.shape
             if not self.gate.admit(frame.pulse_id):
                 continue
             try:
@@ -287,6 +289,10 @@ class Pipeline:
         s.set("dropped", self.input.missed + self.sender.dropped)
         s.set("torn", self.input.torn)
         s.set("lag", self.input.lag)
+        s.set("header_changes", self.sender.encoder.header_changes)
+        if self.frame_shape is not None and len(self.frame_shape) == 2:
+            s.set("frame_height", self.frame_shape[0])
+            s.set("frame_width", self.frame_shape[1])
         s.touch()
 
     def close(self) -> None:
