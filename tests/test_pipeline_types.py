@@ -169,3 +169,18 @@ def test_create_header_policies():
     assert always.encode({"a": 3}, 3, (0, 0))[1] is not always.encode({"a": 3}, 4, (0, 0))[1]
     with pytest.raises(ValueError, match="create_header must be one of"):
         Encoder(create_header="never")
+
+
+def test_collected_background_is_subtracted_by_a_pipeline(supervisor):
+    """background collect -> an id that image_background takes: the beam mostly cancels."""
+    sup = supervisor(cameras={"sim": SIM_CAMERA})
+    background_id = sup.call("POST", "/api/v1/pipeline/camera/sim/background",
+                             params={"n_images": 5})["background_id"]
+    plain = create(sup, {"camera_name": "sim", "exclude": ["image"]})
+    subtracted = create(sup, {"camera_name": "sim", "exclude": ["image"],
+                              "image_background_enable": True,
+                              "image_background": background_id})
+    raw = np.median([m.data["intensity"] for m in receive(plain["stream"], 10)])
+    rest = [m.data for m in receive(subtracted["stream"], 10)]
+    assert all("processing_error" not in m["processing_parameters"] for m in rest)
+    assert np.median([m["intensity"] for m in rest]) < 0.3 * raw
