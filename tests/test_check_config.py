@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from shmcam.supervisor.settings import Settings, from_dict
+from supervisor_harness import receive, wait_for
 
 SHIPPED = Path(__file__).resolve().parents[1] / "etc" / "shmcam"
 # Keys whose default depends on the host or is unset: the file shows an example instead.
@@ -75,6 +76,27 @@ def test_shipped_permanent_example_passes(etc, data):
     code, out = check_config(str(etc), "--data-dir", str(data))
     assert code == 0, out
     assert out == [f"{etc}: OK (2 camera configs, 1 pipeline config, 1 permanent instance)"]
+
+
+def test_shipped_examples_run(supervisor):
+    """The simulation camera and its pipeline, kept running by the permanent example, give
+    beam measurements on the pipeline's stream."""
+    (instance_id, name), = tomllib.loads(permanent_example())["permanent"].items()
+    pipeline = tomllib.loads((SHIPPED / "pipelines" / f"{name}.toml").read_text())
+    camera_name = pipeline["camera_name"]
+    camera = tomllib.loads((SHIPPED / "cameras" / f"{camera_name}.toml").read_text())
+    sup = supervisor(cameras={camera_name: camera}, pipelines={name: pipeline},
+                     permanent={instance_id: name})
+
+    def running():
+        info = sup.call("GET", "/api/v1/pipeline/info")["info"]["active_instances"]
+        return info.get(instance_id, {}).get("is_stream_active") and info[instance_id]
+
+    instance = wait_for(running, timeout=60, what=f"permanent instance {instance_id}")
+    assert instance["permanent"] and instance["camera_name"] == camera_name
+    data = receive(instance["stream_address"], timeout=30)[0].data
+    assert data["width"] == camera["size_x"]
+    assert abs(data["x_center_of_mass"] - camera["size_x"] / 2) < camera["size_x"] / 5
 
 
 def test_settings_file_documents_every_key_with_its_default():
