@@ -183,6 +183,17 @@ def test_unknown_names_and_scripts_without_process_image_are_refused(tmp_path,
     assert functions.resolve("minimal", scripts).__module__ == "shmcam.processing.minimal"
 
 
+def test_stream_functions_are_called_as_they_are_and_c_is_for_images(tmp_path,
+                                                                       restore_imports):
+    stream = b"def process(data, pulse_id, timestamp, parameters):\n    return 'as is'\n"
+    scripts = scripts_dir(tmp_path, {"stream.py": stream, "image.c": C_NULL})
+    assert functions.resolve("stream", scripts, "process")({}, 1, TIMESTAMP, {}) == "as is"
+    with pytest.raises(ValueError, match="image.c is a C user function, which defines "
+                                         "process_image; a process function must be a "
+                                         "Python script"):
+        functions.resolve("image", scripts, "process")
+
+
 # --- C: the documented example, the build, its errors and its cache ------------------------------
 
 def test_the_documented_c_example_matches_its_python_twin(tmp_path, restore_imports):

@@ -4,9 +4,10 @@ User code lives beside the scripts folder the pipeline is given: `<data_dir>/scr
 user functions, Python (`<name>`, `<name>.py`) or C (`<name>.c`, built by compiled.py into
 `<data_dir>/cache/c`); `<data_dir>/libs` holds libraries and data files, importable by
 scripts, #include-able by C sources, and named to both by the SHMCAM_LIBS environment
-variable. A name is looked up as given, then with `.py`, then with `.c`. User functions run
-after the standard pre-processing (user.py). All of it is loaded in the pipeline's own
-process, so broken user code can only break that pipeline.
+variable. A name is looked up as given, then with `.py`, then with `.c`. User image
+functions run after the standard pre-processing (user.py); C sources are image functions
+only. All of it is loaded in the pipeline's own process, so broken user code can only break
+that pipeline.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 # checks names without importing numba kernels).
 BUILTIN = {"standard": "shmcam.processing.standard", "minimal": "shmcam.processing.minimal"}
 DEFAULT = "standard"     # CamServer's default
+IMAGE_ENTRY = "process_image"
 SUFFIXES = ("", ".py", ".c")     # the order a function name is looked up in
 LIBS_ENV = "SHMCAM_LIBS"
 
@@ -43,24 +45,32 @@ def is_c(file_name: str) -> bool:
     return file_name.endswith(".c")
 
 
-def resolve(name: str | None, scripts_dir: Path):
-    """The process_image callable for a config's `function` (None means the default).
-    Each call loads user code afresh (that is what `reload` asks for)."""
+def resolve(name: str | None, scripts_dir: Path, entry: str = IMAGE_ENTRY):
+    """The callable for a config's `function` (None means the default): a script's `entry`,
+    which is process_image for image pipelines, process or generate for stream and custom
+    pipelines (built-ins are image functions). Image functions of scripts run after the
+    standard pre-processing. Each call loads user code afresh (what `reload` asks for)."""
     name = name or DEFAULT
     if name in BUILTIN:
         return importlib.import_module(BUILTIN[name]).process_image
     for candidate in map(scripts_dir.joinpath, script_names(name)):
         if candidate.is_file() and candidate.parent == scripts_dir:
+            function = _load(candidate, scripts_dir, entry)
+            if entry != IMAGE_ENTRY:
+                return function     # stream data and generators are not images
             from .user import UserFunction    # numba kernels: only in pipelines that need them
-            return UserFunction(_load(candidate, scripts_dir), candidate.name)
+            return UserFunction(function, candidate.name)
     raise ValueError(f"function {name!r} is neither built in ({', '.join(BUILTIN)}) "
                      f"nor an uploaded script in {scripts_dir}")
 
 
-def _load(path: Path, scripts_dir: Path):
+def _load(path: Path, scripts_dir: Path, entry: str):
     libs = libs_dir(scripts_dir)
     os.environ[LIBS_ENV] = str(libs)
     if is_c(path.name):
+        if entry != IMAGE_ENTRY:
+            raise ValueError(f"{path.name} is a C user function, which defines "
+                             f"{IMAGE_ENTRY}; a {entry} function must be a Python script")
         from . import compiled
         return compiled.load(path, cache_dir(scripts_dir), libs)
     _import_from(libs)
@@ -70,9 +80,9 @@ def _load(path: Path, scripts_dir: Path):
     module = importlib.util.module_from_spec(spec)
     sys.modules[loader.name] = module    # as imported modules are (dataclasses, pickle)
     spec.loader.exec_module(module)
-    function = getattr(module, "process_image", None)
+    function = getattr(module, entry, None)
     if not callable(function):
-        raise ValueError(f"script {path.name} defines no process_image function")
+        raise ValueError(f"script {path.name} defines no {entry} function")
     return function
 
 
