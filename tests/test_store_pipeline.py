@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import bitshuffle
@@ -19,7 +20,7 @@ import hdf5plugin  # noqa: F401  (registers the bitshuffle filter for reading)
 import numpy as np
 import pytest
 
-from ringproc import pattern, pulse_id, timestamp
+from ringproc import pattern, timestamp
 from shmcam.bsread import Compressed, Decoder, Encoder, Sender
 from shmcam.bsread.compression import compress
 from shmcam.shm import StatsBlock, ring_base, segment, stats_name
@@ -412,7 +413,6 @@ def test_output_file_stays_in_the_store(tmp_path):
     store = tmp_path / "store"
     (store / "out").mkdir(parents=True)
     (store / "out" / "link").symlink_to(tmp_path)
-    from datetime import datetime, timezone
     start = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=timezone.utc)
     assert store_path.run_path(store, None, "cam1", start) == \
         store / "cam1" / "20240506_070809_123456.h5"

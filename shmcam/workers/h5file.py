@@ -16,7 +16,6 @@ Knows nothing of rings or sockets: it is given values.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -30,10 +29,8 @@ import numpy as np
 from shmcam.bsread import Compressed
 from shmcam.bsread.compression import BITSHUFFLE_LZ4, compress
 
-log = logging.getLogger(__name__)
-
 LAYOUT = "shmcam-store/1"
-#: bitshuffle (HDF5 filter 32008) with LZ4, block size chosen per chunk: readers `import hdf5plugin`.
+#: bitshuffle (HDF5 filter 32008) with LZ4; readers `import hdf5plugin`.
 BITSHUFFLE = hdf5plugin.Bitshuffle(cname="lz4")
 META = {"pulse_id": np.int64, "timestamp": np.int64, "timestamp_offset": np.int64,
         "is_data_present": np.uint8}
@@ -48,7 +45,6 @@ class LayoutChange(ValueError):
 
 class WriteError(OSError):
     """The file cannot be written (disk full, file system gone): the run cannot go on."""
-
 
 
 class _Spec(NamedTuple):
