@@ -7,7 +7,8 @@ import time
 import numpy as np
 
 from shmcam.bsread import Receiver
-from shmcam.workers.pipeline import Gate, detach, select
+from shmcam.workers.inputs import detach
+from shmcam.workers.pipeline import Gate, select
 from supervisor_harness import SIM_CAMERA
 
 

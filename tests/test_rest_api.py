@@ -385,7 +385,7 @@ def test_invalid_pipeline_requests_are_400_and_start_no_instance(supervisor):
            ({**PIPE, "mode": "BOGUS"}, None, "mode must be one of PUB, PUSH"),
            ({**PIPE, "queue_size": -1}, None, "queue_size must be a positive integer"),
            ({**PIPE, "include": "intensity"}, None, "include must be a list"),
-           ({**PIPE, "pipeline_type": "store"}, None, "pipeline_type must be"),
+           ({**PIPE, "pipeline_type": "storage"}, None, "pipeline_type must be"),
            ({**PIPE, "function": "no_such_script"}, None, "no_such_script"),
            (PIPE, "../x", "instance_id: invalid name '../x'"),
            (PIPE, "a.b", "instance_id: invalid name"),

@@ -23,7 +23,9 @@ from .compression import NONE, codec_name, compress
 from .errors import BsreadError
 from .types import bsread_type, encoding_of, numpy_dtype
 
-__all__ = ["Encoder"]
+__all__ = ["CREATE_HEADER", "Encoder"]
+
+CREATE_HEADER = ("on_change", "always", "once")
 
 _TIMESTAMP = {"little": struct.Struct("<qq"), "big": struct.Struct(">qq")}
 # The default numpy type of Python values (spec section 5).
@@ -62,10 +64,21 @@ class Encoder:
     ``encoding``. This reproduces CamServer's camera stream byte for byte. Values of declared
     channels are cast to the declared type (numpy values only when the cast is lossless) and
     must have the declared shape. A declared channel is always known: None sends empty parts.
+
+    ``create_header`` (CamServer's pipeline key) says when the data header is built:
+    "on_change" (default) when the channel format changes; "always" for every message (for
+    receivers that cannot cope with a changing hash); "once" from the first message only, so a
+    later message of another format is refused with BsreadError rather than changing the
+    stream's format under its receivers.
     """
 
     def __init__(self, compression: object = None, header_compression: object = None,
-                 channel_meta: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+                 channel_meta: Mapping[str, Mapping[str, Any]] | None = None,
+                 create_header: str = "on_change") -> None:
+        if create_header not in CREATE_HEADER:
+            raise ValueError(f"create_header must be one of {', '.join(CREATE_HEADER)}, "
+                             f"not {create_header!r}")
+        self.create_header = create_header
         self.compression = codec_name(compression)
         self.header_compression = codec_name(header_compression)
         self._declared = {name: self._declare(name, meta) for name, meta in (channel_meta or {}).items()}
@@ -73,6 +86,7 @@ class Encoder:
         self._format: tuple[_Spec, ...] | None = None
         self._header = b""
         self._hash = ""
+        self.header_changes = 0       # formats seen: the first header counts as a change
 
     def encode(self, data: Mapping[str, Any], pulse_id: int,
                timestamp: tuple[int, int] | float) -> list[bytes | memoryview]:
@@ -104,7 +118,12 @@ class Encoder:
             raise BsreadError("a bsread message needs at least one channel with a known type; "
                               f"got none among {list(data)}")
         if tuple(specs) != self._format:
+            if self.create_header == "once" and self._format is not None:
+                raise BsreadError("create_header is 'once' and this message's channels differ "
+                                  f"from the stream's first ({[s.name for s in specs]})")
             self._build_header(tuple(specs))
+        elif self.create_header == "always":
+            self._build_header(self._format)
 
         main = {"htype": "bsr_m-1.1"}
         if self.header_compression != NONE:
@@ -155,6 +174,7 @@ class Encoder:
         return spec, array
 
     def _build_header(self, specs: tuple[_Spec, ...]) -> None:
+        self.header_changes += specs != self._format
         header = {"htype": "bsr_d-1.1", "channels": [self._entry(spec) for spec in specs]}
         raw = json.dumps(header).encode()
         if self.header_compression != NONE:

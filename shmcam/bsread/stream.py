@@ -277,6 +277,11 @@ class Receiver:
             self._socket.close(linger=0)
             raise
 
+    @property
+    def socket(self) -> zmq.Socket:
+        """The ZMQ socket, for polling several receivers at once."""
+        return self._socket
+
     def receive(self, timeout: float | None = _DEFAULT) -> Message | None:
         """The next decodable message, or None when ``timeout`` (default: the receiver's) passes."""
         timeout = self.timeout if timeout is _DEFAULT else timeout

@@ -8,7 +8,7 @@ import sys
 
 from shmcam.supervisor import daemon
 
-from . import demo, ring_demo, top
+from . import check_config, demo, ring_demo, top
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     ring_demo.add_parser(commands)
     daemon.add_parser(commands)
     top.add_parser(commands)
+    check_config.add_parser(commands)
     return parser
 
 

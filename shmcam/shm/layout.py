@@ -54,6 +54,9 @@ STATS_FIELDS = (
     "proc_ns_last",    # last processing time
     "lag",             # frames between the newest in the ring and the one being processed (gauge)
     "updated_ns",      # CLOCK_REALTIME of the last update
+    "header_changes",  # data headers built for the output stream (format changes)
+    "frame_height",    # shape of the last frame taken from the input (gauges)
+    "frame_width",
 )
 # Processing-time histogram: bucket b counts times t (ns) with floor(4*log2(t/1000)) == b,
 # clamped to [0, HIST_BUCKETS): quarter octaves from 1 µs to about 16 s.

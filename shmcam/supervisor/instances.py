@@ -44,6 +44,7 @@ class Instance:
         self.exit_code: int | None = None
         self.last_error: str | None = None
         self.finished: str | None = None
+        self.output_file: str | None = None        # the HDF5 file a store pipeline writes
         self.online: tuple[bool, str] | None = None   # a camera's last (online, reason) report
         self.restarts = 0
         self.reaped = False                    # its end was noticed and cleaned up
@@ -151,6 +152,8 @@ class Instance:
             except ValueError:
                 continue
             if "ready" in report:
+                ready = report["ready"]
+                self.output_file = ready.get("output_file") if isinstance(ready, dict) else None
                 self._ready.set()
             if "error" in report:
                 self.last_error = str(report["error"])
@@ -215,8 +218,9 @@ class Instance:
             "pid": self.pid,
             "cpu": cpu,
             "memory": memory,
-            "header_changes": None,
-            "frame_shape": None,
+            "header_changes": counters.get("header_changes"),
+            "frame_shape": ([counters["frame_height"], counters["frame_width"]]
+                            if counters.get("frame_height") else None),   # numpy order
             "dropped": counters.get("dropped", 0),
             "torn": counters.get("torn", 0),
             "errors": counters.get("errors", 0),
@@ -243,4 +247,5 @@ class Instance:
             "exit_code": self.exit_code,
             "last_error": self.last_error,
             "permanent": self.permanent,
+            "output_file": self.output_file,
         }

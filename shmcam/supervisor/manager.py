@@ -30,6 +30,9 @@ DEFAULT_NO_CLIENT_TIMEOUT = 10.0
 READY_TIMEOUT = 60.0
 WATCH_PERIOD = 0.5
 BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
+# What a pipeline reads is set up at its start: these keys cannot change on a running instance.
+INPUT_KEYS = ("camera_name", "pipeline_type", "input_stream", "input_stream2", "input_pipeline",
+              "input_mode")
 
 
 class Manager:
@@ -109,10 +112,10 @@ class Manager:
             if existing is not None and existing.alive:
                 raise Conflict(f"instance {instance_id} is already running; stop it first "
                                f"or choose another instance_id")
-            self.camera(config["camera_name"])
+            source = self._input(config, instance_id)
             instance = self._new_instance("pipeline", instance_id, config,
                                           self.settings.pipeline_ports, read_only=read_only,
-                                          permanent=permanent)
+                                          permanent=permanent, source=source)
             self.pipelines[instance_id] = instance
         try:
             instance.wait_ready(READY_TIMEOUT)
@@ -122,6 +125,33 @@ class Manager:
                     self.pipelines.pop(instance_id, None)
             raise BadRequest(f"pipeline {instance_id} did not start: {error}") from None
         return instance
+
+    def _input(self, config: dict, instance_id: str) -> dict | None:
+        """Where a pipeline's frames come from unless from its camera's ring (None): the
+        stream it names, its upstream pipeline's (a cascade: started from the saved config
+        of that name if not running) or, for a stream pipeline, its camera's stream. The
+        camera a pipeline reads is started first."""
+        camera = camera_read(config)
+        if camera is not None:
+            instance = self.camera(camera)
+            if validation.pipeline_type(config) != "stream":
+                return None
+            return {"stream": f"tcp://127.0.0.1:{instance.spec['port']}", "mode": "SUB",
+                    "stream2": config.get("input_stream2")}
+        stream, mode = config.get("input_stream"), config.get("input_mode") or "SUB"
+        upstream = config.get("input_pipeline")
+        if upstream:
+            if upstream == instance_id:
+                raise BadRequest(f"pipeline config: input_pipeline {upstream!r} is the "
+                                 f"instance itself")
+            source = self.pipelines.get(upstream)
+            if source is None or not source.alive:
+                source = self.shared_pipeline(upstream)
+            stream = f"tcp://127.0.0.1:{source.spec['port']}"
+            mode = "PULL" if source.config.get("mode") == "PUSH" else "SUB"
+        if stream is None:
+            return None        # a custom pipeline
+        return {"stream": stream, "stream2": config.get("input_stream2"), "mode": mode}
 
     def shared_pipeline(self, name: str) -> Instance:
         """The instance named after a saved config, started from it if not running."""
@@ -153,10 +183,11 @@ class Manager:
             if instance.read_only:
                 raise Conflict(f"instance {instance_id} is read-only (shared); create a "
                                f"private instance to change its config")
-            if update.get("camera_name", instance.config["camera_name"]) != \
-                    instance.config["camera_name"]:
-                raise BadRequest("camera_name cannot change on a running instance; start a new "
-                                 "instance on the other camera")
+            fixed = [key for key in INPUT_KEYS
+                     if key in update and update[key] != instance.config.get(key)]
+            if fixed:
+                raise BadRequest(f"{', '.join(fixed)} cannot change on a running instance (its "
+                                 f"input is set up at start); start a new instance instead")
             validation.stream_unchanged(instance.config, update)
             config = validation.pipeline(validation.merge(instance.config, update),
                                          self.store.config_names("camera"))
@@ -200,18 +231,24 @@ class Manager:
             instance.permanent = False
             instance.stop()
 
-    def _new_instance(self, kind: str, instance_id: str, config: dict, ports,
+    def _new_instance(self, kind: str, instance_id: str, config: dict, ports, source=None,
                       **flags) -> Instance:
         port = config.get("port") or self._free_port(ports)
-        camera = instance_id if kind == "camera" else config["camera_name"]
+        camera = instance_id if kind == "camera" else camera_read(config)
+        data = Path(self.settings.data_dir)
         spec = {
             "node": self.settings.node,
-            "ring": ring_base(self.settings.node, camera),
+            "instance_id": instance_id,
+            "camera": camera,
+            "ring": camera and ring_base(self.settings.node, camera),
             "ring_slots": self.settings.ring_slots,
             "stats": stats_name(self.settings.node, f"{kind[0]}-{instance_id}"),
             "port": port,
-            "scripts_dir": str(Path(self.settings.data_dir) / "scripts"),
-            "backgrounds_dir": str(Path(self.settings.data_dir) / "backgrounds"),
+            "input": source,
+            "scripts_dir": str(data / "scripts"),
+            "camera_scripts_dir": str(data / "camera_scripts"),
+            "backgrounds_dir": str(data / "backgrounds"),
+            "store_dir": str(data / "store"),
         }
         instance = Instance(kind, instance_id, config, spec,
                             f"tcp://{self.settings.public_host}:{port}",
@@ -253,7 +290,8 @@ class Manager:
         return instance.permanent or (instance.kind == "camera" and self._has_pipelines(instance))
 
     def _has_pipelines(self, camera: Instance) -> bool:
-        return any(p.alive and p.config.get("camera_name") == camera.id
+        """Whether running pipelines read this camera (its ring, or its stream)."""
+        return any(p.alive and p.spec["camera"] == camera.id
                    for p in list(self.pipelines.values()))
 
     def _ended(self, instance: Instance, code: int, now: float) -> None:
@@ -276,7 +314,7 @@ class Manager:
             instance.restarts += 1
             try:
                 if instance.kind == "pipeline":
-                    self.camera(instance.config["camera_name"])
+                    instance.spec["input"] = self._input(instance.config, instance.id)
                 instance.start()
             except Exception as error:
                 instance.last_error = str(error)
@@ -286,7 +324,8 @@ class Manager:
         timeout = instance.config.get("no_client_timeout", DEFAULT_NO_CLIENT_TIMEOUT)
         if timeout is None or timeout <= 0 or not instance.ready:
             return   # an instance still starting has had no chance to get clients
-        busy = instance.counters().get("clients", 0) > 0
+        busy = instance.counters().get("clients", 0) > 0 or \
+            instance.config.get("pipeline_type") == "store"   # it writes files, not streams
         if instance.kind == "camera":
             busy = busy or self._has_pipelines(instance)
         if busy or instance.idle_since is None:
@@ -295,6 +334,15 @@ class Manager:
         if now - instance.idle_since >= timeout:
             log.info("%s %s: no clients for %g s, stopping", instance.kind, instance.id, timeout)
             instance.stop()
+
+
+def camera_read(config: dict) -> str | None:
+    """The camera whose frames a pipeline reads (its ring; a stream pipeline its stream), or
+    None when it reads another stream or nothing (custom)."""
+    if validation.pipeline_type(config) == "custom" or config.get("input_stream") \
+            or config.get("input_pipeline"):
+        return None
+    return config.get("camera_name")
 
 
 def _check_instance_id(instance_id: str) -> None:

@@ -155,7 +155,7 @@ def _read_json(path: Path) -> dict:
     return _parse(path, json.loads, "JSON")
 
 
-def _read_toml(path: Path) -> dict:
+def read_toml(path: Path) -> dict:
     """A shipped config as the JSON types the API returns; TOML dates are refused by name."""
     return json.loads(_to_json(_parse(path, tomllib.loads, "TOML"), str(path)))
 
@@ -240,7 +240,7 @@ class ConfigStore:
         sources = [(self._config_file(kind, name), _read_json)]
         shipped = self._shipped_file(kind, name)
         if shipped is not None:
-            sources.append((shipped, _read_toml))
+            sources.append((shipped, read_toml))
         for path, read in sources:
             try:
                 return read(path)

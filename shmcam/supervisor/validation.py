@@ -10,6 +10,7 @@ from numbers import Real
 
 import numpy as np
 
+from shmcam.bsread.encoder import CREATE_HEADER
 from shmcam.processing import config as processing
 from shmcam.processing.functions import BUILTIN
 
@@ -26,7 +27,8 @@ CAMERA_SOURCE_FORMS = {"epics": "the camera's PV prefix", "area_detector": "the 
 # empty value: they cannot change on a running instance.
 STREAM_KEYS = {"mode": "PUB", "queue_size": 10, "block": False, "data_compression": None,
                "data_header_compression": None, "port": None}
-PIPELINE_TYPES = ("processing",)
+PIPELINE_TYPES = ("processing", "stream", "store", "custom")
+LATER_TYPES = ("fanout", "fanin", "external")          # CamServer's, not built yet
 SUB_DICTS = ("image_good_region", "image_slices")
 
 
@@ -162,16 +164,19 @@ def stream_unchanged(config: dict, update: dict) -> None:
                          f"stream is set up at start); start a new instance instead")
 
 
+def pipeline_type(config: dict) -> str:
+    return config.get("pipeline_type") or "processing"
+
+
 def pipeline(config, camera_names) -> dict:
     if not isinstance(config, dict):
         raise BadRequest(f"a pipeline config must be a JSON object, got {type(config).__name__}")
+    if config.get("pipeline_type") in LATER_TYPES:
+        raise BadRequest(f"pipeline config: pipeline_type {config['pipeline_type']!r} is not "
+                         f"supported yet; use one of {', '.join(PIPELINE_TYPES)}")
     _choice("pipeline", config, "pipeline_type", PIPELINE_TYPES, "processing")
-    name = config.get("camera_name")
-    if not isinstance(name, str) or not name:
-        raise BadRequest("pipeline config: camera_name is required (the camera to process)")
-    if name not in camera_names:
-        raise BadRequest(f"pipeline config: camera_name {name!r} is not a camera of this node; "
-                         f"known cameras: {', '.join(sorted(camera_names)) or 'none'}")
+    _pipeline_input(config, camera_names)
+    _choice("pipeline", config, "create_header", CREATE_HEADER)
     _choice("pipeline", config, "mode", ("PUB", "PUSH"))
     for key in ("queue_size", "downsampling", "records"):
         _number("pipeline", config, key, integer=True)
@@ -194,6 +199,48 @@ def pipeline(config, camera_names) -> dict:
     except ValueError as error:
         raise BadRequest(f"pipeline config: {error}") from None
     return config
+
+
+def _pipeline_input(config: dict, camera_names) -> None:
+    """What the pipeline reads: a camera of this node, a stream, an upstream pipeline or, for
+    custom pipelines, nothing (they generate their frames)."""
+    kind = pipeline_type(config)
+    for key in ("input_stream", "input_stream2"):
+        value = config.get(key)
+        if value is not None and (not isinstance(value, str) or "://" not in value):
+            raise _fail("pipeline", key, "a stream address such as tcp://host:9000", value)
+    _choice("pipeline", config, "input_mode", ("SUB", "PULL"))
+    upstream = config.get("input_pipeline")
+    if upstream is not None:
+        try:
+            check_name(upstream)
+        except BadRequest:
+            raise _fail("pipeline", "input_pipeline", f"a pipeline name ({NAME_RULE})",
+                        upstream) from None
+        if config.get("input_stream"):
+            raise BadRequest("pipeline config: give input_pipeline or input_stream, not both")
+    streamed = config.get("input_stream") or upstream
+    if config.get("input_stream2") and not streamed and kind != "stream":
+        raise BadRequest("pipeline config: input_stream2 is merged into an input stream; "
+                         "give input_stream or input_pipeline too")
+    if kind in ("stream", "custom") and config.get("function") in BUILTIN:
+        raise BadRequest(f"pipeline config: {config['function']!r} is an image function; a "
+                         f"{kind} pipeline runs an uploaded script's "
+                         f"{'process' if kind == 'stream' else 'generate'} function")
+    if kind == "custom":
+        if not config.get("function"):
+            raise BadRequest("pipeline config: a custom pipeline needs a function (an uploaded "
+                             "script defining generate(parameters))")
+        return
+    name = config.get("camera_name")
+    if streamed and name is None:
+        return
+    if not isinstance(name, str) or not name:
+        raise BadRequest("pipeline config: camera_name is required (the camera to process), "
+                         "unless input_stream or input_pipeline names what to read")
+    if name not in camera_names:
+        raise BadRequest(f"pipeline config: camera_name {name!r} is not a camera of this node; "
+                         f"known cameras: {', '.join(sorted(camera_names)) or 'none'}")
 
 
 def _port(kind, config):

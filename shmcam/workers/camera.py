@@ -91,10 +91,16 @@ class CameraStream:
     def __init__(self, port: int):
         self.sender = Sender(port, mode="PUB", queue_size=100)
         self._geometry = self._axes_key = self._axes = None
+        self._retired_changes = 0     # header changes of the encoders of earlier geometries
+
+    @property
+    def header_changes(self) -> int:
+        return self._retired_changes + self.sender.encoder.header_changes
 
     def send(self, image: np.ndarray, pulse_id: int, timestamp, axes) -> None:
         if (image.dtype, image.shape) != self._geometry:
             self._geometry = (image.dtype, image.shape)
+            self._retired_changes = self.header_changes
             self.sender.encoder = camera_encoder(image)
         if (image.shape, axes) != self._axes_key:
             self._axes_key = (image.shape, axes)
@@ -168,6 +174,10 @@ class Camera:
         self.stats.set("clients", self.clients)
         self.stats.set("errors", self.errors + self.source.errors)
         self.stats.set("dropped", self.source.dropped)
+        self.stats.set("header_changes", self.stream.header_changes)
+        if self.ring is not None:
+            self.stats.set("frame_height", self.ring.shape[0])
+            self.stats.set("frame_width", self.ring.shape[1])
         self.stats.touch()
 
     def close(self) -> None:

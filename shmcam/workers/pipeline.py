@@ -1,5 +1,12 @@
-"""Pipeline instance: reads its camera's ring zero-copy, runs the function, publishes bsread.
+"""Pipeline instance: takes frames from its input, runs the function, publishes bsread.
 
+Pipeline types (`pipeline_type`) differ in their input and in how the function is called:
+- processing: `process_image(image, pulse_id, timestamp, x_axis, y_axis, parameters[,
+  bsdata])` on camera frames (the ring, or an image stream: then `bsdata` has its channels);
+- stream: `process(data, pulse_id, timestamp, parameters)` on the channels of a bsread
+  stream (default: passed on unchanged), optionally merged with a second stream;
+- custom: `generate(parameters)`, a generator whose items go out at `max_frame_rate`;
+- store: HDF5 files instead of a stream (workers/store.py).
 The pipeline machinery lives here (CamServer's keys): pause, max_frame_rate, downsampling,
 pid_range, records, enforce_pid, include/exclude. A function that raises never stops the
 pipeline: the frame goes out as a processing-error frame and the error is counted. The stored
@@ -19,15 +26,18 @@ import numpy as np
 
 from shmcam.bsread import Encoder, Sender
 from shmcam.processing import functions
-from shmcam.shm import RingReader, StatsBlock
+from shmcam.shm import StatsBlock
 from shmcam.sources.simulation import beam_frames
 from shmcam.sources.transforms import axis_arrays
 
 from .control import Control, report
+from .inputs import MergedInput, RingInput, StreamInput, Ticks
 
 log = logging.getLogger(__name__)
 
 STATS_PERIOD = 0.5
+CUSTOM_RATE = 10.0          # frames/s of a custom pipeline without max_frame_rate
+ENTRIES = {"processing": "process_image", "stream": "process", "custom": "generate"}
 
 
 class Gate:
@@ -78,22 +88,29 @@ def select(result: dict, config: dict) -> dict:
     return result
 
 
-def detach(result: dict, image: np.ndarray) -> dict:
-    """Copy the arrays that still point into the ring slot: ZMQ sends them later, by which
-    time the camera may have reused the slot."""
-    for key, value in result.items():
-        if isinstance(value, np.ndarray) and np.may_share_memory(value, image):
-            result[key] = value.copy()
-    return result
-
-
 def error_result(image, x_axis, y_axis, parameters_json: str, error: Exception) -> dict:
-    """The frame CamServer clients expect when processing failed (spec/processing.md)."""
+    """The frame CamServer clients expect when processing failed (spec/processing.md); without
+    an image (stream and custom pipelines), just the parameters with the error."""
     parameters = json.loads(parameters_json)
     parameters["processing_error"] = f"{type(error).__name__}: {error}"
+    if image is None:
+        return {"processing_parameters": json.dumps(parameters)}
     return {"x_axis": x_axis, "y_axis": y_axis, "image": np.zeros_like(image),
             "width": image.shape[1], "height": image.shape[0],
             "processing_parameters": json.dumps(parameters)}
+
+
+def open_input(spec: dict, config: dict):
+    """The input a pipeline's config asks for; the supervisor resolved stream addresses."""
+    if config.get("pipeline_type") == "custom":
+        return Ticks(config.get("max_frame_rate") or CUSTOM_RATE)
+    source = spec.get("input") or {}
+    mode = "PULL" if source.get("mode") == "PULL" else "SUB"
+    if source.get("stream2"):
+        return MergedInput(source["stream"], source["stream2"], mode)
+    if source.get("stream"):
+        return StreamInput(source["stream"], mode)
+    return RingInput(spec["ring"])
 
 
 def make_sender(spec: dict, config: dict) -> Sender:
@@ -101,34 +118,49 @@ def make_sender(spec: dict, config: dict) -> Sender:
                   queue_size=int(config.get("queue_size") or 10),
                   block=bool(config.get("block", False)), send_timeout=1.0,
                   encoder=Encoder(config.get("data_compression"),
-                                  config.get("data_header_compression")))
+                                  config.get("data_header_compression"),
+                                  create_header=config.get("create_header") or "on_change"))
 
 
 class Pipeline:
     def __init__(self, spec: dict):
         self.spec = spec
+        self.type = spec["config"].get("pipeline_type") or "processing"
         self.scripts = Path(spec["scripts_dir"])
         self.backgrounds = Path(spec["backgrounds_dir"])
         self.stats = StatsBlock(spec["stats"], create=True)
-        self.reader = RingReader(spec["ring"], timeout=30)
+        self.input = open_input(spec, spec["config"])
         self.config: dict = {}
         self._warm_up_frame = None
         self.apply(spec["config"])
         self.sender = make_sender(spec, self.config)
         self.sent = 0
+        self.frame_shape = None
         self._errors_logged = 0
-        self._axes_key = None
 
     def apply(self, config: dict) -> None:
         """Take a new effective config; from the next frame on."""
         reload = config.get("reload") or config.get("function") != self.config.get("function")
         if reload or not hasattr(self, "function"):
-            self.function = functions.resolve(config.get("function"), self.scripts)
+            self.function = self.resolve(config.get("function"))
         self.parameters, self.setup_error = self.with_background(config)
         self.config = config
-        self.gate = Gate(config)
+        self.gate = Gate(config if self.type != "custom" else {**config, "max_frame_rate": None})
         self.parameters_json = json.dumps(config)
+        if self.type == "custom":
+            self.input.interval = 1.0 / (config.get("max_frame_rate") or CUSTOM_RATE)
+            self.generator = None      # started afresh with the new parameters
         self.warm_up()
+
+    def resolve(self, name: str | None):
+        """The config's function for this pipeline type: stream pipelines pass their data on
+        unchanged without one; custom pipelines need one."""
+        if self.type == "stream" and not name:
+            return lambda data, pulse_id, timestamp, parameters: dict(data)
+        if self.type == "custom" and not name:
+            raise ValueError("a custom pipeline needs a function (an uploaded script "
+                             "defining generate(parameters))")
+        return functions.resolve(name, self.scripts, ENTRIES[self.type])
 
     def with_background(self, config: dict) -> tuple[dict, str | None]:
         """The parameters the function gets: the config, plus the stored background it names
@@ -151,8 +183,11 @@ class Pipeline:
         like ring views (numba types them apart), so that JIT compilation for this config
         happens now, not on the first real frames. The function gets a copy of the
         parameters: state it keeps per config (averaging) starts afresh with real frames."""
+        if self.type != "processing" or self.input.geometry is None:
+            return
         try:
-            shape, dtype, frame = self.reader.shape, self.reader.dtype, self._warm_up_frame
+            shape, dtype = self.input.geometry
+            frame = self._warm_up_frame
             if frame is None or (frame.shape, frame.dtype) != (shape, dtype):
                 frame = self._warm_up_frame = beam_frames(shape[1], shape[0], dtype, count=1)[0]
             self.function(frame, 0, (0, 0), *axis_arrays(shape[1], shape[0], None),
@@ -160,36 +195,42 @@ class Pipeline:
         except Exception as error:
             log.debug("warm-up call failed (%s); the first frame will tell", error)
 
+    def call(self, frame) -> dict | None:
+        """The function's result for a frame, called the way the pipeline type calls it."""
+        if self.type == "processing":
+            channels = self.input.channels(frame)
+            extra = {} if channels is None else {"bsdata": channels}
+            return self.function(frame.image, frame.pulse_id, frame.timestamp,
+                                 *self.input.axes(frame), self.parameters, **extra)
+        if self.type == "stream":
+            return self.function(self.input.channels(frame), frame.pulse_id, frame.timestamp,
+                                 self.parameters)
+        if self.generator is None:
+            self.generator = iter(self.function(self.parameters))
+        return next(self.generator)
+
     def process(self, frame) -> dict | None:
-        image = frame.image
-        x_axis, y_axis = self.axes(frame)
         t0 = time.perf_counter_ns()
         try:
             if self.setup_error is not None:
                 raise RuntimeError(self.setup_error)
-            result = self.function(image, frame.pulse_id, frame.timestamp, x_axis, y_axis,
-                                   self.parameters)
+            result = self.call(frame)
             if result is not None:
                 result.setdefault("processing_parameters", self.parameters_json)
+        except StopIteration:
+            raise
         except Exception as error:  # a user function must never take the pipeline down
             self.stats.add("errors")
             if self._errors_logged < 10:
                 self._errors_logged += 1
                 log.exception("processing pulse %d failed", frame.pulse_id)
-            result = error_result(image, x_axis, y_axis, self.parameters_json, error)
+            axes = self.input.axes(frame) if frame.image is not None else (None, None)
+            result = error_result(frame.image, *axes, self.parameters_json, error)
         self.stats.record_time(time.perf_counter_ns() - t0)
         return result
 
-    def axes(self, frame):
-        """The frame's axes, built once per geometry and calibration, not per frame."""
-        key = (frame.image.shape, frame.axes)
-        if key != self._axes_key:
-            height, width = frame.image.shape[:2]
-            self._axes_key, self._axes = key, axis_arrays(width, height, frame.axes)
-        return self._axes
-
     def run(self, control: Control) -> int:
-        self.reader.skip_to_newest()   # frames that passed during start-up are not drops
+        self.input.skip_to_newest()   # frames that passed during start-up are not drops
         report(ready={"stream_port": self.spec["port"]})
         next_stats = 0.0
         while not control.stop.is_set():
@@ -204,43 +245,67 @@ class Pipeline:
             if now >= next_stats:
                 self.publish_stats()
                 next_stats = now + STATS_PERIOD
-            frame = self.reader.wait(timeout=0.2)
+            frame = self.input.next(timeout=0.2)
             if frame is None:
                 continue
             self.stats.add("frames_in")
+            self.frame_shape = None if frame.image is None else frame.image.shape
             if not self.gate.admit(frame.pulse_id):
                 continue
-            result = self.process(frame)
+            try:
+                result = self.process(frame)
+            except StopIteration:
+                return self.finish("the generator ended")
             if result is not None:
-                result = detach(select(result, self.config), frame.image)
-            if not self.reader.validate(frame):
+                result = self.input.detach(select(result, self.config), frame)
+            if not self.input.valid(frame):
                 continue     # overwritten while processed: the result may be garbage
-            if result and self.sender.send(result, frame.pulse_id, frame.timestamp):
+            if result and self.send(result, frame):
                 self.sent += 1
                 self.stats.add("frames_out")
             done = self.gate.finished(frame.pulse_id, self.sent)
             if done:
-                log.info("pipeline finished: %s", done)
-                report(finished=done)
-                break
+                return self.finish(done)
+        return 0
+
+    def send(self, result: dict, frame) -> bool:
+        try:
+            return self.sender.send(result, frame.pulse_id, frame.timestamp)
+        except (TypeError, ValueError) as error:   # a result bsread cannot carry, or
+            self.stats.add("errors")                # a format change under create_header once
+            if self._errors_logged < 10:
+                self._errors_logged += 1
+                log.error("pulse %d not sent: %s", frame.pulse_id, error)
+            return False
+
+    def finish(self, why: str) -> int:
+        log.info("pipeline finished: %s", why)
+        report(finished=why)
         return 0
 
     def publish_stats(self) -> None:
         s = self.stats
         s.set("clients", self.sender.clients)
-        s.set("dropped", self.reader.missed + self.sender.dropped)
-        s.set("torn", self.reader.torn)
-        s.set("lag", self.reader.lag)
+        s.set("dropped", self.input.missed + self.sender.dropped)
+        s.set("torn", self.input.torn)
+        s.set("lag", self.input.lag)
+        s.set("header_changes", self.sender.encoder.header_changes)
+        if self.frame_shape is not None and len(self.frame_shape) == 2:
+            s.set("frame_height", self.frame_shape[0])
+            s.set("frame_width", self.frame_shape[1])
         s.touch()
 
     def close(self) -> None:
         self.publish_stats()
         self.sender.close()
-        self.reader.close()
+        self.input.close()
         self.stats.close()
 
 
 def run(spec: dict, control: Control) -> int:
+    if spec["config"].get("pipeline_type") == "store":
+        from . import store      # HDF5 is imported only by the pipelines that write it
+        return store.run(spec, control)
     pipeline = Pipeline(spec)
     try:
         return pipeline.run(control)

@@ -1,0 +1,194 @@
+"""`shmcam check-config`: validate a node's config directory before the supervisor reads it.
+
+Checks shmcam.toml and every cameras/*.toml and pipelines/*.toml with the supervisor's own
+loader and validation, and what they refer to: the camera of each pipeline, the pipeline
+config of each permanent instance, and the backgrounds and uploaded functions in the data
+directory. Every problem is reported, one line each naming the file and the key; the exit
+status is 1 if there is any, else 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shmcam.shm.segment import check_name_part
+from shmcam.supervisor import settings as node_settings
+from shmcam.supervisor import validation
+from shmcam.supervisor.errors import BadRequest
+from shmcam.supervisor.store import CONFIG_KINDS, ConfigStore, check_name, read_toml
+
+SETTINGS_FILE = "shmcam.toml"
+
+
+def add_parser(commands) -> None:
+    p = commands.add_parser("check-config", help="validate a node's config directory",
+                            description=__doc__)
+    p.add_argument("config_dir", nargs="?", type=Path, metavar="DIR",
+                   default=node_settings.DEFAULT_CONFIG.parent,
+                   help=f"directory of {SETTINGS_FILE}, cameras/ and pipelines/ "
+                        f"(default {node_settings.DEFAULT_CONFIG.parent})")
+    p.add_argument("--data-dir", type=Path, metavar="DATA_DIR",
+                   help="data directory holding the backgrounds and scripts configs name "
+                        f"(default: data_dir of {SETTINGS_FILE})")
+    p.set_defaults(run=run)
+
+
+@dataclass
+class Report:
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    checked: dict[str, int] = field(default_factory=dict)   # how many of what were checked
+
+
+@dataclass(frozen=True)
+class Known:
+    """What configs may refer to; None where the data directory cannot tell."""
+    cameras: list[str]
+    pipelines: list[str]
+    scripts: list[str] | None
+    backgrounds: set[str] | None
+    backgrounds_dir: Path
+
+
+def check(config_dir: Path, data_dir: Path | None = None) -> Report:
+    """Every problem of config_dir (and of its references into the data directory)."""
+    report = Report()
+    if not config_dir.is_dir():
+        report.problems.append(f"{config_dir}: no such directory")
+        return report
+    settings = _settings(config_dir / SETTINGS_FILE, data_dir, report)
+    if settings.config_dir.resolve() != config_dir.resolve():
+        report.notes.append(f"the supervisor reads its cameras/ and pipelines/ from "
+                            f"config_dir {settings.config_dir}, not from {config_dir}")
+    if data_dir is not None and not data_dir.is_dir():
+        report.problems.append(f"--data-dir {data_dir}: no such directory")
+    files = {kind: _config_files(config_dir / subdir, report)
+             for kind, subdir in CONFIG_KINDS.items()}
+    known = _known(ConfigStore(settings.data_dir, config_dir), files, report)
+    for kind, paths in files.items():
+        for path in paths:
+            report.problems += _config_problems(kind, path, known)
+    report.problems += _permanent_problems(settings, config_dir / SETTINGS_FILE, known)
+    report.checked = {**{f"{kind} config": len(paths) for kind, paths in files.items()},
+                      "permanent instance": len(settings.permanent)}
+    return report
+
+
+def _settings(path: Path, data_dir: Path | None, report: Report) -> node_settings.Settings:
+    """The node settings; on a problem (reported) the defaults, so the other checks go on."""
+    if not path.is_file():
+        report.notes.append(f"no {path}: the supervisor runs with the default settings")
+        return node_settings.load(None, data_dir=data_dir)
+    try:
+        settings = node_settings.load(path, data_dir=data_dir)
+    except node_settings.SettingsError as error:
+        report.problems.append(str(error))
+        report.notes.append("the other checks used the default settings")
+        return node_settings.load(None, data_dir=data_dir)
+    try:
+        node_settings.read_token(settings)
+    except node_settings.SettingsError as error:
+        report.problems.append(f"{path}: {error}")
+    return settings
+
+
+def _known(store: ConfigStore, files: dict[str, list[Path]], report: Report) -> Known:
+    """Config names (saved and shipped), and the scripts and backgrounds if the data
+    directory exists: a node that never ran has none, and checks that need them are skipped."""
+    backgrounds_dir = store.data_dir / "backgrounds"
+    if not store.data_dir.is_dir():
+        report.notes.append(f"no data directory {store.data_dir}: backgrounds and uploaded "
+                            f"functions were not checked")
+    else:
+        try:
+            return Known(store.config_names("camera"), store.config_names("pipeline"),
+                         store.file_names("script"), set(store.background_ids()),
+                         backgrounds_dir)
+        except OSError as error:
+            report.problems.append(f"data directory {store.data_dir}: {error}")
+    return Known(*(sorted(path.stem for path in files[kind]) for kind in CONFIG_KINDS),
+                 None, None, backgrounds_dir)
+
+
+def _config_files(directory: Path, report: Report) -> list[Path]:
+    """The <name>.toml files the supervisor reads; anything else there is reported, since
+    the supervisor would silently ignore it. Dot files (editor and temp files) are skipped."""
+    if not directory.is_dir():
+        return []
+    files = []
+    for path in sorted(directory.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.suffix != ".toml" or not path.is_file():
+            report.problems.append(f"{path}: not a <name>.toml file; the supervisor ignores it")
+            continue
+        try:
+            check_name(path.stem)
+        except BadRequest as error:
+            report.problems.append(f"{path}: {error}; the supervisor ignores this file")
+            continue
+        files.append(path)
+    return files
+
+
+def _config_problems(kind: str, path: Path, known: Known) -> list[str]:
+    """The problems of one camera or pipeline config file."""
+    try:
+        config = read_toml(path)
+    except (BadRequest, OSError) as error:
+        return [str(error)]
+    problems = []
+
+    def attempt(check, *args) -> None:
+        try:
+            check(config, *args)
+        except BadRequest as error:
+            problems.append(f"{path}: {error}")
+
+    if kind == "camera":
+        attempt(validation.camera)
+    else:
+        attempt(validation.pipeline, known.cameras)
+        if known.scripts is not None:
+            attempt(validation.function_available, known.scripts)
+    background = config.get("image_background")
+    if known.backgrounds is not None and isinstance(background, str) and background \
+            and background not in known.backgrounds:
+        problems.append(f"{path}: {kind} config: image_background {background!r} is not a "
+                        f"stored background (none such in {known.backgrounds_dir})")
+    return problems
+
+
+def _permanent_problems(settings: node_settings.Settings, path: Path,
+                        known: Known) -> list[str]:
+    problems = []
+    for instance_id, config_name in settings.permanent.items():
+        where = f"{path}: permanent {instance_id!r}"
+        try:
+            check_name_part(instance_id)
+        except ValueError as error:
+            problems.append(f"{where}: {error} (instance ids name shared-memory segments)")
+        if config_name not in known.pipelines:
+            problems.append(f"{where}: no pipeline config named {config_name!r}; known "
+                            f"pipeline configs: {', '.join(known.pipelines) or 'none'}")
+    return problems
+
+
+def summary(config_dir: Path, report: Report) -> str:
+    if report.problems:
+        return f"{config_dir}: {_count(len(report.problems), 'problem')}"
+    checked = ", ".join(_count(count, what) for what, count in report.checked.items())
+    return f"{config_dir}: OK ({checked})"
+
+
+def _count(count: int, what: str) -> str:
+    return f"{count} {what}{'s' * (count != 1)}"
+
+
+def run(args) -> int:
+    report = check(args.config_dir, args.data_dir)
+    for line in [*report.problems, *(f"note: {note}" for note in report.notes),
+                 summary(args.config_dir, report)]:
+        print(line)
+    return 1 if report.problems else 0
