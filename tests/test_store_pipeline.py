@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import signal
 import struct
 import subprocess
 import sys
@@ -26,16 +27,14 @@ from shmcam.bsread.compression import compress
 from shmcam.shm import StatsBlock, ring_base, segment, stats_name
 from shmcam.workers import store_path
 from shmcam.workers.h5file import LayoutChange, StoreFile
+from supervisor_harness import SIM_CAMERA, wait_for
 
-# The real worker entry point, with the store as one more kind (until the pipeline worker
-# dispatches pipeline_type "store" to it). PRELUDE may limit the process first.
+# `python -m shmcam.workers pipeline`, as the supervisor starts it, after a prelude.
 LAUNCHER = """
-import sys
+import runpy, sys
 {prelude}
-from shmcam.workers import __main__ as entry, store
-entry.KINDS["store"] = store.run
-sys.argv = ["shmcam.workers", "store"]
-sys.exit(entry.main())
+sys.argv = ["shmcam.workers", "pipeline"]
+runpy.run_module("shmcam.workers", run_name="__main__", alter_sys=True)
 """
 DISK_FULL = """
 import resource, signal
@@ -47,9 +46,13 @@ resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
 class StoreProcess:
     """A store instance process with its spec on stdin, reports and log collected."""
 
-    def __init__(self, node: str, tmp: Path, config: dict, ring: str | None = None,
-                 prelude: str = "", store_dir: Path | None = None):
-        self.spec = {"node": node, "ring": ring or ring_base(node, "cam"),
+    def __init__(self, node: str, tmp: Path, config: dict, prelude: str = "",
+                 store_dir: Path | None = None):
+        config = {"pipeline_type": "store", **config}
+        stream = config.get("input_stream")     # resolved into `input` as the supervisor does
+        self.spec = {"node": node, "ring": None if stream else ring_base(node, "cam"),
+                     "input": stream and {"stream": stream, "stream2": None,
+                                          "mode": config.get("input_mode") or "SUB"},
                      "stats": stats_name(node, "p-store"), "port": 0, "config": config,
                      "instance_id": "store1", "store_dir": str(store_dir or tmp / "store"),
                      "scripts_dir": str(tmp / "scripts"),
@@ -134,7 +137,7 @@ class StoreProcess:
 
 @pytest.fixture
 def stores(node, tmp_path):
-    """Start store processes: `stores(config, ring=..., ...)`; all killed at the end."""
+    """Start store processes: `stores(config, ...)`; all killed at the end."""
     started: list[StoreProcess] = []
 
     def start(config: dict, **kwargs) -> StoreProcess:
@@ -191,7 +194,7 @@ def test_ring_frames_stored_pixel_exact_until_records(procs, stores, node):
     is pixel-exact with its pulse id, compressed as bsread does, one frame per chunk."""
     ring = writer(procs, node, "--frames", "200", "--rate", "100", "--shapes", "48x64:u2",
                   "--slots", "32", "--hold")
-    store = stores({"camera_name": "cam", "pipeline_type": "store", "records": 25})
+    store = stores({"camera_name": "cam", "records": 25})
     path = store.ready()
     assert path.parent == Path(store.spec["store_dir"]) / "store1" and path.suffix == ".h5"
     procs.go(ring)
@@ -225,13 +228,14 @@ def test_ring_frames_stored_pixel_exact_until_records(procs, stores, node):
     assert procs.result(ring)["written"] == 200
 
 
-def test_stop_mid_run_leaves_a_valid_file(procs, stores, node):
+def test_sigterm_mid_run_leaves_a_valid_file(procs, stores, node):
     ring = writer(procs, node, "--frames", "200", "--rate", "200", "--shapes", "24x32:u1")
     store = stores({"camera_name": "cam"})
     path = store.ready()
     procs.go(ring)
     store.wait_counter("frames_out", 5)
-    assert store.stop() == 0
+    store.process.send_signal(signal.SIGTERM)
+    assert store.wait() == 0
     procs.result(ring)
     with h5py.File(path, "r") as f:
         assert assert_closed_cleanly(f, "stopped") >= 5
@@ -396,6 +400,43 @@ def test_stream_plain_images_are_compressed_into_chunks(stores, sockets):
         assert np.array_equal(data[()], np.stack(images))
         assert list(f["data/image/pulse_id"][()]) == [100, 101, 102, 103, 104]
         assert list(f["data/image/timestamp_offset"][()]) == [500_000_000] * 5
+
+
+# --- through the supervisor ------------------------------------------------------------------
+
+def test_store_pipelines_started_through_the_supervisor(supervisor):
+    """A store of the camera's ring, and one of a processing pipeline's compressed stream (a
+    cascade), each ending after `records`, their files where the instance info says."""
+    sup = supervisor(cameras={"sim": SIM_CAMERA})
+    sup.call("POST", "/api/v1/pipeline", params={"instance_id": "proc"},
+             json={"camera_name": "sim", "data_compression": True, "no_client_timeout": 0})
+    for instance_id, config in (("frames", {"camera_name": "sim"}),
+                                ("results", {"input_pipeline": "proc"})):
+        sup.call("POST", "/api/v1/pipeline", params={"instance_id": instance_id},
+                 json={**config, "pipeline_type": "store", "records": 8})
+
+    def ended(path: str) -> dict | None:
+        report = sup.call("GET", path + "/exitcode")
+        return report if report["exitcode"] is not None else None
+
+    files = {}
+    for instance_id in ("frames", "results"):
+        path = f"/api/v1/pipeline/instance/{instance_id}"
+        files[instance_id] = Path(sup.call("GET", path + "/info")["info"]["output_file"])
+        report = wait_for(lambda: ended(path), what=f"{instance_id} to finish")
+        assert (report["exitcode"], report["finished"]) == (0, "8 records sent"), report
+        assert files[instance_id].parent == sup.data_dir / "store" / instance_id
+    with h5py.File(files["frames"], "r") as f:
+        assert assert_closed_cleanly(f, "8 records sent") == 8
+        assert f["data/image/data"].shape == (8, 240, 320)
+        assert f["general"].attrs["camera_name"] == "sim"
+        assert (np.diff(f["data/image/pulse_id"][()]) > 0).all()
+    with h5py.File(files["results"], "r") as f:
+        assert assert_closed_cleanly(f, "8 records sent") == 8
+        assert {"image", "x_profile", "intensity", "processing_parameters"} <= set(f["data"])
+        images, profiles = f["data/image/data"][()], f["data/x_profile/data"][()]
+        assert images.shape == (8, 240, 320)
+        assert np.array_equal(images.sum(axis=1), profiles)   # the stream's own x_profile
 
 
 # --- bad names, unwritable directories, full disks ------------------------------------------

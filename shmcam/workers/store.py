@@ -1,8 +1,9 @@
 """Store pipeline: one HDF5 file per run, of a camera's frames or of a bsread stream's channels.
 
 Input is the camera's ring (zero-copy; each frame is stored as the camera stream's channels:
-width, height, timestamp, image, x_axis, y_axis) or, with `input_stream`, any bsread stream
-(`input_mode` SUB or PULL), whose channels are stored as they come. An image that arrives
+width, height, timestamp, image, x_axis, y_axis) or a bsread stream (`input_stream` with
+`input_mode` SUB or PULL, or `input_pipeline`: the supervisor resolves them into the spec's
+`input`), whose channels are stored as they come. An image that arrives
 bitshuffle_lz4-compressed is written as it arrived, without decompression; ring frames are
 compressed into the same chunk format. The file is `output_file` under the node's store
 directory (store_path.py), laid out as h5file.py and docs/store.md describe, and flushed once
@@ -32,12 +33,12 @@ from typing import Any, NamedTuple
 import shmcam
 from shmcam.bsread import Decoder, Receiver
 from shmcam.bsread.compression import BITSHUFFLE_LZ4
-from shmcam.shm import RingReader, StatsBlock
-from shmcam.sources.transforms import axis_arrays
+from shmcam.shm import StatsBlock
 
 from . import store_path
 from .control import Control, report
 from .h5file import LayoutChange, StoreFile, WriteError
+from .inputs import RingInput
 from .pipeline import Gate
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,6 @@ log = logging.getLogger(__name__)
 STATS_PERIOD = 0.5
 FLUSH_PERIOD = 1.0
 WAIT = 0.2
-#: What a run cannot change once its file is open; a new value applies to the next run.
-RUN_KEYS = ("camera_name", "input_stream", "input_mode", "output_file")
 #: A run ends cleanly when less is left on the store's disk (config `min_free_mb`).
 MIN_FREE_MB = 512
 
@@ -79,40 +78,36 @@ class Item(NamedTuple):
     frame: Any
 
 
-class RingInput:
-    """The camera's ring, read zero-copy; a frame becomes the camera stream's channels."""
+class RingFrames:
+    """The camera's ring (inputs.RingInput): a frame becomes the camera stream's channels."""
 
     def __init__(self, ring: str):
         self.name = f"ring {ring}"
-        self.reader = RingReader(ring, timeout=30)
-        self._axes_key = self._axes = None
+        self.ring = RingInput(ring)
 
     def start(self) -> None:
-        self.reader.skip_to_newest()   # frames that passed during start-up are not drops
+        self.ring.skip_to_newest()   # frames that passed during start-up are not drops
 
     def next(self, timeout: float) -> Item | None:
-        frame = self.reader.wait(timeout)
+        frame = self.ring.next(timeout)
         if frame is None:
             return None
         image = frame.image
-        height, width = image.shape[:2]
-        key = (image.shape, frame.axes)
-        if key != self._axes_key:      # built once per geometry and calibration
-            self._axes_key, self._axes = key, axis_arrays(width, height, frame.axes)
+        x_axis, y_axis = self.ring.axes(frame)
         sec, ns = frame.timestamp
         return Item(frame.pulse_id, frame.timestamp,
-                    {"width": width, "height": height, "timestamp": sec + ns / 1e9,
-                     "image": image, "x_axis": self._axes[0], "y_axis": self._axes[1]}, {}, frame)
+                    {"width": image.shape[1], "height": image.shape[0],
+                     "timestamp": sec + ns / 1e9, "image": image, "x_axis": x_axis,
+                     "y_axis": y_axis}, {}, frame)
 
     def intact(self, item: Item) -> bool:
-        return self.reader.validate(item.frame)
+        return self.ring.valid(item.frame)
 
     def counters(self) -> dict[str, int]:
-        r = self.reader
-        return {"dropped": r.missed, "torn": r.torn, "lag": r.lag}
+        return {"dropped": self.ring.missed, "torn": self.ring.torn, "lag": self.ring.lag}
 
     def close(self) -> None:
-        self.reader.close()
+        self.ring.close()
 
 
 def _raw_image(name: str, shape: tuple[int, ...], codec: str) -> bool:
@@ -120,11 +115,10 @@ def _raw_image(name: str, shape: tuple[int, ...], codec: str) -> bool:
     return codec == BITSHUFFLE_LZ4 and len(shape) >= 2
 
 
-class StreamInput:
-    """A bsread stream (`input_stream`, `input_mode`): its channels, images kept compressed."""
+class StreamMessages:
+    """A bsread stream: all of a message's channels, images kept compressed as they came."""
 
-    def __init__(self, config: dict):
-        address, mode = config["input_stream"], config.get("input_mode") or "SUB"
+    def __init__(self, address: str, mode: str):
         self.name = f"{mode} {address}"
         self.receiver = Receiver(address, mode=mode, decoder=Decoder(raw=_raw_image))
 
@@ -148,6 +142,18 @@ class StreamInput:
         self.receiver.close()
 
 
+def open_input(spec: dict) -> RingFrames | StreamMessages:
+    """The input the supervisor resolved (`input`: a stream, or None for the camera's ring)."""
+    source = spec.get("input") or {}
+    if source.get("stream2"):
+        raise ValueError("a store pipeline stores one stream: input_stream2 is not supported")
+    if source.get("stream"):
+        return StreamMessages(source["stream"], source.get("mode") or "SUB")
+    if not spec.get("ring"):
+        raise ValueError("a store pipeline needs a camera_name, input_stream or input_pipeline")
+    return RingFrames(spec["ring"])
+
+
 class Store:
     """One run: its input, file, gate and statistics."""
 
@@ -162,11 +168,11 @@ class Store:
         self.gate = Gate(self.config)
         self.written = 0
         self.errors = 0
+        self.frame_shape: tuple[int, ...] | None = None
         with ExitStack() as undo:     # whatever is open when a later step fails is closed
             self.stats = StatsBlock(spec["stats"], create=True)
             undo.callback(self.stats.close)
-            self.input = (StreamInput(self.config) if self.config.get("input_stream")
-                          else RingInput(spec["ring"]))
+            self.input = open_input(spec)
             undo.callback(self.input.close)
             self.file = StoreFile(self.path, {
                 "created": start.isoformat(), "node": spec["node"],
@@ -229,6 +235,7 @@ class Store:
         if not self.input.intact(item):
             return None               # overwritten while it was read: never written
         self.file.write(record)
+        self.frame_shape = getattr(item.values.get("image"), "shape", self.frame_shape)
         self.written += 1
         self.stats.add("frames_out")
         self.stats.record_time(time.perf_counter_ns() - t0)
@@ -238,10 +245,8 @@ class Store:
         config = control.take_config()
         if config is None:
             return
-        kept = [key for key in RUN_KEYS if config.get(key) != self.config.get(key)]
-        if kept:
-            log.warning("%s cannot change during a run; the new value applies to the next run",
-                        ", ".join(kept))
+        if config.get("output_file") != self.config.get("output_file"):
+            log.warning("output_file cannot change during a run; it applies to the next run")
         try:
             self.gate, self.min_free = Gate(config), min_free_mb(config)
         except Exception:
@@ -252,6 +257,8 @@ class Store:
         counters = {"errors": 0, **self.input.counters()}
         counters["errors"] += self.errors
         counters["bytes_out"] = self.file.bytes_written
+        if self.frame_shape is not None and len(self.frame_shape) == 2:
+            counters["frame_height"], counters["frame_width"] = self.frame_shape
         for field, value in counters.items():
             self.stats.set(field, value)
         self.stats.touch()
