@@ -560,6 +560,9 @@ def test_decoder_keeps_chosen_compressed_channels_as_they_arrived():
     assert message.data["image"] is None and "block 0 claims" in message.errors["image"]
     plain = Decoder(raw=lambda *_: True).decode(Encoder().encode({"image": image}, 1, 0.0))
     assert isinstance(plain.data["image"], np.ndarray)     # nothing compressed to keep
+    lz4_parts = Encoder("lz4").encode({"image": image}, 1, 0.0)
+    kept = Decoder(raw=lambda *_: True).decode(lz4_parts).data["image"]
+    assert kept.codec == "lz4" and bytes(kept.data) == bytes(lz4_parts[2])
 
 
 def test_file_layer_records_are_whole(tmp_path):
