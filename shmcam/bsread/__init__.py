@@ -8,7 +8,7 @@ from .compression import codec_name
 from .decoder import Decoder
 from .encoder import Encoder
 from .errors import BsreadError
-from .message import Message
+from .message import Compressed, Message
 from .stream import Receiver, Sender
 
-__all__ = ["BsreadError", "Decoder", "Encoder", "Message", "Receiver", "Sender", "codec_name"]
+__all__ = ["BsreadError", "Compressed", "Decoder", "Encoder", "Message", "Receiver", "Sender", "codec_name"]

@@ -9,7 +9,8 @@ output size (checked in bitshuffle 0.5.2's binary; older releases used the unbou
 header (size against the shape, block size sane) and walks every block length. The blocks
 and the raw tail must tile the part exactly, each length within what LZ4 can produce for its
 block. What remains for bitshuffle is corrupt LZ4 inside valid framing: it rejects that with a
-RuntimeError, which becomes a BsreadError here.
+RuntimeError, which becomes a BsreadError here. A part kept compressed (``check_compressed``,
+e.g. to become an HDF5 chunk as it is) passes the same checks, so its later reader can trust it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from .errors import BsreadError
 
 __all__ = [
     "BITSHUFFLE_LZ4", "CODECS", "LZ4", "NONE",
-    "block_elems", "codec_name", "compress", "decompress",
+    "block_elems", "check_compressed", "codec_name", "compress", "decompress",
 ]
 
 NONE = "none"
@@ -124,12 +125,9 @@ def _check_claim(size: int, itemsize: int, nbytes: int | None, part_size: int) -
 
 
 def _lz4_decompress(part: memoryview, itemsize: int, nbytes: int | None, big_endian: bool) -> bytes:
-    if len(part) < 4:
-        raise BsreadError(f"lz4 part of {len(part)} bytes is shorter than its 4-byte size")
-    (size,) = _LZ4_SIZE[big_endian].unpack_from(part)
+    size = _check_lz4(part, itemsize, nbytes, big_endian)
     if size == 0:
         return b""
-    _check_claim(size, itemsize, nbytes, len(part))
     try:
         raw = lz4.block.decompress(part[4:], uncompressed_size=size)
     except lz4.block.LZ4BlockError as error:
@@ -139,26 +137,63 @@ def _lz4_decompress(part: memoryview, itemsize: int, nbytes: int | None, big_end
     return raw
 
 
+def _check_lz4(part: memoryview, itemsize: int, nbytes: int | None, big_endian: bool) -> int:
+    """The uncompressed size an lz4 part claims, checked; 0 is an empty value."""
+    if len(part) < 4:
+        raise BsreadError(f"lz4 part of {len(part)} bytes is shorter than its 4-byte size")
+    (size,) = _LZ4_SIZE[big_endian].unpack_from(part)
+    if size:
+        _check_claim(size, itemsize, nbytes, len(part))
+    return size
+
+
 def _bitshuffle_decompress(part: memoryview, itemsize: int, nbytes: int | None) -> memoryview | bytes | np.ndarray:
+    size, block_bytes = _check_bitshuffle(part, itemsize, nbytes)
+    if size == 0:
+        return b""
+    body = part[_BITSHUFFLE_HEADER.size:]
+    n, block = size // itemsize, block_bytes // itemsize
+    if n < 8:  # no block at all: the elements follow raw
+        return body
+    try:
+        return bitshuffle.decompress_lz4(np.frombuffer(body, np.uint8), (n,), np.dtype(f"u{itemsize}"), block)
+    except RuntimeError as error:
+        raise BsreadError(f"corrupt bitshuffle_lz4 data: {error}") from None
+
+
+def check_compressed(part: memoryview, codec: str, itemsize: int, nbytes: int | None = None,
+                     big_endian: bool = False) -> int:
+    """Validate a compressed part's framing without decompressing it; its uncompressed size.
+
+    For a part that is kept compressed (e.g. written as an HDF5 chunk): whoever decompresses
+    it later can trust its header and, for ``bitshuffle_lz4``, its block lengths.
+    """
+    if codec == BITSHUFFLE_LZ4:
+        return _check_bitshuffle(part, itemsize, nbytes)[0]
+    if codec == LZ4:
+        return _check_lz4(part, itemsize, nbytes, big_endian)
+    raise BsreadError(f"{codec!r} is not a compression")
+
+
+def _check_bitshuffle(part: memoryview, itemsize: int, nbytes: int | None) -> tuple[int, int]:
+    """(uncompressed size, block size in bytes) of a bitshuffle_lz4 part whose header, block
+    lengths and raw tail are consistent; size 0 is an empty value."""
     if len(part) < _BITSHUFFLE_HEADER.size:
         raise BsreadError(f"bitshuffle_lz4 part of {len(part)} bytes is shorter than its 12-byte header")
     size, block_bytes = _BITSHUFFLE_HEADER.unpack_from(part)
     if size == 0:
-        return b""
+        return 0, block_bytes
     _check_claim(size, itemsize, nbytes, len(part))
     if not 0 < block_bytes <= MAX_BLOCK_BYTES or block_bytes % (8 * itemsize):
         raise BsreadError(f"bitshuffle block size {block_bytes} bytes is not a positive multiple of "
                           f"8 {itemsize}-byte items up to {MAX_BLOCK_BYTES}")
     body = part[_BITSHUFFLE_HEADER.size:]
     n, block = size // itemsize, block_bytes // itemsize
-    if n < 8:  # no block at all: the elements follow raw
+    if n < 8:
         _check_size(len(body), itemsize, size)
-        return body
-    _check_blocks(body, n, block, itemsize)
-    try:
-        return bitshuffle.decompress_lz4(np.frombuffer(body, np.uint8), (n,), np.dtype(f"u{itemsize}"), block)
-    except RuntimeError as error:
-        raise BsreadError(f"corrupt bitshuffle_lz4 data: {error}") from None
+    else:
+        _check_blocks(body, n, block, itemsize)
+    return size, block_bytes
 
 
 def _check_blocks(body: memoryview, n: int, block: int, itemsize: int) -> None:

@@ -7,6 +7,10 @@ in ``Decoder.errors``. This follows the reference receiver.
 
 The data header is parsed only when the main header's ``hash`` changes. A header the decoder
 has seen costs nothing beyond the small main-header JSON.
+
+On request (``raw``), compressed array channels are not decompressed: their value is the
+part itself, framing checked, as a ``Compressed``. Writing a bitshuffle_lz4 image into an HDF5
+file this way costs no decompression and no recompression.
 """
 
 from __future__ import annotations
@@ -15,14 +19,14 @@ import json
 import logging
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from .compression import CODECS, NONE, decompress
+from .compression import CODECS, NONE, check_compressed, decompress
 from .errors import BsreadError
-from .message import Message
+from .message import Compressed, Message
 from .types import numpy_dtype
 
 __all__ = ["Decoder"]
@@ -46,6 +50,7 @@ class _Channel(NamedTuple):
     big_endian: bool = False
     string: bool = False
     problem: str | None = None  # why no value of this channel can be decoded
+    raw: bool = False  # hand out the compressed part as it is
 
 
 class Decoder:
@@ -54,15 +59,20 @@ class Decoder:
     Parts may be bytes, memoryviews, zmq.Frames or anything else with a contiguous buffer.
     Uncompressed arrays are read-only views of the parts' memory (no copy): they keep the
     parts alive. One decoder per stream, because the data header is cached by its hash.
+
+    ``raw(name, shape, codec)`` picks the compressed channels (with a declared shape, numpy
+    order) whose values come as ``Compressed`` instead of arrays. It is asked once per data
+    header, not per message.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, raw: Callable[[str, tuple[int, ...], str], bool] | None = None) -> None:
         #: Number of channel values or timestamps that decoded as None because they were bad.
         self.errors = 0
         #: "channel: why" for the most recent of those.
         self.last_error: str | None = None
         self._hash: str | None = None
         self._channels: tuple[_Channel, ...] = ()
+        self._raw = raw
 
     def decode(self, parts: Sequence[Any]) -> Message:
         """Decode one message; raise BsreadError saying why when it must be rejected."""
@@ -71,7 +81,7 @@ class Decoder:
         pulse_id, global_timestamp, hash_, dh_codec = _main_header(_buffer(parts[0]))
         changed = hash_ != self._hash
         if changed:
-            self._channels = _data_header(_buffer(parts[1]), dh_codec)
+            self._channels = self._pick_raw(_data_header(_buffer(parts[1]), dh_codec))
             self._hash = hash_
         channels = self._channels
         if len(parts) > 2 + 2 * len(channels):
@@ -102,6 +112,14 @@ class Decoder:
             self.last_error = "; ".join(f"{name}: {why}" for name, why in errors.items())
             log.debug("pulse %d: channels decoded as None: %s", pulse_id, self.last_error)
         return Message(pulse_id, global_timestamp, data, timestamps, changed, hash_, errors)
+
+    def _pick_raw(self, channels: tuple[_Channel, ...]) -> tuple[_Channel, ...]:
+        if self._raw is None:
+            return channels
+        return tuple(channel._replace(raw=True)
+                     if channel.codec != NONE and channel.shape is not None and not channel.problem
+                     and self._raw(channel.name, channel.shape, channel.codec) else channel
+                     for channel in channels)
 
 
 def _buffer(part: Any) -> memoryview:
@@ -190,6 +208,9 @@ def _channel(index: int, entry: Any) -> _Channel:
 def _value(part: memoryview, channel: _Channel) -> Any:
     if channel.problem:
         raise BsreadError(channel.problem)
+    if channel.raw:
+        size = check_compressed(part, channel.codec, channel.dtype.itemsize, channel.nbytes, channel.big_endian)
+        return Compressed(part, channel.codec, channel.dtype, channel.shape) if size else None
     raw = decompress(part, channel.codec, channel.dtype.itemsize, channel.nbytes, channel.big_endian)
     if not len(raw):  # a compressed empty value
         return None
