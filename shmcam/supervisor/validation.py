@@ -13,6 +13,7 @@ import numpy as np
 from shmcam.bsread.encoder import CREATE_HEADER
 from shmcam.processing import config as processing
 from shmcam.processing.functions import BUILTIN, script_names
+from shmcam.workers import store_path
 
 from .errors import BadRequest
 from .store import NAME_RULE, check_name
@@ -178,6 +179,8 @@ def pipeline(config, camera_names) -> dict:
                          f"supported yet; use one of {', '.join(PIPELINE_TYPES)}")
     _choice("pipeline", config, "pipeline_type", PIPELINE_TYPES, "processing")
     _pipeline_input(config, camera_names)
+    if pipeline_type(config) == "store":
+        _store(config)
     _choice("pipeline", config, "create_header", CREATE_HEADER)
     _choice("pipeline", config, "mode", ("PUB", "PUSH"))
     for key in ("queue_size", "downsampling", "records"):
@@ -243,6 +246,18 @@ def _pipeline_input(config: dict, camera_names) -> None:
     if name not in camera_names:
         raise BadRequest(f"pipeline config: camera_name {name!r} is not a camera of this node; "
                          f"known cameras: {', '.join(sorted(camera_names)) or 'none'}")
+
+
+def _store(config: dict) -> None:
+    if config.get("output_file") is not None:
+        try:
+            store_path.check_output_file(config["output_file"])
+        except ValueError as error:
+            raise BadRequest(f"pipeline config: {error}") from None
+    _number("pipeline", config, "min_free_mb", allow_zero=True)
+    if config.get("input_stream2"):
+        raise BadRequest("pipeline config: a store pipeline stores one stream; input_stream2 "
+                         "is not supported there")
 
 
 def _port(kind, config):
