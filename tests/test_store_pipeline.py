@@ -4,13 +4,9 @@ tests/ringproc.py) or a real bsread stream, read back with h5py + hdf5plugin."""
 from __future__ import annotations
 
 import json
-import os
-import queue
 import signal
 import struct
-import subprocess
 import sys
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +24,7 @@ from shmcam.shm import StatsBlock, ring_base, segment, stats_name
 from shmcam.workers import store_path
 from shmcam.workers.h5file import LayoutChange, StoreFile
 from supervisor_harness import SIM_CAMERA, wait_for
+from worker_harness import WorkerProcess
 
 # `python -m shmcam.workers pipeline`, as the supervisor starts it, after a prelude.
 LAUNCHER = """
@@ -43,55 +40,21 @@ resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
 """
 
 
-class StoreProcess:
+class StoreProcess(WorkerProcess):
     """A store instance process with its spec on stdin, reports and log collected."""
 
     def __init__(self, node: str, tmp: Path, config: dict, prelude: str = "",
                  store_dir: Path | None = None):
         config = {"pipeline_type": "store", **config}
         stream = config.get("input_stream")     # resolved into `input` as the supervisor does
-        self.spec = {"node": node, "ring": None if stream else ring_base(node, "cam"),
-                     "input": stream and {"stream": stream, "stream2": None,
-                                          "mode": config.get("input_mode") or "SUB"},
-                     "stats": stats_name(node, "p-store"), "port": 0, "config": config,
-                     "instance_id": "store1", "store_dir": str(store_dir or tmp / "store"),
-                     "scripts_dir": str(tmp / "scripts"),
-                     "backgrounds_dir": str(tmp / "backgrounds")}
-        self.reports: queue.Queue = queue.Queue()
-        self.log: list[str] = []
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", LAUNCHER.format(prelude=prelude)], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
-        self._threads = [threading.Thread(target=self._read, args=(stream, handle), daemon=True)
-                         for stream, handle in ((self.process.stdout, self._report),
-                                                (self.process.stderr, self.log.append))]
-        for thread in self._threads:
-            thread.start()
-        self.send(self.spec)
-
-    @staticmethod
-    def _read(stream, handle) -> None:
-        for line in stream:
-            handle(line.rstrip("\n"))
-
-    def _report(self, line: str) -> None:
-        self.reports.put(json.loads(line))
-
-    def send(self, message: dict) -> None:
-        self.process.stdin.write(json.dumps(message) + "\n")
-        self.process.stdin.flush()
-
-    def wait_report(self, key: str, timeout: float = 20.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                report = self.reports.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"no {key!r} report; log: {self.log[-10:]}") from None
-            if key in report:
-                return report[key]
-            assert "error" not in report, report
+        super().__init__(
+            [sys.executable, "-c", LAUNCHER.format(prelude=prelude)],
+            {"node": node, "ring": None if stream else ring_base(node, "cam"),
+             "input": stream and {"stream": stream, "stream2": None,
+                                  "mode": config.get("input_mode") or "SUB"},
+             "stats": stats_name(node, "p-store"), "port": 0, "config": config,
+             "instance_id": "store1", "store_dir": str(store_dir or tmp / "store"),
+             "scripts_dir": str(tmp / "scripts"), "backgrounds_dir": str(tmp / "backgrounds")})
 
     def ready(self) -> Path:
         return Path(self.wait_report("ready")["output_file"])
@@ -106,24 +69,6 @@ class StoreProcess:
             assert time.monotonic() < deadline, f"{field} stayed below {at_least}: {self.log[-5:]}"
             assert self.process.poll() is None, f"store ended early: {self.log[-10:]}"
             time.sleep(0.05)
-
-    def wait(self, timeout: float = 20.0) -> int:
-        code = self.process.wait(timeout)
-        for thread in self._threads:
-            thread.join(5)
-        return code
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            try:
-                self.send({"stop": True})
-            except (BrokenPipeError, OSError):
-                pass
-        try:
-            return self.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.wait()
 
     def kill(self) -> None:
         """Kill the process if it still runs, and remove the statistics block it then left."""

@@ -20,7 +20,7 @@ import zmq
 
 from shmcam.bsread import Message, Receiver
 from shmcam.shm import RingReader
-from shmcam.sources.base import PulseCounter, arrival_time
+from shmcam.sources.base import Pacer, PulseCounter, arrival_time
 from shmcam.sources.transforms import axis_arrays
 
 MERGE_WINDOW = 100    # pulse ids kept waiting for the other stream
@@ -208,18 +208,12 @@ class Ticks(StreamInput):
     id like a 100 Hz machine's and the time."""
 
     def __init__(self, rate: float):
-        self.interval = 1.0 / rate
+        self.pacer = Pacer(rate)
         self.pulses = PulseCounter()
-        self._due = time.monotonic()
 
     def next(self, timeout: float) -> TickFrame | None:
-        wait = self._due - time.monotonic()
-        if wait > timeout:
-            time.sleep(timeout)
+        if not self.pacer.wait(timeout):
             return None
-        if wait > 0:
-            time.sleep(wait)
-        self._due = max(self._due + self.interval, time.monotonic())
         return TickFrame(self.pulses.next(), arrival_time())
 
     def channels(self, frame) -> None:

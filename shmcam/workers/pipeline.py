@@ -148,7 +148,7 @@ class Pipeline:
         self.gate = Gate(config if self.type != "custom" else {**config, "max_frame_rate": None})
         self.parameters_json = json.dumps(config)
         if self.type == "custom":
-            self.input.interval = 1.0 / (config.get("max_frame_rate") or CUSTOM_RATE)
+            self.input.pacer.period = 1.0 / (config.get("max_frame_rate") or CUSTOM_RATE)
             self.generator = None      # started afresh with the new parameters
         self.warm_up()
 
