@@ -19,7 +19,7 @@ from flask import Blueprint, Flask, Response, jsonify, request
 import shmcam
 from shmcam.shm import RingReader, ring_base
 
-from . import arrays, metrics, png, validation
+from . import arrays, metrics, png, validation, web
 from .errors import BadRequest, Conflict, NotFound
 from .logs import LogRing
 from .manager import Manager
@@ -407,7 +407,7 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
                                      for kind in ("camera", "pipeline")})
         return Response(page, mimetype="text/plain; version=0.0.4")
 
-    for blueprint in (cam, pipe, logs):
+    for blueprint in (cam, pipe, logs, web.blueprint(node, bool(token))):
         app.register_blueprint(blueprint)
     return app
 
