@@ -49,6 +49,7 @@ def browser(tmp_path):
         yield driver
     finally:
         family = [driver_process, *_processes_using(profile)]
+        assert len(family) > 1, "no Chromium process of this profile found: the check is blind"
         driver.quit()
         _, alive = psutil.wait_procs(family, timeout=10)
         for process in alive:
@@ -191,8 +192,10 @@ def test_start_buttons_start_a_camera_and_a_saved_pipeline(supervisor, browser):
     browser.find_element(By.ID, "start-camera-button").click()
     wait_for(lambda: row(browser, "camera:sim"), what="the started camera's row")
     browser.find_element(By.ID, "start-pipeline-button").click()
-    wait_for(lambda: row(browser, "pipeline:beam"), timeout=60, what="the pipeline's row")
-    assert message(browser)[0] == "ok" and "pipeline beam running" in message(browser)[1]
+    kind, text = wait_for(lambda: message(browser)[0] != "busy" and message(browser),
+                          timeout=60, what="the pipeline's start")
+    assert kind == "ok" and text.startswith("pipeline beam running, stream tcp://"), text
+    wait_for(lambda: row(browser, "pipeline:beam"), what="the pipeline's row")
     info = sup.call("GET", "/api/v1/pipeline/info")["info"]["active_instances"]
     assert info["beam"]["config"]["camera_name"] == "sim"
 
@@ -202,8 +205,20 @@ def test_start_buttons_start_a_camera_and_a_saved_pipeline(supervisor, browser):
 
     click_stop(browser, "pipeline:beam")
     wait_for(lambda: row(browser, "pipeline:beam") is None, what="the pipeline's row to go")
-    assert "beam is no longer running" in browser.find_element(By.ID, "preview-status").text
+    status = browser.find_element(By.ID, "preview-status")
+    assert status.text == "pipeline beam is stopping: preview stopped"
     assert sup.call("GET", "/api/v1/pipeline/info")["info"]["active_instances"] == {}
+
+    # a camera stopped elsewhere is not started again by its open preview (the image route
+    # would start it)
+    row(browser, "camera:sim").find_element(By.CSS_SELECTOR, "button.preview").click()
+    wait_for(lambda: "320 px wide" in status.text, what="the camera's preview")
+    sup.call("DELETE", "/api/v1/cam/sim")
+    wait_for(lambda: row(browser, "camera:sim") is None, what="the camera's row to go")
+    seen = refreshes(browser)
+    wait_for(lambda: refreshes(browser) >= seen + 3, what="three more refreshes")
+    assert status.text == "sim is no longer running: preview stopped"
+    assert camera_pid(sup) is None and row(browser, "camera:sim") is None
 
 
 def test_an_unreachable_supervisor_shows_disconnected(supervisor, browser):

@@ -3,8 +3,7 @@
 // through textContent, never innerHTML. Paths are relative: the page works behind a prefix.
 "use strict";
 
-const TABLE_PERIOD = 1500;    // ms between instance table refreshes
-const PREVIEW_PERIOD = 1000;  // ms between preview images (after the previous one arrived)
+const TABLE_PERIOD = 1000;    // ms between instance table refreshes, and preview images
 const LOG_PERIOD = 2000;
 const LISTS_PERIOD = 15000;   // saved camera and pipeline names change rarely
 const TIMEOUT = 5000;         // a poll without an answer by then counts as disconnected
@@ -56,23 +55,20 @@ async function getJson(path) {
 
 const enc = encodeURIComponent;
 
-/** Runs `task` every `period` ms after the previous run ended; never twice at once. */
+/** Runs `task` every `period` ms after the previous run ended, never twice at once;
+ * `now()` runs it at once (or right after the current run). */
 class Poller {
   constructor(period, task) {
-    Object.assign(this, {period, task, timer: null, running: false, again: false,
-                         active: false});
+    Object.assign(this, {period, task, timer: null, running: false, again: false});
   }
-  start() { this.active = true; this.now(); }
-  stop() { this.active = false; clearTimeout(this.timer); }
   async now() {
-    if (!this.active) return;
     if (this.running) { this.again = true; return; }
     clearTimeout(this.timer);
     this.running = true;
     try { await this.task(); } catch (error) { console.error(error); }
     this.running = false;
     if (this.again) { this.again = false; this.now(); return; }
-    if (this.active) this.timer = setTimeout(() => this.now(), this.period);
+    this.timer = setTimeout(() => this.now(), this.period);
   }
 }
 
@@ -225,6 +221,7 @@ async function refreshInstances() {
   renderNode(cameras.info, rows.length);
   renderTable(rows);
   updateLogSources(rows);
+  if (preview.key) loadPreview();   // not awaited: a slow image must not hold the table up
   document.body.dataset.refreshes = Number(document.body.dataset.refreshes || 0) + 1;
 }
 
@@ -281,7 +278,8 @@ function fillRow(tr, row) {
     if (td.textContent !== text) td.textContent = text;
   });
   tr.cells[2].title = row.lastError ? `last error: ${row.lastError}` : "";
-  tr.classList.toggle("has-errors", row.errors > 0 || row.dropped > 0);
+  tr.querySelector('[data-col="dropped"]').classList.toggle("warn", row.dropped > 0);
+  tr.querySelector('[data-col="errors"]').classList.toggle("bad", row.errors > 0);
   tr.classList.toggle("previewed", preview.key === row.key);
 }
 
@@ -307,12 +305,15 @@ function disarm(button) {
 async function stopInstance(row) {
   const root = row.kind === "camera" ? "cam" : "pipeline";
   const action = `Stopping ${row.kind} ${row.name}`;
+  const previewed = previewShows(row) ? tableRows.get(preview.key).row : null;
+  if (previewed) pausePreview(`${row.kind} ${row.name} is stopping`);
   say(`${action}…`, "busy");
   try {
     await call("DELETE", `api/v1/${root}/${enc(row.id)}`, STOP_TIMEOUT);
     say(`${row.kind} ${row.name} stopped`);
   } catch (error) {
     sayFailure(action, error);
+    if (previewed && tableRows.has(previewed.key)) openPreview(previewed);
   }
   table.now();
 }
@@ -361,7 +362,16 @@ function fillSelect(kind, names, empty) {
 
 // A pipeline's preview is its camera's image: the pipeline output is a bsread stream, which the
 // supervisor must not decode (untrusted compressed data), and its frames are its camera's.
-const preview = {key: null, camera: null, step: 1, url: null};
+// The image route starts a camera that is not running, so an image is only asked for while
+// the latest table refresh shows the previewed instance running, never while the node is out
+// of reach, and not once its Stop was clicked.
+const preview = {key: null, camera: null, step: 1, url: null, loading: false};
+
+/** Whether stopping `row` takes the previewed image away. */
+function previewShows(row) {
+  return preview.key !== null &&
+    (preview.key === row.key || (row.kind === "camera" && preview.camera === row.id));
+}
 
 function openPreview(row) {
   Object.assign(preview, {key: row.key, camera: row.kind === "camera" ? row.id : row.camera,
@@ -372,25 +382,33 @@ function openPreview(row) {
   $("preview-status").className = "";
   $("preview-panel").hidden = false;
   for (const [key, entry] of tableRows) entry.tr.classList.toggle("previewed", key === row.key);
-  previewer.stop();
-  previewer.start();
+  loadPreview();
 }
 
 function pausePreview(reason) {
-  previewer.stop();
   $("preview-status").textContent = `${reason}: preview stopped`;
   $("preview-status").className = "error";
-  preview.key = null;   // the image route would start a stopped camera again
+  preview.key = null;
 }
 
 function closePreview() {
-  previewer.stop();
   preview.key = null;
   $("preview-panel").hidden = true;
   for (const entry of tableRows.values()) entry.tr.classList.remove("previewed");
 }
 
+/** Load the previewed camera's newest image, unless one is still on its way. */
 async function loadPreview() {
+  if (preview.loading || lostSince !== null) return;
+  preview.loading = true;
+  try {
+    await loadImage();
+  } finally {
+    preview.loading = false;
+  }
+}
+
+async function loadImage() {
   const {key, camera, step} = preview;
   const colormap = $("preview-colormap").value;
   // scale=1/step asks the node for every step-th pixel: big frames stay cheap to encode
@@ -475,7 +493,6 @@ function showLogOf(row) {
 // --- start ------------------------------------------------------------------------------------
 
 const table = new Poller(TABLE_PERIOD, refreshInstances);
-const previewer = new Poller(PREVIEW_PERIOD, loadPreview);
 const logs = new Poller(LOG_PERIOD, refreshLog);
 const lists = new Poller(LISTS_PERIOD, refreshLists);
 
@@ -484,8 +501,8 @@ document.addEventListener("DOMContentLoaded", () => {
   $("start-camera-button").addEventListener("click", () => startInstance("camera"));
   $("start-pipeline-button").addEventListener("click", () => startInstance("pipeline"));
   $("preview-close").addEventListener("click", closePreview);
-  $("preview-colormap").addEventListener("change", () => previewer.now());
+  $("preview-colormap").addEventListener("change", () => preview.key && loadPreview());
   $("log-source").addEventListener("change", () => logs.now());
   loadNode();
-  for (const poller of [table, logs, lists]) poller.start();
+  for (const poller of [table, logs, lists]) poller.now();
 });
