@@ -115,16 +115,13 @@ function sayFailure(action, error) {
 
 // --- node header and token --------------------------------------------------------------------
 
-let tokenRequired = false;
-
 async function loadNode() {
   try {
     const node = await getJson("web/node");
     $("node-name").textContent = node.node;
     $("node-version").textContent = node.version;
     document.title = `shmcam ${node.node}`;
-    tokenRequired = node.token_required;
-    $("token-form").hidden = !tokenRequired;
+    $("token-form").hidden = !node.token_required;
     showTokenState();
   } catch (error) {
     if (error instanceof Disconnected) disconnected(error.message);
