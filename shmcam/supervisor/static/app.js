@@ -149,20 +149,11 @@ function setUpToken() {
   });
 }
 
-let lastNetwork = null;   // {time, tx, rx} of the previous refresh, for rates
-
 function renderNode(info, count) {
   $("node-cpu").textContent = `${info.cpu.toFixed(0)} %`;
   $("node-memory").textContent = `${info.memory.toFixed(0)} %`;
   $("node-instances").textContent = count;
   $("node-updated").textContent = new Date().toLocaleTimeString();
-  const now = performance.now();
-  if (lastNetwork) {
-    const seconds = Math.max(1e-3, (now - lastNetwork.time) / 1000);
-    $("node-network").textContent = `${megabytes((info.tx - lastNetwork.tx) / seconds)}/s / ` +
-      `${megabytes((info.rx - lastNetwork.rx) / seconds)}/s`;
-  }
-  lastNetwork = {time: now, tx: info.tx, rx: info.rx};
 }
 
 // --- instance table ---------------------------------------------------------------------------
