@@ -133,14 +133,19 @@ function showTokenState() {
     ? "token set for this tab" : "no token: stop and start are refused";
 }
 
+/** The field's token is kept for this tab on Use, Enter, or leaving the field. */
 function setUpToken() {
   $("token").value = sessionStorage.getItem(TOKEN_KEY) || "";
-  $("token-form").addEventListener("submit", (event) => {
-    event.preventDefault();
+  const keep = () => {
     const token = $("token").value.trim();
     if (token) sessionStorage.setItem(TOKEN_KEY, token);
     else sessionStorage.removeItem(TOKEN_KEY);
     showTokenState();
+  };
+  $("token").addEventListener("change", keep);
+  $("token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    keep();
   });
   $("token-forget").addEventListener("click", () => {
     sessionStorage.removeItem(TOKEN_KEY);
