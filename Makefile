@@ -2,8 +2,12 @@
 PYTHON ?= python3
 VENV   := .venv
 STAMP  := $(VENV)/.installed
+# The web page tests drive Debian's Chromium (tests/test_web.py); apt installs it once.
+BROWSER := /usr/bin/chromium /usr/bin/chromedriver
+SUDO    := $(if $(filter 0,$(shell id -u)),,sudo)
+APT     := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -11,10 +15,16 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+$(BROWSER) &:
+	$(APT) update -q
+	$(APT) install -y -q --no-install-recommends chromium chromium-driver
+
+browser: $(BROWSER)
+
 demo: $(STAMP)
 	$(VENV)/bin/shmcam demo
 
-test: $(STAMP)
+test: $(STAMP) $(BROWSER)
 	$(VENV)/bin/python -m pytest -q
 
 bench: $(STAMP)

@@ -20,7 +20,7 @@ import shmcam
 from shmcam.processing import functions
 from shmcam.shm import RingReader, ring_base
 
-from . import arrays, metrics, png, validation
+from . import arrays, metrics, png, validation, web
 from .errors import BadRequest, Conflict, NotFound
 from .logs import LogRing
 from .manager import Manager
@@ -419,7 +419,7 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
                                      for kind in ("camera", "pipeline")})
         return Response(page, mimetype="text/plain; version=0.0.4")
 
-    for blueprint in (cam, pipe, logs):
+    for blueprint in (cam, pipe, logs, web.blueprint(node, bool(token))):
         app.register_blueprint(blueprint)
     return app
 
