@@ -170,16 +170,16 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
     def png_response(image: np.ndarray) -> Response:
         args = request.args
         try:
-            if args.get("raw") is None:
-                image8 = png.scale(image, _float(args, "min_value"), _float(args, "max_value"))
-            else:
-                image8 = np.clip(image, 0, 255).astype(np.uint8)
             factor = _float(args, "scale")
             if factor is not None:
                 if not 0 < factor < float("inf"):
                     raise BadRequest(f"scale must be a positive number, got {args['scale']!r}")
-                step = max(1, round(1 / factor))   # downscaling only, by whole pixels
-                image8 = image8[::step, ::step]
+                step = max(1, round(1 / factor))   # downscaling only, by whole pixels, first:
+                image = image[::step, ::step]       # the 8-bit scaling then touches fewer
+            if args.get("raw") is None:
+                image8 = png.scale(image, _float(args, "min_value"), _float(args, "max_value"))
+            else:
+                image8 = np.clip(image, 0, 255).astype(np.uint8)
             data = png.encode(image8, args.get("colormap", "grey"))
         except ValueError as error:
             raise BadRequest(str(error)) from None
