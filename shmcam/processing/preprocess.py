@@ -77,8 +77,7 @@ def pixel_pass(source, rect, background=None, clamp=False, threshold=None, affin
     if affine is not None:
         dtype = np.result_type(dtype, 1.0)
     if threshold is not None:
-        threshold = np.int64(math.ceil(threshold)) if source.dtype.kind in "iu" \
-            else np.float64(threshold)
+        threshold = _typed_threshold(threshold, source.dtype)
     height, width = rect[1] - rect[0], rect[3] - rect[2]
     changed = background is not None or threshold is not None or affine is not None
     out = np.empty((height, width), dtype) if changed else None
@@ -101,6 +100,18 @@ def pixel_pass(source, rect, background=None, clamp=False, threshold=None, affin
         low = high = np.nan
     return Pass(out, cols.astype(accumulator(dtype)), rows.astype(accumulator(dtype)),
                 dtype.type(low), dtype.type(high))
+
+
+def _typed_threshold(threshold: float, dtype: np.dtype):
+    """The threshold as the kernel compares it: for integer pixels the integer it amounts to
+    (v < t is v < ceil(t)), in the pixels' own type where it fits, so that the comparison
+    vectorises over narrow lanes (a uint16 frame compares 4x as many pixels per instruction
+    as against an int64)."""
+    if dtype.kind not in "iu":
+        return np.float64(threshold)
+    whole = math.ceil(threshold)
+    info = np.iinfo(dtype)
+    return dtype.type(whole) if info.min <= whole <= info.max else np.int64(whole)
 
 
 def integer_background(background, clamp) -> np.ndarray:
