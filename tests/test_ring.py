@@ -135,12 +135,17 @@ def test_restarted_writer_is_followed_and_retires_the_old_ring(node, procs):
     first.kill()                      # a crashed camera leaves its generation behind
     first.wait()
     assert generations(base) == [0]
-    second = procs.start("writer", base, "--frames", "20", "--slots", "64")
+    # the second writer holds its ring until the reader is done: a reader starved for longer
+    # than the writer lives would find no successor left to follow
+    second = procs.start("writer", base, "--frames", "20", "--slots", "64", "--hold")
     procs.expect(second, "ready")
     assert generations(base) == [1]   # the new writer retired the stale generation
     procs.go(second)
-    procs.result(second)
+    procs.expect(second, "held")
     seen = procs.result(reader)
+    second.stdin.write("done\n")
+    second.stdin.flush()
+    procs.result(second)
     assert seen["received"] == 40 and seen["bad_content"] == 0
     assert seen["pulse_ids"] == list(range(1000, 1020)) * 2
 
