@@ -17,6 +17,7 @@ from pathlib import Path
 
 from shmcam.shm import ring_base, stats_name
 from shmcam.shm.segment import check_name_part
+from shmcam.workers.pipeline_types import pipeline_type
 
 from . import validation
 from .errors import BadRequest, Conflict, NotFound
@@ -134,7 +135,7 @@ class Manager:
         camera = camera_read(config)
         if camera is not None:
             instance = self.camera(camera)
-            if validation.pipeline_type(config) != "stream":
+            if pipeline_type(config) != "stream":
                 return None
             return {"stream": f"tcp://127.0.0.1:{instance.spec['port']}", "mode": "SUB",
                     "stream2": config.get("input_stream2")}
@@ -325,7 +326,7 @@ class Manager:
         if timeout is None or timeout <= 0 or not instance.ready:
             return   # an instance still starting has had no chance to get clients
         busy = instance.counters().get("clients", 0) > 0 or \
-            instance.config.get("pipeline_type") == "store"   # it writes files, not streams
+            pipeline_type(instance.config) == "store"   # it writes files, not streams
         if instance.kind == "camera":
             busy = busy or self._has_pipelines(instance)
         if busy or instance.idle_since is None:
@@ -339,7 +340,7 @@ class Manager:
 def camera_read(config: dict) -> str | None:
     """The camera whose frames a pipeline reads (its ring; a stream pipeline its stream), or
     None when it reads another stream or nothing (custom)."""
-    if validation.pipeline_type(config) == "custom" or config.get("input_stream") \
+    if pipeline_type(config) == "custom" or config.get("input_stream") \
             or config.get("input_pipeline"):
         return None
     return config.get("camera_name")

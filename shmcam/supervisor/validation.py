@@ -14,6 +14,7 @@ from shmcam.bsread.encoder import CREATE_HEADER
 from shmcam.processing import config as processing
 from shmcam.processing.functions import BUILTIN, script_names
 from shmcam.workers import store_path
+from shmcam.workers.pipeline_types import PIPELINE_TYPES, pipeline_type
 
 from .errors import BadRequest
 from .store import NAME_RULE, check_name
@@ -28,7 +29,6 @@ CAMERA_SOURCE_FORMS = {"epics": "the camera's PV prefix", "area_detector": "the 
 # empty value: they cannot change on a running instance.
 STREAM_KEYS = {"mode": "PUB", "queue_size": 10, "block": False, "data_compression": None,
                "data_header_compression": None, "port": None}
-PIPELINE_TYPES = ("processing", "stream", "store", "custom")
 LATER_TYPES = ("fanout", "fanin", "external")          # CamServer's, not built yet
 SUB_DICTS = ("image_good_region", "image_slices")
 
@@ -165,10 +165,6 @@ def stream_unchanged(config: dict, update: dict) -> None:
     if changed:
         raise BadRequest(f"{', '.join(changed)} cannot change on a running instance (its "
                          f"stream is set up at start); start a new instance instead")
-
-
-def pipeline_type(config: dict) -> str:
-    return config.get("pipeline_type") or "processing"
 
 
 def pipeline(config, camera_names) -> dict:
