@@ -35,7 +35,30 @@ def detach(result: dict, image: np.ndarray) -> dict:
     return result
 
 
-class RingInput:
+class Input:
+    """What every input tells the pipeline, with the answers of an input whose frames are
+    its own (not views of a ring): always valid, nothing to copy, no geometry known ahead."""
+
+    torn = lag = missed = 0
+    geometry = None       # (shape, dtype) of the frames to come, for the warm-up; None: unknown
+
+    def channels(self, frame) -> dict | None:
+        return None
+
+    def valid(self, frame) -> bool:
+        return True
+
+    def detach(self, result: dict, frame) -> dict:
+        return result
+
+    def skip_to_newest(self) -> None:
+        """Skip what queued up during start-up, where an input queues (the ring)."""
+
+    def close(self) -> None:
+        pass
+
+
+class RingInput(Input):
     """The camera's frames, read in place: the result must not outlive the frame unchecked."""
 
     def __init__(self, ring: str):
@@ -56,9 +79,6 @@ class RingInput:
             height, width = frame.image.shape[:2]
             self._axes_key, self._axes = key, axis_arrays(width, height, frame.axes)
         return self._axes
-
-    def channels(self, frame) -> dict | None:
-        return None
 
     def valid(self, frame) -> bool:
         """False if the camera overwrote the frame meanwhile (counted as torn)."""
@@ -98,12 +118,9 @@ class StreamFrame:
         self.image = self.data.get("image")
 
 
-class StreamInput:
+class StreamInput(Input):
     """Messages of a bsread stream. Their arrays are views of ZMQ's buffers, which live as
     long as the arrays do: nothing needs copying or validating."""
-
-    torn = lag = 0
-    geometry = None       # unknown before the first message: no warm-up frame
 
     def __init__(self, address: str, mode: str = "SUB"):
         self.receiver = Receiver(address, mode=mode, queue_size=10)
@@ -123,15 +140,6 @@ class StreamInput:
 
     def channels(self, frame: StreamFrame) -> dict:
         return frame.data
-
-    def valid(self, frame) -> bool:
-        return True
-
-    def detach(self, result: dict, frame) -> dict:
-        return result
-
-    def skip_to_newest(self) -> None:
-        """Messages queued during start-up are not drops: ZMQ hands out what it buffered."""
 
     @property
     def missed(self) -> int:
@@ -203,7 +211,7 @@ class TickFrame:
         self.pulse_id, self.timestamp, self.image = pulse_id, timestamp, None
 
 
-class Ticks(StreamInput):
+class Ticks(Input):
     """No input: a frame to fill at `rate` per second (custom pipelines), stamped with a pulse
     id like a 100 Hz machine's and the time."""
 
@@ -215,13 +223,3 @@ class Ticks(StreamInput):
         if not self.pacer.wait(timeout):
             return None
         return TickFrame(self.pulses.next(), arrival_time())
-
-    def channels(self, frame) -> None:
-        return None
-
-    @property
-    def missed(self) -> int:
-        return 0
-
-    def close(self) -> None:
-        pass
