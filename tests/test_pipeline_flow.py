@@ -29,6 +29,8 @@ def test_gate_rules():
     assert gate.finished(120, 2) is None
     assert gate.finished(120, 3) == "3 records sent"
     assert gate.finished(150, 0) == "pid_range end 150 reached"
+    assert gate.passed(150) is None and gate.passed(151) == "pid_range end 150 passed"
+    assert Gate({}).passed(10**12) is None
 
 
 def test_select_and_detach():

@@ -201,3 +201,23 @@ def test_collected_background_is_subtracted_by_a_pipeline(supervisor):
         expected = np.clip(camera - np.rint(background).astype(np.int64), 0, None)
         assert np.array_equal(message.data["image"], expected)
         assert message.data["intensity"] < raw[message.pulse_id].data["intensity"]
+
+
+def test_stop_iteration_in_a_stream_function_is_an_error_not_the_end(supervisor):
+    """Only a custom pipeline's exhausted generator ends an instance."""
+    sup = supervisor(cameras={"sim": SIM_CAMERA},
+                     pipelines={"beam": {"camera_name": "sim", "exclude": ["image"]}})
+    upload(sup, "odd.py", b"""
+def process(data, pulse_id, timestamp, parameters):
+    if pulse_id % 4 == 0:
+        raise StopIteration("not a generator")
+    return {"intensity": data["intensity"]}
+""")
+    answer = create(sup, {"pipeline_type": "stream", "input_pipeline": "beam",
+                          "function": "odd"})
+    messages = receive(answer["stream"], count=12)
+    failed = [m for m in messages if "processing_error" in m.data["processing_parameters"]]
+    assert failed and all("StopIteration" in m.data["processing_parameters"] for m in failed)
+    assert any("intensity" in m.data for m in messages)
+    info = sup.call("GET", f"/api/v1/pipeline/instance/{answer['instance_id']}/info")["info"]
+    assert info["is_stream_active"] and info["exit_code"] is None

@@ -32,12 +32,14 @@ from shmcam.sources.transforms import axis_arrays
 
 from .control import Control, report
 from .inputs import MergedInput, RingInput, StreamInput, Ticks
+from .pipeline_types import pipeline_type
 
 log = logging.getLogger(__name__)
 
 STATS_PERIOD = 0.5
 CUSTOM_RATE = 10.0          # frames/s of a custom pipeline without max_frame_rate
 ENTRIES = {"processing": "process_image", "stream": "process", "custom": "generate"}
+ENDED = object()            # what a custom pipeline's exhausted generator yields
 
 
 class Gate:
@@ -69,6 +71,13 @@ class Gate:
             return False
         self._last_time, self._last_pid = now, pulse_id
         return True
+
+    def passed(self, pulse_id: int) -> str | None:
+        """Why a frame comes too late for the run (beyond the end of pid_range), or None: the
+        run ends before it, even when the end id itself never arrived."""
+        if self.pid_stop is not None and pulse_id > self.pid_stop:
+            return f"pid_range end {self.pid_stop} passed"
+        return None
 
     def finished(self, pulse_id: int, sent: int) -> str | None:
         """Why the pipeline is done (pid_range passed, records reached), or None."""
@@ -102,7 +111,7 @@ def error_result(image, x_axis, y_axis, parameters_json: str, error: Exception) 
 
 def open_input(spec: dict, config: dict):
     """The input a pipeline's config asks for; the supervisor resolved stream addresses."""
-    if config.get("pipeline_type") == "custom":
+    if pipeline_type(config) == "custom":
         return Ticks(config.get("max_frame_rate") or CUSTOM_RATE)
     source = spec.get("input") or {}
     mode = "PULL" if source.get("mode") == "PULL" else "SUB"
@@ -125,7 +134,7 @@ def make_sender(spec: dict, config: dict) -> Sender:
 class Pipeline:
     def __init__(self, spec: dict):
         self.spec = spec
-        self.type = spec["config"].get("pipeline_type") or "processing"
+        self.type = pipeline_type(spec["config"])
         self.scripts = Path(spec["scripts_dir"])
         self.backgrounds = Path(spec["backgrounds_dir"])
         self.stats = StatsBlock(spec["stats"], create=True)
@@ -135,6 +144,7 @@ class Pipeline:
         self.apply(spec["config"])
         self.sender = make_sender(spec, self.config)
         self.sent = 0
+        self.ended = False        # a custom pipeline's generator is exhausted
         self.frame_shape = None
         self._errors_logged = 0
 
@@ -207,7 +217,11 @@ class Pipeline:
                                  self.parameters)
         if self.generator is None:
             self.generator = iter(self.function(self.parameters))
-        return next(self.generator)
+        item = next(self.generator, ENDED)
+        if item is ENDED:
+            self.ended = True
+            return None
+        return item
 
     def process(self, frame) -> dict | None:
         t0 = time.perf_counter_ns()
@@ -217,8 +231,6 @@ class Pipeline:
             result = self.call(frame)
             if result is not None:
                 result.setdefault("processing_parameters", self.parameters_json)
-        except StopIteration:
-            raise
         except Exception as error:  # a user function must never take the pipeline down
             self.stats.add("errors")
             if self._errors_logged < 10:
@@ -250,11 +262,13 @@ class Pipeline:
                 continue
             self.stats.add("frames_in")
             self.frame_shape = None if frame.image is None else frame.image.shape
+            passed = self.gate.passed(frame.pulse_id)
+            if passed:
+                return self.finish(passed)
             if not self.gate.admit(frame.pulse_id):
                 continue
-            try:
-                result = self.process(frame)
-            except StopIteration:
+            result = self.process(frame)
+            if self.ended:
                 return self.finish("the generator ended")
             if result is not None:
                 result = self.input.detach(select(result, self.config), frame)
@@ -303,7 +317,7 @@ class Pipeline:
 
 
 def run(spec: dict, control: Control) -> int:
-    if spec["config"].get("pipeline_type") == "store":
+    if pipeline_type(spec["config"]) == "store":
         from . import store      # HDF5 is imported only by the pipelines that write it
         return store.run(spec, control)
     pipeline = Pipeline(spec)

@@ -223,8 +223,9 @@ class Store:
         """Write one input record if the gate admits it; why the run is over, or None."""
         self.stats.add("frames_in")
         gate = self.gate
-        if gate.pid_stop is not None and item.pulse_id > gate.pid_stop:
-            return f"pid_range end {gate.pid_stop} passed"
+        passed = gate.passed(item.pulse_id)
+        if passed:
+            return passed
         if not gate.admit(item.pulse_id):
             return None
         t0 = time.perf_counter_ns()
