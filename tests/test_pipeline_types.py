@@ -84,7 +84,13 @@ def process(data, pulse_id, timestamp, parameters):
                               "input_stream2": f"tcp://127.0.0.1:{port + 1}"})
         assert first.wait_for_clients(1, 10) and second.wait_for_clients(1, 10)
         with Receiver(answer["stream"], timeout=5) as client:
-            time.sleep(0.5)    # the client's subscription is in place
+            # probes (ids below the real ones) until one comes through the pipeline: then
+            # the whole path, subscriptions included, is in place
+            for probe in range(1, 500):
+                first.send({"a": probe}, probe, (1, 0))
+                second.send({"b": -2 * probe}, probe, (1, 0))
+                if client.receive(timeout=0.02) is not None:
+                    break
             for pulse_id in range(1000, 1060):
                 first.send({"a": pulse_id}, pulse_id, (1, 0))
                 if pulse_id % 3 == 0:       # the second stream has every third id only
@@ -93,6 +99,7 @@ def process(data, pulse_id, timestamp, parameters):
             got = []
             while (message := client.receive(timeout=2)) is not None:
                 got.append(message)
+    got = [m for m in got if m.pulse_id >= 1000]      # late probes may still come first
     ids = [m.pulse_id for m in got]
     assert ids == [p for p in range(1000, 1060) if p % 3 == 0]
     assert all(m.data["a"] == m.pulse_id and m.data["sum"] == -m.pulse_id for m in got)
