@@ -386,6 +386,39 @@ def test_private_pipeline_streams_processed_frames(supervisor):
     assert set(active(sup, "pipeline")) == {"x", anonymous["instance_id"]}
 
 
+def test_pipeline_preview_is_its_output_image_and_goes_with_it(supervisor):
+    """image, image_bytes and geometry of a pipeline show what it made of the frames (ROI,
+    threshold), also with the image excluded from its stream; without an image, a clear 409."""
+    sup = supervisor(cameras={"sim": CAM})
+    config = {**PIPE, "image_region_of_interest": [10, 100, 20, 50], "image_threshold": 200,
+              "exclude": ["image"]}
+    sup.call("POST", "/api/v1/pipeline", params={"instance_id": "roi"}, json=config)
+    base = "/api/v1/pipeline/instance/roi"
+    answer = wait_for(lambda: (r := get(sup, f"{base}/image_bytes")).status_code == 200 and r,
+                      what="the pipeline's preview")
+    preview = decode(answer.json()["image"])
+    assert preview.shape == (50, 100)
+    assert preview.min() == 0 and preview.max() >= 200
+    assert not np.any((preview > 0) & (preview < 200))            # thresholded
+    assert sup.call("GET", f"{base}/geometry")["geometry"] == [100, 50]
+    assert png_info(get(sup, f"{base}/image", params={"scale": 0.5}).content) == (50, 25, 0)
+    assert any(".roi.preview." in name for name in sup.segments())
+
+    sup.call("POST", "/api/v1/pipeline", params={"instance_id": "plain"},
+             json={"pipeline_type": "stream", "input_pipeline": "roi", "no_client_timeout": 0})
+    wait_for(lambda: int(sup.call("GET", "/api/v1/pipeline/instance/plain/info")
+                         ["info"]["statistics"]["tx"].split(" - ")[1]), what="stream frames")
+    blind = sup.call("GET", "/api/v1/pipeline/instance/plain/image", expect=409)
+    assert "pipeline plain (only a 2-D numeric 'image'" in blind["status"]
+    assert "no pipeline instance 'gone'" in \
+        sup.call("GET", "/api/v1/pipeline/instance/gone/image", expect=404)["status"]
+
+    sup.call("DELETE", "/api/v1/pipeline/roi")
+    wait_for(lambda: not any(".roi.preview." in name for name in sup.segments()),
+             what="the preview ring to go with its pipeline")
+    assert sup.call("GET", f"{base}/image", expect=409)["status"] == "pipeline roi is not running"
+
+
 def test_invalid_pipeline_requests_are_400_and_start_no_instance(supervisor):
     sup = supervisor(cameras={"sim": CAM})
     bad = [({"camera_name": "nope"}, None, "camera_name 'nope' is not a camera"),

@@ -197,7 +197,8 @@ def test_stop_needs_the_node_token_and_changes_nothing_without_it(supervisor, br
 
 def test_start_buttons_start_a_camera_and_a_saved_pipeline(supervisor, browser):
     sup = supervisor(cameras={"sim": CAMERA},
-                     pipelines={"beam": {"camera_name": "sim", "no_client_timeout": 0}})
+                     pipelines={"beam": {"camera_name": "sim", "no_client_timeout": 0,
+                                         "image_region_of_interest": [10, 100, 20, 50]}})
     open_page(browser, sup)
     assert browser.find_element(By.ID, "no-instances").is_displayed()
     wait_for(lambda: browser.find_element(By.ID, "start-camera").get_attribute("value") == "sim"
@@ -215,8 +216,8 @@ def test_start_buttons_start_a_camera_and_a_saved_pipeline(supervisor, browser):
     assert info["beam"]["config"]["camera_name"] == "sim"
 
     row(browser, "pipeline:beam").find_element(By.CSS_SELECTOR, "button.preview").click()
-    assert "input image of camera sim" in browser.find_element(By.ID, "preview-title").text
-    wait_for(lambda: preview_size(browser)[0] > 0, what="the pipeline's preview")
+    assert "pipeline beam: its output image" in browser.find_element(By.ID, "preview-title").text
+    wait_for(lambda: preview_size(browser) == (100, 50), what="the pipeline's output (its ROI)")
 
     click_stop(browser, "pipeline:beam")
     wait_for(lambda: row(browser, "pipeline:beam") is None, what="the pipeline's row to go")

@@ -29,9 +29,11 @@ DEFAULT_SLOTS = 8
 _RECHECK_S = 0.25  # how often a waiting reader looks for a successor of a silent ring
 
 
-def ring_base(node: str, instance: str) -> str:
-    """The name all generations of an instance's ring share, e.g. 'shmcam.node1.cam1'."""
-    return segment.segment_name(node, instance)
+def ring_base(node: str, instance: str, *role: str) -> str:
+    """The name all generations of an instance's ring share: 'shmcam.node1.cam1' for a
+    camera's frames, 'shmcam.node1.beam.preview' for a ring with a role (a pipeline's
+    preview). Parts hold no dots, so the two kinds can never collide."""
+    return segment.segment_name(node, instance, *role)
 
 
 def generation_name(base: str, generation: int) -> str:

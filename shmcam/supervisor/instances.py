@@ -111,8 +111,10 @@ class Instance:
             segment.unlink(name)
 
     def _ring_segments(self) -> list[str]:
-        # A pipeline reads its camera's ring; only a camera owns one.
-        return segment.list_segments(self.spec["ring"] + ".g") if self.kind == "camera" else []
+        """The generations of the ring the instance writes: a camera its frames' ring (which
+        its pipelines only read), a pipeline its preview ring."""
+        own = self.spec["ring"] if self.kind == "camera" else self.spec.get("preview")
+        return segment.list_segments(own + ".g") if own else []
 
     @property
     def ready(self) -> bool:

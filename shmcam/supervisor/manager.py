@@ -242,6 +242,8 @@ class Manager:
             "instance_id": instance_id,
             "camera": camera,
             "ring": camera and ring_base(self.settings.node, camera),
+            "preview": None if kind == "camera" else ring_base(self.settings.node, instance_id,
+                                                                "preview"),
             "ring_slots": self.settings.ring_slots,
             "stats": stats_name(self.settings.node, f"{kind[0]}-{instance_id}"),
             "port": port,

@@ -29,6 +29,7 @@ from .store import check_name
 log = logging.getLogger(__name__)
 
 FRAME_TIMEOUT = 5.0
+PREVIEW_TIMEOUT = 2.0      # a pipeline previews its image several times a second
 MAX_BACKGROUND_IMAGES = 1000
 
 
@@ -139,33 +140,47 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
         except ValueError as error:
             raise BadRequest(f"{error}; nothing was stored") from None
 
-    def no_frame(camera: str) -> Conflict:
-        return Conflict(f"camera {camera} delivered no frame within {FRAME_TIMEOUT:g} s")
+    def no_frame(source: str, timeout: float) -> Conflict:
+        return Conflict(f"{source} delivered no image within {timeout:g} s")
 
-    def open_ring(camera: str) -> RingReader:
+    def open_ring(base: str, source: str, timeout: float = FRAME_TIMEOUT) -> RingReader:
+        try:
+            return RingReader(base, timeout=timeout)
+        except FileNotFoundError:
+            raise no_frame(source, timeout) from None
+
+    def open_camera_ring(camera: str) -> RingReader:
         """A reader of the camera's ring (the camera is started if needed; it creates its
         ring with its first frame)."""
         manager.camera(camera)
-        try:
-            return RingReader(ring_base(node, camera), timeout=FRAME_TIMEOUT)
-        except FileNotFoundError:
-            raise no_frame(camera) from None
+        return open_ring(ring_base(node, camera), f"camera {camera}")
 
-    def grab(camera: str, reader: RingReader, newest: bool) -> np.ndarray:
+    def grab(reader: RingReader, newest: bool, source: str,
+             timeout: float = FRAME_TIMEOUT) -> np.ndarray:
         """A copy of the newest frame (newest=True) or of the next frame not handed out yet."""
-        deadline = time.monotonic() + FRAME_TIMEOUT
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             frame = (newest and reader.latest()) or reader.wait(0.5)
             if frame is not None:
                 image = frame.image.copy()
                 if reader.validate(frame):
                     return image
-        raise no_frame(camera)
+        raise no_frame(source, timeout)
 
     def latest_frame(camera: str) -> np.ndarray:
         """A copy of the camera's newest frame (the camera is started if needed)."""
-        with open_ring(camera) as reader:
-            return grab(camera, reader, newest=True)
+        with open_camera_ring(camera) as reader:
+            return grab(reader, True, f"camera {camera}")
+
+    def latest_preview(instance_id: str) -> np.ndarray:
+        """A copy of a running pipeline's newest preview image. Its camera is not started:
+        looking at a pipeline must not bring back what was stopped."""
+        if not manager.running_pipeline(instance_id).alive:
+            raise Conflict(f"pipeline {instance_id} is not running")
+        source = (f"pipeline {instance_id} (only a 2-D numeric 'image' in its output is "
+                  f"previewed)")
+        with open_ring(ring_base(node, instance_id, "preview"), source, PREVIEW_TIMEOUT) as reader:
+            return grab(reader, True, source, PREVIEW_TIMEOUT)
 
     def png_response(image: np.ndarray) -> Response:
         args = request.args
@@ -309,6 +324,19 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
     def pipeline_info(instance_id):
         return ok(info=manager.running_pipeline(instance_id).info())
 
+    @pipe.get("/instance/<instance_id>/geometry")
+    def pipeline_geometry(instance_id):
+        image = latest_preview(instance_id)
+        return ok(geometry=[image.shape[1], image.shape[0]])
+
+    @pipe.get("/instance/<instance_id>/image")
+    def pipeline_image(instance_id):
+        return png_response(latest_preview(instance_id))
+
+    @pipe.get("/instance/<instance_id>/image_bytes")
+    def pipeline_image_bytes(instance_id):
+        return ok(image=arrays.image_bytes_payload(latest_preview(instance_id)))
+
     @pipe.get("/instance/<instance_id>/exitcode")
     def pipeline_exitcode(instance_id):
         instance = manager.running_pipeline(instance_id)
@@ -342,10 +370,10 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
             raise BadRequest("n_images must be an integer") from None
         if not 1 <= n_images <= MAX_BACKGROUND_IMAGES:
             raise BadRequest(f"n_images must be between 1 and {MAX_BACKGROUND_IMAGES}")
-        with open_ring(camera) as reader:   # n successive frames, each one once
+        with open_camera_ring(camera) as reader:   # n successive frames, each one once
             total = None
             for _ in range(n_images):
-                frame = grab(camera, reader, newest=False)
+                frame = grab(reader, False, f"camera {camera}")
                 if total is not None and frame.shape != total.shape:
                     raise Conflict(f"camera {camera} changed its geometry while the background "
                                    f"was taken; take it again")

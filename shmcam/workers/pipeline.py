@@ -12,7 +12,8 @@ pid_range, records, enforce_pid, include/exclude. A function that raises never s
 pipeline: the frame goes out as a processing-error frame and the error is counted. The stored
 background a config names is loaded once per config and handed to the function as
 parameters["background_data"]; while it cannot be loaded, every frame is an error frame.
-A frame the camera overwrote while it was processed is dropped and counted as torn.
+A frame the camera overwrote while it was processed is dropped and counted as torn. The
+output image is also previewed for viewers on the node (preview.py).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from shmcam.sources.transforms import axis_arrays
 from .control import Control, report
 from .inputs import MergedInput, RingInput, StreamInput, Ticks
 from .pipeline_types import pipeline_type
+from .preview import Preview
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +145,7 @@ class Pipeline:
         self._warm_up_frame = None
         self.apply(spec["config"])
         self.sender = make_sender(spec, self.config)
+        self.preview = Preview(spec.get("preview"))
         self.sent = 0
         self.ended = False        # a custom pipeline's generator is exhausted
         self.frame_shape = None
@@ -270,10 +273,13 @@ class Pipeline:
             result = self.process(frame)
             if self.ended:
                 return self.finish("the generator ended")
+            preview = self.preview.take(result)
             if result is not None:
                 result = self.input.detach(select(result, self.config), frame)
             if not self.input.valid(frame):
                 continue     # overwritten while processed: the result may be garbage
+            if preview is not None:
+                self.preview.publish(preview, frame.pulse_id, frame.timestamp)
             if result and self.send(result, frame):
                 self.sent += 1
                 self.stats.add("frames_out")
@@ -312,6 +318,7 @@ class Pipeline:
     def close(self) -> None:
         self.publish_stats()
         self.sender.close()
+        self.preview.close()
         self.input.close()
         self.stats.close()
 

@@ -353,12 +353,12 @@ function fillSelect(kind, names, empty) {
 
 // --- preview ----------------------------------------------------------------------------------
 
-// A pipeline's preview is its camera's image: the pipeline output is a bsread stream, which the
-// supervisor must not decode (untrusted compressed data), and its frames are its camera's.
-// The image route starts a camera that is not running, so an image is only asked for while
-// the latest table refresh shows the previewed instance running, never while the node is out
-// of reach, and not once its Stop was clicked.
-const preview = {key: null, camera: null, width: null, url: null, loading: false};
+// A pipeline's preview is its output image, which the pipeline copies a few times a second
+// into a preview ring of its own (the supervisor never decodes its stream). The camera image
+// route starts a camera that is not running, so an image is only asked for while the latest
+// table refresh shows the previewed instance running, never while the node is out of reach,
+// and not once its Stop was clicked.
+const preview = {key: null, camera: null, route: null, width: null, url: null, loading: false};
 
 /** Whether stopping `row` takes the previewed image away. */
 function previewShows(row) {
@@ -367,10 +367,12 @@ function previewShows(row) {
 }
 
 function openPreview(row) {
-  Object.assign(preview, {key: row.key, camera: row.kind === "camera" ? row.id : row.camera,
-                          width: null});
-  $("preview-title").textContent = row.kind === "camera" ? `of camera ${row.name}`
-    : `of pipeline ${row.name}: input image of camera ${row.camera}`;
+  const camera = row.kind === "camera";
+  Object.assign(preview, {key: row.key, camera: camera ? row.id : row.camera, width: null,
+                          route: camera ? `api/v1/cam/${enc(row.id)}`
+                            : `api/v1/pipeline/instance/${enc(row.id)}`});
+  $("preview-title").textContent = camera ? `of camera ${row.name}`
+    : `of pipeline ${row.name}: its output image`;
   $("preview-status").textContent = "loading…";
   $("preview-status").className = "";
   $("preview-panel").hidden = false;
@@ -390,7 +392,7 @@ function closePreview() {
   for (const entry of tableRows.values()) entry.tr.classList.remove("previewed");
 }
 
-/** Load the previewed camera's newest image, unless one is still on its way. */
+/** Load the previewed instance's newest image, unless one is still on its way. */
 async function loadPreview() {
   if (preview.loading || lostSince !== null) return;
   preview.loading = true;
@@ -405,15 +407,14 @@ async function loadPreview() {
 const stepFor = (width) => Math.max(1, Math.ceil(width / PREVIEW_MAX_WIDTH));
 
 async function loadImage() {
-  const {key, camera} = preview;
+  const {key, route} = preview;
   const colormap = $("preview-colormap").value;
   let blob, width, step;
   try {
     // the size first: a whole 2560x2160 frame costs the node ~0.3 s to encode, 1:4 far less
-    width = preview.width ??
-      (await getJson(`api/v1/cam/${enc(camera)}/geometry`)).geometry[0];
+    width = preview.width ?? (await getJson(`${route}/geometry`)).geometry[0];
     step = stepFor(width);
-    const path = `api/v1/cam/${enc(camera)}/image?scale=${1 / step}` +
+    const path = `${route}/image?scale=${1 / step}` +
       `&colormap=${enc(colormap)}&t=${Date.now()}`;   // t: no cache on the way may answer
     blob = await (await call("GET", path)).blob();
   } catch (error) {
@@ -436,7 +437,7 @@ async function loadImage() {
   if (preview.url) URL.revokeObjectURL(preview.url);
   preview.url = url;
   if (preview.key !== key) return;
-  // a camera that changed its size is measured again for the next image
+  // an image that changed its size is measured again for the next one
   preview.width = img.naturalWidth === Math.ceil(width / step) ? width : null;
   $("preview-status").textContent = `${width} px wide, shown 1:${step}, ` +
     `at ${new Date().toLocaleTimeString()}`;
