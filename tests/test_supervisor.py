@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import psutil
@@ -50,6 +51,47 @@ def test_failing_function_is_counted_and_the_stream_goes_on(supervisor):
     assert stats["errors"] >= len(failed) and info(sup, "f")["is_stream_active"]
     logs = sup.call("GET", "/api/v1/logs/instance/f")["logs"]
     assert any("every 10th frame fails" in line for line in logs)
+
+
+SLOW_START = b'''
+import time
+time.sleep(4)        # at import, before the pipeline reports ready
+
+from shmcam.processing.minimal import process_image
+'''
+
+
+def test_a_starting_instance_is_listed_as_starting_and_the_node_answers_meanwhile(supervisor):
+    """Starting instances holds no lock over the node, not even a cascade that starts its
+    upstream: info and other instances answer meanwhile, and the upstream is shown as
+    starting until it is ready."""
+    sup = supervisor(cameras={"sim": SIM_CAMERA},
+                     pipelines={"slowbeam": {"camera_name": "sim", "function": "slow",
+                                             "no_client_timeout": 0}})
+    sup.call("PUT", "/api/v1/pipeline/script/slow/script_bytes", data=SLOW_START)
+    created = {}
+    creating = threading.Thread(target=lambda: created.update(sup.call(
+        "POST", "/api/v1/pipeline", params={"instance_id": "down"},
+        json={"pipeline_type": "stream", "input_pipeline": "slowbeam",
+              "no_client_timeout": 0})))
+    creating.start()
+    try:
+        starting = wait_for(lambda: (a := sup.call("GET", "/api/v1/pipeline/info")["info"]
+                                     ["active_instances"]).get("slowbeam") and a["slowbeam"],
+                            what="the starting upstream in the list")
+        assert starting["state"] == "starting" and creating.is_alive()
+        other = sup.call("POST", "/api/v1/pipeline", params={"instance_id": "quick"},
+                         json={"camera_name": "sim", "no_client_timeout": 0})
+        assert receive(other["stream"], 2)
+        cameras = sup.call("GET", "/api/v1/cam/info")["info"]["active_instances"]
+        assert cameras["sim"]["state"] == "running"
+        assert creating.is_alive(), "the slow pipeline was ready before the test could look"
+    finally:
+        creating.join(60)
+    assert created["instance_id"] == "down"
+    states = {name: i["state"] for name, i in
+              sup.call("GET", "/api/v1/pipeline/info")["info"]["active_instances"].items()}
+    assert states == {"slowbeam": "running", "down": "running", "quick": "running"}
 
 
 def test_permanent_instance_restarts_after_sigkill_siblings_unaffected(supervisor):

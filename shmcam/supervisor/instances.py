@@ -125,6 +125,13 @@ class Instance:
         return self.process is not None and self.process.poll() is None
 
     @property
+    def state(self) -> str:
+        """starting (not ready yet), running, ended (exit code 0: stopped or done) or failed."""
+        if self.alive:
+            return "running" if self.ready else "starting"
+        return "ended" if self.poll() == 0 else "failed"
+
+    @property
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
 
@@ -227,16 +234,25 @@ class Instance:
             "torn": counters.get("torn", 0),
             "errors": counters.get("errors", 0),
             "lag": counters.get("lag", 0),
+            "ring_fill": self._ring_fill(counters),
             "processing_ms_p50": counters.get("proc_ms_p50"),
             "processing_ms_p99": counters.get("proc_ms_p99"),
             "restarts": self.restarts,
         }
+
+    def _ring_fill(self, counters: dict) -> float | None:
+        """How much of its camera's ring a pipeline has yet to read (1.0: the next frame
+        drops); None when it reads no ring."""
+        if self.kind != "pipeline" or not self.spec["ring"] or self.spec.get("input"):
+            return None
+        return round(min(1.0, counters.get("lag", 0) / self.spec["ring_slots"]), 3)
 
     def info(self) -> dict:
         """CamServer's instance info."""
         return {
             "stream_address": self.stream,
             "is_stream_active": self.alive,
+            "state": self.state,
             "camera_name": self.config.get("camera_name", self.id if self.kind == "camera"
                                            else None),
             "config": self.config,

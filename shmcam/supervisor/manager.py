@@ -67,22 +67,35 @@ class Manager:
         return validation.camera(self.store.get_config("camera", name))
 
     def camera(self, name: str) -> Instance:
-        """The running camera instance, started if needed."""
+        """The running camera instance, started if needed. The start is waited for outside
+        the manager lock: the node answers other calls meanwhile."""
         with self.lock:
             instance = self.cameras.get(name)
-            if instance is not None and instance.alive:
-                return instance
-            return self._start_camera(name, self.camera_config(name))
+            if instance is None or not instance.alive:
+                _check_instance_id(name)
+                instance = self._new_instance("camera", name, self.camera_config(name),
+                                              self.settings.camera_ports)
+                self.cameras[name] = instance
+        return self._started(self.cameras, instance, Conflict)
 
     def _start_camera(self, name: str, config: dict) -> Instance:
-        _check_instance_id(name)
-        instance = self._new_instance("camera", name, config, self.settings.camera_ports)
-        self.cameras[name] = instance
+        """Start a camera and wait for it, under the lock (a config change is one step)."""
+        with self.lock:
+            instance = self._new_instance("camera", name, config, self.settings.camera_ports)
+            self.cameras[name] = instance
+            return self._started(self.cameras, instance, Conflict)
+
+    def _started(self, table: dict[str, Instance], instance: Instance, error) -> Instance:
+        """The instance once it is ready. One that does not start leaves the table (a
+        permanent one stays: the watchdog restarts it) and raises `error` saying why."""
         try:
             instance.wait_ready(READY_TIMEOUT)
-        except RuntimeError as error:
-            del self.cameras[name]
-            raise Conflict(f"camera {name} did not start: {error}") from None
+        except RuntimeError as reason:
+            if not instance.permanent:
+                with self.lock:
+                    if table.get(instance.id) is instance:
+                        del table[instance.id]
+            raise error(f"{instance.kind} {instance.id} did not start: {reason}") from None
         return instance
 
     def set_camera_config(self, name: str, config: dict) -> dict:
@@ -108,24 +121,22 @@ class Manager:
         validation.function_available(config, self.store.file_names("script"))
         instance_id = instance_id or str(uuid.uuid4())
         _check_instance_id(instance_id)
+        self._check_not_running(instance_id)
+        source = self._input(config, instance_id)     # may start a camera or an upstream
+        with self.lock:
+            self._check_not_running(instance_id)      # nobody took the id meanwhile
+            instance = self._new_instance("pipeline", instance_id, config,
+                                          self.settings.pipeline_ports, read_only=read_only,
+                                          permanent=permanent, source=source)
+            self.pipelines[instance_id] = instance
+        return self._started(self.pipelines, instance, BadRequest)
+
+    def _check_not_running(self, instance_id: str) -> None:
         with self.lock:
             existing = self.pipelines.get(instance_id)
             if existing is not None and existing.alive:
                 raise Conflict(f"instance {instance_id} is already running; stop it first "
                                f"or choose another instance_id")
-            source = self._input(config, instance_id)
-            instance = self._new_instance("pipeline", instance_id, config,
-                                          self.settings.pipeline_ports, read_only=read_only,
-                                          permanent=permanent, source=source)
-            self.pipelines[instance_id] = instance
-        try:
-            instance.wait_ready(READY_TIMEOUT)
-        except RuntimeError as error:
-            if not permanent:   # a permanent instance stays: the watchdog restarts it
-                with self.lock:
-                    self.pipelines.pop(instance_id, None)
-            raise BadRequest(f"pipeline {instance_id} did not start: {error}") from None
-        return instance
 
     def _input(self, config: dict, instance_id: str) -> dict | None:
         """Where a pipeline's frames come from unless from its camera's ring (None): the
@@ -158,17 +169,25 @@ class Manager:
         """The instance named after a saved config, started from it if not running."""
         with self.lock:
             instance = self.pipelines.get(name)
-            if instance is not None and instance.alive:
-                return instance
-        return self.create_pipeline(self.store.get_config("pipeline", name), name,
-                                    read_only=True)
+        if instance is not None and instance.alive:
+            return self._started(self.pipelines, instance, BadRequest)
+        try:
+            return self.create_pipeline(self.store.get_config("pipeline", name), name,
+                                        read_only=True)
+        except Conflict:        # started by a concurrent call meanwhile: that one it is
+            with self.lock:
+                instance = self.pipelines.get(name)
+            if instance is None or not instance.alive:
+                raise
+            return self._started(self.pipelines, instance, BadRequest)
 
     def pipeline_for_config(self, config: dict) -> Instance:
         """A running read-only instance with an equal config, else a new read-only one."""
         with self.lock:
-            for instance in self.pipelines.values():
-                if instance.read_only and instance.alive and instance.config == config:
-                    return instance
+            equal = [instance for instance in self.pipelines.values()
+                     if instance.read_only and instance.alive and instance.config == config]
+        if equal:
+            return self._started(self.pipelines, equal[0], BadRequest)
         return self.create_pipeline(config, read_only=True)
 
     def update_pipeline(self, instance_id: str, update: dict) -> dict:

@@ -190,7 +190,7 @@ function toRows(kind, info) {
 }
 
 function stateText(instance) {
-  const parts = [instance.is_stream_active ? "running" : "stopped"];
+  const parts = [instance.state];
   parts.push(instance.permanent ? "permanent" : instance.read_only ? "shared" : "on demand");
   const restarts = instance.statistics.restarts;
   if (restarts) parts.push(`${restarts} restart${restarts > 1 ? "s" : ""}`);
