@@ -38,12 +38,21 @@ def test_once_and_json_show_every_instance_with_live_figures(supervisor):
     rows = {r["name"]: r for r in data["instances"]}
     assert rows.keys() == {"sim", "p1"} and rows["p1"]["kind"] == "pipeline"
     assert rows["p1"]["pid"] > 0 and rows["p1"]["dropped"] == 0
-    out = top(sup.url, "--once")
+    assert {r["state"] for r in rows.values()} == {"running"}
+    assert 0 <= rows["p1"]["ring_fill"] <= 1 and rows["sim"]["ring_fill"] is None
+    assert data["node"]["rx_bytes_per_s"] >= 0 and data["node"]["tx_bytes_per_s"] >= 0
+    out = subprocess.run([sys.executable, "-m", "shmcam.cli.main", "top", sup.url, "--once"],
+                         capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, COLUMNS="80"))
     assert out.returncode == 0
     lines = out.stdout.splitlines()
-    assert lines[1].split()[:3] == ["NAME", "K", "CPU%"]
-    assert {line.split()[0] for line in lines[2:]} == {"sim", "p1"}
-    assert max(len(line) for line in lines[1:]) <= 90
+    assert lines[0].startswith(sup.url.split("://")[1] + "  CPU ") and " net in " in lines[0]
+    assert lines[1].split()[:4] == ["NAME", "K", "S", "CPU%"]
+    assert {tuple(line.split()[:3]) for line in lines[2:]} == {("sim", "c", "R"),
+                                                                ("p1", "p", "R")}
+    assert max(len(line) for line in lines) <= 79           # an 80-column terminal
+    camera_row = next(line for line in lines[2:] if line.startswith("sim "))
+    assert camera_row.split()[-2] == "-"                     # a camera reads no ring
 
 
 def test_unreachable_node_is_a_clear_message_not_a_traceback():
@@ -75,8 +84,8 @@ def test_live_view_in_a_terminal_sorts_and_quits(supervisor):
     try:
         shows("sorted by name")
         lines = shows("p1 ")
-        assert lines[1].split()[:3] == ["NAME", "K", "CPU%"]
-        assert all(len(line) <= 80 for line in lines)
+        assert lines[1].split()[:4] == ["NAME", "K", "S", "CPU%"]
+        assert all(len(line.rstrip()) <= 79 for line in lines)
         os.write(fd, b"c")
         shows("sorted by cpu")
         os.write(fd, b"q")

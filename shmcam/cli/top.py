@@ -2,13 +2,20 @@
 
 Reads the supervisor's REST API (the same statistics the web page and /metrics show), so it
 works from any machine that can reach the node. Keys: q quits; c, f, d, e, n sort by CPU,
-frame rate, drops, errors or name. `--once` prints one table, `--json` one JSON document.
+frame rate, drops, errors or name. `--once` prints one table, `--json` one JSON document
+(both sample the node twice, 0.5 s apart, for its network rates).
+
+Columns: K kind (camera, pipeline), S state (R running, S starting), CPU% of one core, MEM in
+MB, frames in and out per second, DROP/TORN/ERR counts, P50/P99 processing ms, CL clients,
+FILL how much of its camera's ring a pipeline has still to read (100%: frames drop), PID.
 """
 
 from __future__ import annotations
 
+import argparse
 import curses
 import json
+import shutil
 import sys
 import time
 import urllib.error
@@ -16,19 +23,24 @@ import urllib.request
 
 from shmcam.supervisor import settings as node_settings
 
-COLUMNS = (  # header, width, row key, format
-    ("NAME", 16, "name", "{:<16.16}"), ("K", 1, "kind", "{:.1}"), ("CPU%", 5, "cpu", "{:5.1f}"),
-    ("MEM", 5, "memory_mb", "{:5.0f}"), ("IN/s", 6, "fps_in", "{:6.1f}"),
-    ("OUT/s", 6, "fps_out", "{:6.1f}"), ("DROP", 5, "dropped", "{:5d}"),
-    ("TORN", 4, "torn", "{:4d}"), ("ERR", 4, "errors", "{:4d}"), ("P50ms", 5, "p50", "{:5.1f}"),
-    ("P99ms", 5, "p99", "{:5.1f}"), ("CL", 2, "clients", "{:2d}"), ("LAG", 3, "lag", "{:3d}"),
-    ("PID", 7, "pid", "{:7d}"),
+COLUMNS = (  # header, width, row key, format; the name takes what the terminal has left
+    ("K", 1, "kind", "{:.1}"), ("S", 1, "state", "{:.1}"), ("CPU%", 4, "cpu", "{:4.0f}"),
+    ("MEM", 4, "memory_mb", "{:4.0f}"), ("IN/s", 5, "fps_in", "{:5.1f}"),
+    ("OUT/s", 5, "fps_out", "{:5.1f}"), ("DROP", 5, "dropped", "{:5d}"),
+    ("TORN", 4, "torn", "{:4d}"), ("ERR", 4, "errors", "{:4d}"), ("P50", 4, "p50", "{:4.1f}"),
+    ("P99", 4, "p99", "{:4.1f}"), ("CL", 2, "clients", "{:2d}"),
+    ("FILL", 4, "ring_fill", "{:4.0%}"), ("PID", 7, "pid", "{:7d}"),
 )
+NAME_WIDTH = 11          # at least; 80 columns leave 79 for a line, so that it never wraps
+NAME_WIDTH_MAX = 32
+STATE_LETTERS = {"running": "R", "starting": "S", "ended": "E", "failed": "F"}
+RATE_SAMPLE = 0.5     # seconds between the two samples of --once and --json
 SORT_KEYS = {"c": "cpu", "f": "fps_out", "d": "dropped", "e": "errors", "n": "name"}
 
 
 def add_parser(commands) -> None:
-    p = commands.add_parser("top", help="live view of a node's instances", description=__doc__)
+    p = commands.add_parser("top", help="live view of a node's instances", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("url", nargs="?", help="supervisor URL (default: from the node config)")
     p.add_argument("--config", default=str(node_settings.DEFAULT_CONFIG),
                    help="node config used to find the local supervisor")
@@ -60,8 +72,9 @@ def _get(url: str) -> dict:
         raise Unreachable(f"cannot reach the supervisor at {url}: {reason}") from None
 
 
-def snapshot(url: str) -> dict:
-    """Node totals and one row per instance, from the cam and pipeline info endpoints."""
+def snapshot(url: str, previous: dict | None = None) -> dict:
+    """Node totals and one row per instance, from the cam and pipeline info endpoints; with
+    the previous snapshot, the node's network rates since then."""
     rows, totals = [], {}
     for kind, root in (("camera", "cam"), ("pipeline", "pipeline")):
         info = _get(f"{url}/api/v1/{root}/info")["info"]
@@ -69,34 +82,68 @@ def snapshot(url: str) -> dict:
         for name, instance in info["active_instances"].items():
             s = instance["statistics"]
             rows.append({
-                "name": name, "kind": kind, "pid": s["pid"] or 0, "cpu": s["cpu"] or 0.0,
+                "name": name, "kind": kind, "state": instance.get("state", "running"),
+                "pid": s["pid"] or 0, "cpu": s["cpu"] or 0.0,
                 "memory_mb": (s["memory"] or 0) / 2**20, "fps_in": s["fps_in"],
                 "fps_out": s["fps_out"], "dropped": s["dropped"], "torn": s["torn"],
                 "errors": s["errors"], "p50": s["processing_ms_p50"] or 0.0,
-                "p99": s["processing_ms_p99"] or 0.0, "clients": s["clients"], "lag": s["lag"],
+                "p99": s["processing_ms_p99"] or 0.0, "clients": s["clients"],
+                "lag": s["lag"], "ring_fill": s.get("ring_fill"),
                 "stream": instance["stream_address"]})
+    totals["time"] = time.monotonic()
+    if previous is not None:
+        seconds = max(1e-3, totals["time"] - previous["node"]["time"])
+        for key in ("rx", "tx"):
+            totals[f"{key}_bytes_per_s"] = (totals[key] - previous["node"][key]) / seconds
     return {"url": url, "node": totals, "instances": rows}
 
 
-def table(data: dict, sort: str = "name") -> list[str]:
+def _rate(node: dict, key: str) -> str:
+    value = node.get(f"{key}_bytes_per_s")
+    if value is None:
+        return "-"
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}/s" if unit == "B" else f"{value:.1f} {unit}/s"
+        value /= 1000
+
+
+def _cell(row: dict, key: str, width: int, fmt: str) -> str:
+    value = row[key]
+    if value is None:
+        return "-".rjust(width)
+    if key == "state":
+        value = STATE_LETTERS.get(value, "?")
+    return fmt.format(value)
+
+
+def table(data: dict, sort: str = "name", columns: int = 80) -> list[str]:
+    """The view as lines of at most `columns` - 1 characters, the name as wide as fits."""
     node = data["node"]
-    lines = [f"shmcam top  {data['url']}  node CPU {node['cpu']:.0f}%  memory {node['memory']:.0f}%"
-             f"  instances {len(data['instances'])}",
-             " ".join(f"{h:>{w}}" if i > 1 else f"{h:<{w}}"
-                      for i, (h, w, _, _) in enumerate(COLUMNS))]
+    fixed = sum(width + 1 for _, width, _, _ in COLUMNS)
+    name = min(NAME_WIDTH_MAX, max(NAME_WIDTH, columns - 1 - fixed))
+    node_line = (f"{data['url'].split('://')[-1]}  CPU {node['cpu']:.0f}% mem "
+                 f"{node['memory']:.0f}% net in {_rate(node, 'rx')} out {_rate(node, 'tx')}  "
+                 f"{len(data['instances'])} instances")
+    lines = [node_line[:max(columns - 1, fixed + name)],
+             " ".join([f"{'NAME':<{name}}", *(f"{h:<{w}}" if w < 2 else f"{h:>{w}}"
+                                               for h, w, _, _ in COLUMNS)])]
     rows = sorted(data["instances"], key=lambda r: r[sort], reverse=sort != "name")
     for row in rows:
-        lines.append(" ".join(fmt.format(row[key]) for _, _, key, fmt in COLUMNS))
+        lines.append(" ".join([f"{row['name']:<{name}.{name}}",
+                               *(_cell(row, key, w, fmt) for _, w, key, fmt in COLUMNS)]))
     return lines
 
 
 def run(args) -> int:
     url = (args.url or default_url(args.config)).rstrip("/")
     try:
-        if args.json:
-            print(json.dumps(snapshot(url)))
-        elif args.once:
-            print("\n".join(table(snapshot(url))))
+        if args.json or args.once:
+            first = snapshot(url)
+            time.sleep(RATE_SAMPLE)      # network rates need two samples
+            data = snapshot(url, first)
+            print(json.dumps(data) if args.json else
+                  "\n".join(table(data, columns=shutil.get_terminal_size().columns)))
         else:
             curses.wrapper(live, url, args.interval)
     except Unreachable as error:
@@ -110,7 +157,7 @@ def run(args) -> int:
 def live(screen, url: str, interval: float) -> None:
     curses.curs_set(0)
     screen.timeout(100)
-    sort, message, next_refresh, lines = "name", "", 0.0, []
+    sort, message, next_refresh, lines, data = "name", "", 0.0, [], None
     while True:
         key = screen.getch()
         if key in (ord("q"), ord("Q"), 27):
@@ -119,11 +166,12 @@ def live(screen, url: str, interval: float) -> None:
             sort, next_refresh = SORT_KEYS[chr(key)], 0.0
         if time.monotonic() >= next_refresh:
             next_refresh = time.monotonic() + interval
-            try:
-                lines, message = table(snapshot(url), sort), ""
-            except Unreachable as error:
-                message = str(error)
             height, width = screen.getmaxyx()
+            try:
+                data = snapshot(url, data)
+                lines, message = table(data, sort, width), ""
+            except Unreachable as error:
+                message, data = str(error), None
             screen.erase()
             for y, line in enumerate(lines[:height - 1]):
                 screen.addnstr(y, 0, line, width - 1, curses.A_REVERSE if y == 1 else 0)
