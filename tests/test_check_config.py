@@ -154,6 +154,11 @@ def _bad_file_name(etc, data):
     return f"{etc}/cameras/cam 1.toml: invalid name 'cam 1'"
 
 
+def _reserved_camera_name(etc, data):
+    (etc / "cameras" / "heartbeat.toml").write_text('source_type = "simulation"\n')
+    return f"{etc}/cameras/heartbeat.toml: camera name 'heartbeat' is taken by the REST API"
+
+
 def _stray_file(etc, data):
     (etc / "pipelines" / "beam.json").write_text("{}\n")
     return f"{etc}/pipelines/beam.json: not a <name>.toml file; the supervisor ignores it"
@@ -202,7 +207,7 @@ def _permanent_id(etc, data):
 
 
 BROKEN = [_unknown_key, _bad_value, _missing_token_file, _toml_syntax, _camera_rule,
-          _bad_file_name, _stray_file, _pipeline_camera, _pipeline_rule, _function, _background,
+          _bad_file_name, _reserved_camera_name, _stray_file, _pipeline_camera, _pipeline_rule, _function, _background,
           _camera_background, _permanent_config, _permanent_id]
 
 

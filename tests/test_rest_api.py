@@ -250,6 +250,11 @@ def test_bad_camera_config_is_400_naming_the_key_and_changes_nothing(supervisor)
     not_json = sup.call("POST", "/api/v1/cam/sim/config", data="{size_x: 1",
                         headers={"Content-Type": "application/json"}, expect=400)
     assert "JSON object" in not_json["status"]
+    for name in ("info", "heartbeat", "script"):    # GET /api/v1/cam/<name> is another route
+        answer = sup.call("POST", f"/api/v1/cam/{name}/config", json=CAM, expect=400)
+        assert answer["status"] == (f"camera name {name!r} is taken by the REST API "
+                                    f"(/api/v1/cam/{name}); choose another name")
+        assert not (sup.data_dir / "cameras" / f"{name}.json").exists()
     assert sup.call("GET", "/api/v1/cam/sim/config")["config"] == CAM
     assert (sup.data_dir / "cameras" / "sim.json").read_bytes() == saved
     assert not (sup.data_dir / "history").exists()

@@ -147,6 +147,7 @@ def _config_problems(kind: str, path: Path, known: Known) -> list[str]:
             problems.append(f"{path}: {error}")
 
     if kind == "camera":
+        attempt(lambda _: validation.camera_name(path.stem))
         attempt(validation.camera)
     else:
         attempt(validation.pipeline, known.cameras)

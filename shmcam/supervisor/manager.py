@@ -101,6 +101,7 @@ class Manager:
     def set_camera_config(self, name: str, config: dict) -> dict:
         """Save a camera config; a running camera restarts with it first, and if it cannot
         run with it, it goes back to the config it had and nothing is saved."""
+        validation.camera_name(name)
         validation.camera(config)
         with self.lock:
             running = self.cameras.get(name)

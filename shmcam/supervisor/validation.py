@@ -61,6 +61,17 @@ def _choice(kind, config, key, choices, default=None):
         raise _fail(kind, key, f"one of {', '.join(map(str, choices))}", value)
 
 
+# Names the /api/v1/cam routes take for themselves: GET /api/v1/cam/<name> could not reach a
+# camera so named.
+RESERVED_CAMERA_NAMES = ("aliases", "groups", "heartbeat", "info", "script", "version")
+
+
+def camera_name(name: str) -> None:
+    if name in RESERVED_CAMERA_NAMES:
+        raise BadRequest(f"camera name {name!r} is taken by the REST API "
+                         f"(/api/v1/cam/{name}); choose another name")
+
+
 def camera(config) -> dict:
     if not isinstance(config, dict):
         raise BadRequest(f"a camera config must be a JSON object, got {type(config).__name__}")
