@@ -200,6 +200,14 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
             raise BadRequest(str(error)) from None
         return Response(data, mimetype="image/png")
 
+    def image_routes(bp: Blueprint, path: str, latest) -> None:
+        """GET geometry, image (PNG) and image_bytes of the image `latest(name)` returns."""
+        bp.add_url_rule(f"{path}/geometry", "geometry",
+                        lambda name: ok(geometry=list(latest(name).shape[::-1])))
+        bp.add_url_rule(f"{path}/image", "image", lambda name: png_response(latest(name)))
+        bp.add_url_rule(f"{path}/image_bytes", "image_bytes", lambda name: ok(
+            image=arrays.image_bytes_payload(latest(name))))
+
     # --- cameras --------------------------------------------------------------------------------
     cam = Blueprint("cam", __name__, url_prefix="/api/v1/cam")
     add_common(cam, "camera")
@@ -249,18 +257,7 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
         store.delete_config("camera", camera)
         return ok(f"camera {camera} config deleted")
 
-    @cam.get("/<camera>/geometry")
-    def camera_geometry(camera):
-        image = latest_frame(camera)
-        return ok(geometry=[image.shape[1], image.shape[0]])
-
-    @cam.get("/<camera>/image")
-    def camera_image(camera):
-        return png_response(latest_frame(camera))
-
-    @cam.get("/<camera>/image_bytes")
-    def camera_image_bytes(camera):
-        return ok(image=arrays.image_bytes_payload(latest_frame(camera)))
+    image_routes(cam, "/<name>", latest_frame)
 
     @cam.put("/background/<name>/image_bytes")
     def camera_background_put(name):
@@ -324,18 +321,7 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
     def pipeline_info(instance_id):
         return ok(info=manager.running_pipeline(instance_id).info())
 
-    @pipe.get("/instance/<instance_id>/geometry")
-    def pipeline_geometry(instance_id):
-        image = latest_preview(instance_id)
-        return ok(geometry=[image.shape[1], image.shape[0]])
-
-    @pipe.get("/instance/<instance_id>/image")
-    def pipeline_image(instance_id):
-        return png_response(latest_preview(instance_id))
-
-    @pipe.get("/instance/<instance_id>/image_bytes")
-    def pipeline_image_bytes(instance_id):
-        return ok(image=arrays.image_bytes_payload(latest_preview(instance_id)))
+    image_routes(pipe, "/instance/<name>", latest_preview)
 
     @pipe.get("/instance/<instance_id>/exitcode")
     def pipeline_exitcode(instance_id):
