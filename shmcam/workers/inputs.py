@@ -30,9 +30,15 @@ def detach(result: dict, image: np.ndarray) -> dict:
     """Copy the arrays that still point into a ring slot: ZMQ sends them later, by which
     time the camera may have reused the slot."""
     for key, value in result.items():
-        if isinstance(value, np.ndarray) and np.may_share_memory(value, image):
-            result[key] = value.copy()
+        result[key] = own(value, image)
     return result
+
+
+def own(value, image: np.ndarray):
+    """The value, copied if it is an array that still points into the ring slot of image."""
+    if isinstance(value, np.ndarray) and np.may_share_memory(value, image):
+        return value.copy()
+    return value
 
 
 class Input:
@@ -50,6 +56,10 @@ class Input:
 
     def detach(self, result: dict, frame) -> dict:
         return result
+
+    def own(self, array: np.ndarray, frame) -> np.ndarray:
+        """The array, safe to keep after the frame: copied if it points into a ring slot."""
+        return array
 
     def skip_to_newest(self) -> None:
         """Skip what queued up during start-up, where an input queues (the ring)."""
@@ -86,6 +96,9 @@ class RingInput(Input):
 
     def detach(self, result: dict, frame) -> dict:
         return detach(result, frame.image)
+
+    def own(self, array: np.ndarray, frame) -> np.ndarray:
+        return own(array, frame.image)
 
     def skip_to_newest(self) -> None:
         self.reader.skip_to_newest()

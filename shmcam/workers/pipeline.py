@@ -273,7 +273,9 @@ class Pipeline:
             result = self.process(frame)
             if self.ended:
                 return self.finish("the generator ended")
-            preview = self.preview.take(result)
+            preview = self.preview.due(result)
+            if preview is not None:
+                preview = self.input.own(preview, frame)
             if result is not None:
                 result = self.input.detach(select(result, self.config), frame)
             if not self.input.valid(frame):
