@@ -73,17 +73,18 @@ class Manager:
             instance = self.cameras.get(name)
             if instance is None or not instance.alive:
                 _check_instance_id(name)
-                instance = self._new_instance("camera", name, self.camera_config(name),
-                                              self.settings.camera_ports)
-                self.cameras[name] = instance
+                instance = self._spawn_camera(name, self.camera_config(name))
         return self._started(self.cameras, instance, Conflict)
 
     def _start_camera(self, name: str, config: dict) -> Instance:
         """Start a camera and wait for it, under the lock (a config change is one step)."""
         with self.lock:
-            instance = self._new_instance("camera", name, config, self.settings.camera_ports)
-            self.cameras[name] = instance
-            return self._started(self.cameras, instance, Conflict)
+            return self._started(self.cameras, self._spawn_camera(name, config), Conflict)
+
+    def _spawn_camera(self, name: str, config: dict) -> Instance:
+        instance = self._new_instance("camera", name, config, self.settings.camera_ports)
+        self.cameras[name] = instance
+        return instance
 
     def _started(self, table: dict[str, Instance], instance: Instance, error) -> Instance:
         """The instance once it is ready. One that does not start leaves the table (a
@@ -133,11 +134,15 @@ class Manager:
         return self._started(self.pipelines, instance, BadRequest)
 
     def _check_not_running(self, instance_id: str) -> None:
+        if self._running_pipeline(instance_id) is not None:
+            raise Conflict(f"instance {instance_id} is already running; stop it first "
+                           f"or choose another instance_id")
+
+    def _running_pipeline(self, instance_id: str) -> Instance | None:
+        """The live pipeline instance of that id (perhaps still starting), or None."""
         with self.lock:
-            existing = self.pipelines.get(instance_id)
-            if existing is not None and existing.alive:
-                raise Conflict(f"instance {instance_id} is already running; stop it first "
-                               f"or choose another instance_id")
+            instance = self.pipelines.get(instance_id)
+        return instance if instance is not None and instance.alive else None
 
     def _input(self, config: dict, instance_id: str) -> dict | None:
         """Where a pipeline's frames come from unless from its camera's ring (None): the
@@ -157,9 +162,7 @@ class Manager:
             if upstream == instance_id:
                 raise BadRequest(f"pipeline config: input_pipeline {upstream!r} is the "
                                  f"instance itself")
-            source = self.pipelines.get(upstream)
-            if source is None or not source.alive:
-                source = self.shared_pipeline(upstream)
+            source = self.shared_pipeline(upstream)
             stream = f"tcp://127.0.0.1:{source.spec['port']}"
             mode = "PULL" if source.config.get("mode") == "PUSH" else "SUB"
         if stream is None:
@@ -168,19 +171,16 @@ class Manager:
 
     def shared_pipeline(self, name: str) -> Instance:
         """The instance named after a saved config, started from it if not running."""
-        with self.lock:
-            instance = self.pipelines.get(name)
-        if instance is not None and instance.alive:
-            return self._started(self.pipelines, instance, BadRequest)
-        try:
-            return self.create_pipeline(self.store.get_config("pipeline", name), name,
-                                        read_only=True)
-        except Conflict:        # started by a concurrent call meanwhile: that one it is
-            with self.lock:
-                instance = self.pipelines.get(name)
-            if instance is None or not instance.alive:
-                raise
-            return self._started(self.pipelines, instance, BadRequest)
+        instance = self._running_pipeline(name)
+        if instance is None:
+            try:
+                return self.create_pipeline(self.store.get_config("pipeline", name), name,
+                                            read_only=True)
+            except Conflict:    # started by a concurrent call meanwhile: that one it is
+                instance = self._running_pipeline(name)
+                if instance is None:
+                    raise
+        return self._started(self.pipelines, instance, BadRequest)
 
     def pipeline_for_config(self, config: dict) -> Instance:
         """A running read-only instance with an equal config, else a new read-only one."""
