@@ -15,6 +15,7 @@ import time
 import psutil
 
 from shmcam.shm import RingReader, RingWriter, StatsBlock, remove_all, ring_base, stats_name
+from shmcam.sources.base import Pacer
 from shmcam.sources.simulation import beam_frames
 
 RING = "camera"
@@ -47,20 +48,15 @@ def writer_main(node, size, rate, slots, ready, stop) -> None:
     with RingWriter(ring_base(node, RING), frames[0].dtype, frames[0].shape, slots) as ring, \
             StatsBlock(stats_name(node, RING), create=True) as stats:
         ready.set()
-        period = 1.0 / rate
-        due = time.monotonic()
+        pacer = Pacer(rate)
         n = 0
         while not stop.is_set():
+            if not pacer.wait(timeout=0.2):
+                continue
             now = time.time_ns()
             ring.write(frames[n % len(frames)], now // 10_000_000, divmod(now, 1_000_000_000))
             stats.add("frames_out")
             n += 1
-            due += period
-            delay = due - time.monotonic()
-            if delay > 0:
-                stop.wait(delay)
-            else:
-                due = time.monotonic()  # fell behind: don't burst to catch up
 
 
 def reader_main(node, index, stop) -> None:
