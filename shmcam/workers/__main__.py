@@ -10,6 +10,8 @@ import logging
 import signal
 import sys
 
+from shmcam.camserver import alias
+
 from . import camera, pipeline
 from .control import Control, read_spec, report
 
@@ -23,6 +25,7 @@ def main() -> int:
         return 2
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    alias.install()      # user code written for CamServer imports cam_server.*
     spec = read_spec()
     control = Control()
     signal.signal(signal.SIGINT, signal.SIG_IGN)          # Ctrl-C is the supervisor's to handle

@@ -1,0 +1,1 @@
+"""`cam_server.camera`: see shmcam/camserver/__init__.py."""

@@ -1,0 +1,1 @@
+"""`cam_server.camera.source`: see shmcam/camserver/__init__.py."""

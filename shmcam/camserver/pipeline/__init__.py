@@ -1,0 +1,1 @@
+"""`cam_server.pipeline`: see shmcam/camserver/__init__.py."""

@@ -1,0 +1,1 @@
+"""`cam_server.pipeline.data_processing`: see shmcam/camserver/__init__.py."""
