@@ -25,6 +25,8 @@ demo: $(STAMP)
 	$(VENV)/bin/shmcam demo
 
 test: $(STAMP) $(BROWSER)
+	$(VENV)/bin/ruff check shmcam tests bench
+	$(VENV)/bin/ruff format --check shmcam tests bench
 	$(VENV)/bin/python -m pytest -q
 
 bench: $(STAMP)

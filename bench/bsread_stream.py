@@ -43,7 +43,9 @@ def beam_image(seed: int) -> np.ndarray:
     that compression figures are honest)."""
     rng = np.random.default_rng(seed)
     y, x = np.ogrid[:HEIGHT, :WIDTH]
-    spot = 3000.0 * np.exp(-((x - 1300.0) ** 2 / (2 * 220.0**2) + (y - 1050.0) ** 2 / (2 * 140.0**2)))
+    spot = 3000.0 * np.exp(
+        -((x - 1300.0) ** 2 / (2 * 220.0**2) + (y - 1050.0) ** 2 / (2 * 140.0**2))
+    )
     noisy = 100.0 + spot + rng.normal(0.0, 8.0, (HEIGHT, WIDTH))
     return np.clip(noisy, 0, 65535).astype(np.uint16)
 
@@ -53,17 +55,42 @@ def pipeline_output(image: np.ndarray) -> dict:
     x_axis = np.linspace(0, WIDTH - 1, WIDTH, dtype=np.float32)
     y_axis = np.linspace(0, HEIGHT - 1, HEIGHT, dtype=np.float32)
     x_profile, y_profile = image.sum(axis=0, dtype=np.int64), image.sum(axis=1, dtype=np.int64)
-    fit = {f"{axis}_fit_{name}": value for axis in "xy"
-           for name, value in (("offset", 100.0), ("amplitude", 3000.0), ("standard_deviation", 180.0), ("mean", 1200.0))}
+    fit = {
+        f"{axis}_fit_{name}": value
+        for axis in "xy"
+        for name, value in (
+            ("offset", 100.0),
+            ("amplitude", 3000.0),
+            ("standard_deviation", 180.0),
+            ("mean", 1200.0),
+        )
+    }
     return {
-        "x_axis": x_axis, "y_axis": y_axis, "image": image, "width": WIDTH, "height": HEIGHT,
-        "processing_parameters": json.dumps({"camera_name": "bench", "function": "standard", "threshold": 10}),
-        "timestamp": time.time(), "min_value": image.min(), "max_value": image.max(),
-        "x_profile": x_profile, "y_profile": y_profile, "intensity": int(x_profile.sum()),
-        "x_fwhm": 518.1, "y_fwhm": 329.7, "x_center_of_mass": 1300.2, "x_rms": 220.1,
-        "y_center_of_mass": 1050.3, "y_rms": 140.2,
-        "x_fit_gauss_function": x_profile.astype(np.float64), "y_fit_gauss_function": y_profile.astype(np.float64),
-        **fit, "good_region": np.array([0, WIDTH, 0, HEIGHT]), "gr_intensity": int(x_profile.sum()),
+        "x_axis": x_axis,
+        "y_axis": y_axis,
+        "image": image,
+        "width": WIDTH,
+        "height": HEIGHT,
+        "processing_parameters": json.dumps(
+            {"camera_name": "bench", "function": "standard", "threshold": 10}
+        ),
+        "timestamp": time.time(),
+        "min_value": image.min(),
+        "max_value": image.max(),
+        "x_profile": x_profile,
+        "y_profile": y_profile,
+        "intensity": int(x_profile.sum()),
+        "x_fwhm": 518.1,
+        "y_fwhm": 329.7,
+        "x_center_of_mass": 1300.2,
+        "x_rms": 220.1,
+        "y_center_of_mass": 1050.3,
+        "y_rms": 140.2,
+        "x_fit_gauss_function": x_profile.astype(np.float64),
+        "y_fit_gauss_function": y_profile.astype(np.float64),
+        **fit,
+        "good_region": np.array([0, WIDTH, 0, HEIGHT]),
+        "gr_intensity": int(x_profile.sum()),
     }
 
 
@@ -79,7 +106,9 @@ def receive_side(kind: str, conn) -> None:
         def receive(timeout):
             return socket.recv_multipart(copy=False) if socket.poll(timeout * 1000) else None
     else:
-        receiver = Receiver("tcp://127.0.0.1:0", mode="PULL", bind=True, queue_size=QUEUE, context=context)
+        receiver = Receiver(
+            "tcp://127.0.0.1:0", mode="PULL", bind=True, queue_size=QUEUE, context=context
+        )
         address, close, receive = receiver.address, receiver.close, receiver.receive
     conn.send(address)
     count, first, last = 0, None, None
@@ -91,8 +120,14 @@ def receive_side(kind: str, conn) -> None:
         rejected = receiver.rejected
     close()
     context.term()
-    conn.send({"messages": count, "seconds": last[0] - first[0],
-               "cpu_ms": (last[1] - first[1]) * 1e3 / max(count - 1, 1), "rejected": rejected})
+    conn.send(
+        {
+            "messages": count,
+            "seconds": last[0] - first[0],
+            "cpu_ms": (last[1] - first[1]) * 1e3 / max(count - 1, 1),
+            "rejected": rejected,
+        }
+    )
 
 
 def send_side(kind: str, compression: str | None, address: str, seconds: float, conn) -> None:
@@ -110,12 +145,20 @@ def send_side(kind: str, compression: str | None, address: str, seconds: float, 
         def send(pulse):
             socket.send_multipart(prebuilt[pulse % 3], copy=False)
     else:
-        sender = Sender(address, mode="PUSH", bind=False, queue_size=QUEUE, block=True, encoder=encoder,
-                        context=context)
+        sender = Sender(
+            address,
+            mode="PUSH",
+            bind=False,
+            queue_size=QUEUE,
+            block=True,
+            encoder=encoder,
+            context=context,
+        )
         close = sender.close
 
         def send(pulse):
             sender.send(frames[pulse % 3], pulse, (1700000000, pulse))
+
     pulse = 0
     start = (time.perf_counter(), time.process_time())
     while time.perf_counter() - start[0] < seconds:
@@ -124,9 +167,17 @@ def send_side(kind: str, compression: str | None, address: str, seconds: float, 
     end = (time.perf_counter(), time.process_time())
     close()
     context.term()  # waits (LINGER, 1 s) for the queued messages to go out
-    conn.send({"messages": pulse, "seconds": end[0] - start[0], "cpu_ms": (end[1] - start[1]) * 1e3 / pulse,
-               "wire_bytes": float(np.mean([sum(memoryview(part).nbytes for part in parts) for parts in prebuilt])),
-               "data_bytes": float(sum(np.asarray(value).nbytes for value in frames[0].values()))})
+    conn.send(
+        {
+            "messages": pulse,
+            "seconds": end[0] - start[0],
+            "cpu_ms": (end[1] - start[1]) * 1e3 / pulse,
+            "wire_bytes": float(
+                np.mean([sum(memoryview(part).nbytes for part in parts) for parts in prebuilt])
+            ),
+            "data_bytes": float(sum(np.asarray(value).nbytes for value in frames[0].values())),
+        }
+    )
 
 
 def stream_run(kind: str, compression: str | None, seconds: float) -> dict:
@@ -135,7 +186,9 @@ def stream_run(kind: str, compression: str | None, seconds: float) -> dict:
     sender_end, sender_conn = spawn.Pipe()
     receiver = spawn.Process(target=receive_side, args=(kind, receiver_conn))
     receiver.start()
-    sender = spawn.Process(target=send_side, args=(kind, compression, receiver_end.recv(), seconds, sender_conn))
+    sender = spawn.Process(
+        target=send_side, args=(kind, compression, receiver_end.recv(), seconds, sender_conn)
+    )
     sender.start()
     sent, received = sender_end.recv(), receiver_end.recv()
     sender.join()
@@ -191,35 +244,65 @@ def compression_figures() -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="length of each stream run (default 3)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object with all figures")
+    parser.add_argument(
+        "--seconds", type=float, default=3.0, help="length of each stream run (default 3)"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object with all figures"
+    )
     args = parser.parse_args()
 
-    runs = {"raw": stream_run("raw", None, args.seconds),
-            "none": stream_run("bsread", None, args.seconds),
-            "bitshuffle_lz4": stream_run("bsread", BITSHUFFLE_LZ4, args.seconds)}
-    overhead = {side: runs["none"][f"{side}_cpu_ms_per_message"] / runs["raw"][f"{side}_cpu_ms_per_message"]
-                for side in ("sender", "receiver")}
-    report = {"image": f"{WIDTH}x{HEIGHT} uint16", "channels": len(pipeline_output(beam_image(0))),
-              "seconds": args.seconds, "cores": os.cpu_count(), "streams": runs,
-              "protocol_overhead_vs_raw": overhead, "codec": codec_figures(), "bitshuffle_lz4": compression_figures()}
+    runs = {
+        "raw": stream_run("raw", None, args.seconds),
+        "none": stream_run("bsread", None, args.seconds),
+        "bitshuffle_lz4": stream_run("bsread", BITSHUFFLE_LZ4, args.seconds),
+    }
+    overhead = {
+        side: runs["none"][f"{side}_cpu_ms_per_message"] / runs["raw"][f"{side}_cpu_ms_per_message"]
+        for side in ("sender", "receiver")
+    }
+    report = {
+        "image": f"{WIDTH}x{HEIGHT} uint16",
+        "channels": len(pipeline_output(beam_image(0))),
+        "seconds": args.seconds,
+        "cores": os.cpu_count(),
+        "streams": runs,
+        "protocol_overhead_vs_raw": overhead,
+        "codec": codec_figures(),
+        "bitshuffle_lz4": compression_figures(),
+    }
     if args.json:
         print(json.dumps(report))
         return
-    print(f"bsread stream of a {report['image']} beam image + {report['channels'] - 1} channels, "
-          f"tcp://127.0.0.1 PUSH->PULL, {args.seconds:g} s per run, {report['cores']} cores")
-    print(f"{'run':<16}{'msg/s':>8}{'data MB/s':>11}{'wire MB/s':>11}{'send CPU ms':>13}{'recv CPU ms':>13}")
+    print(
+        f"bsread stream of a {report['image']} beam image + {report['channels'] - 1} channels, "
+        f"tcp://127.0.0.1 PUSH->PULL, {args.seconds:g} s per run, {report['cores']} cores"
+    )
+    print(
+        f"{'run':<16}{'msg/s':>8}{'data MB/s':>11}{'wire MB/s':>11}"
+        f"{'send CPU ms':>13}{'recv CPU ms':>13}"
+    )
     for name, run in runs.items():
-        print(f"{name:<16}{run['messages_per_s']:>8.1f}{run['data_MB_per_s']:>11.0f}{run['wire_MB_per_s']:>11.0f}"
-              f"{run['sender_cpu_ms_per_message']:>13.2f}{run['receiver_cpu_ms_per_message']:>13.2f}")
-    print(f"protocol overhead (none vs raw CPU per message): sender x{overhead['sender']:.3f}, "
-          f"receiver x{overhead['receiver']:.3f} (target <= x1.10)")
-    print(f"codec alone, per message: encode {report['codec']['encode_us_per_message']:.0f} us, "
-          f"decode {report['codec']['decode_us_per_message']:.0f} us")
+        print(
+            f"{name:<16}{run['messages_per_s']:>8.1f}{run['data_MB_per_s']:>11.0f}"
+            f"{run['wire_MB_per_s']:>11.0f}"
+            f"{run['sender_cpu_ms_per_message']:>13.2f}{run['receiver_cpu_ms_per_message']:>13.2f}"
+        )
+    print(
+        f"protocol overhead (none vs raw CPU per message): sender x{overhead['sender']:.3f}, "
+        f"receiver x{overhead['receiver']:.3f} (target <= x1.10)"
+    )
+    print(
+        f"codec alone, per message: encode {report['codec']['encode_us_per_message']:.0f} us, "
+        f"decode {report['codec']['decode_us_per_message']:.0f} us"
+    )
     figures = report["bitshuffle_lz4"]
-    print(f"bitshuffle_lz4, 1 thread: compress {figures['compress_GB_per_s_per_core']:.2f} GB/s "
-          f"({figures['compress_ms']:.1f} ms), decompress {figures['decompress_GB_per_s_per_core']:.2f} GB/s "
-          f"({figures['decompress_ms']:.1f} ms, validated), ratio {figures['ratio']:.2f} (target >= 1 GB/s)")
+    print(
+        f"bitshuffle_lz4, 1 thread: compress {figures['compress_GB_per_s_per_core']:.2f} GB/s "
+        f"({figures['compress_ms']:.1f} ms), decompress "
+        f"{figures['decompress_GB_per_s_per_core']:.2f} GB/s ({figures['decompress_ms']:.1f} ms, "
+        f"validated), ratio {figures['ratio']:.2f} (target >= 1 GB/s)"
+    )
 
 
 if __name__ == "__main__":

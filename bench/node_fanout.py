@@ -54,16 +54,26 @@ def cpu_seconds(pids) -> dict[int, float]:
 
 
 def measure(url, n, seconds, rate, ctx) -> dict:
-    pipelines = [rest(f"{url}/api/v1/pipeline?instance_id=bench{i}", "POST",
-                      {"camera_name": "simulation", "exclude": ["image"],
-                       "no_client_timeout": 0}) for i in range(n)]
+    pipelines = [
+        rest(
+            f"{url}/api/v1/pipeline?instance_id=bench{i}",
+            "POST",
+            {"camera_name": "simulation", "exclude": ["image"], "no_client_timeout": 0},
+        )
+        for i in range(n)
+    ]
     results = ctx.Queue()
-    clients = [ctx.Process(target=client, args=(p["stream"], seconds + 1, round(100 / rate),
-                                                results)) for p in pipelines]
+    clients = [
+        ctx.Process(target=client, args=(p["stream"], seconds + 1, round(100 / rate), results))
+        for p in pipelines
+    ]
     for c in clients:
         c.start()
-    time.sleep(1.0)                                    # clients connected, warm
-    info = lambda i: rest(f"{url}/api/v1/pipeline/instance/bench{i}/info")["info"]
+    time.sleep(1.0)  # clients connected, warm
+
+    def info(i):
+        return rest(f"{url}/api/v1/pipeline/instance/bench{i}/info")["info"]
+
     camera = next(iter(rest(f"{url}/api/v1/cam/info")["info"]["active_instances"].values()))
     pids = {f"pipeline{i}": info(i)["statistics"]["pid"] for i in range(n)}
     pids["camera"] = camera["statistics"]["pid"]
@@ -82,18 +92,26 @@ def measure(url, n, seconds, rate, ctx) -> dict:
     frames = rate * elapsed
     per_pipeline = []
     for i, p in enumerate(pipelines):
-        def delta(key):
+
+        def delta(key, i=i):
             return after_stats[i][key] - before_stats[i][key]
+
         out = int(after_stats[i]["tx"].split(" - ")[1]) - int(before_stats[i]["tx"].split(" - ")[1])
-        per_pipeline.append({
-            "out_hz": out / elapsed,
-            "dropped": delta("dropped") + delta("torn"),
-            "client_gaps": client_results[p["stream"]]["gaps"],
-            "cpu_ms_per_frame": 10 * cpu[f"pipeline{i}"] / (frames / elapsed),
-            "processing_ms_p50": after_stats[i]["processing_ms_p50"],
-        })
-    return {"pipelines": n, "per_pipeline": per_pipeline, "cpu_percent": cpu,
-            "cpu_percent_total": sum(cpu.values())}
+        per_pipeline.append(
+            {
+                "out_hz": out / elapsed,
+                "dropped": delta("dropped") + delta("torn"),
+                "client_gaps": client_results[p["stream"]]["gaps"],
+                "cpu_ms_per_frame": 10 * cpu[f"pipeline{i}"] / (frames / elapsed),
+                "processing_ms_p50": after_stats[i]["processing_ms_p50"],
+            }
+        )
+    return {
+        "pipelines": n,
+        "per_pipeline": per_pipeline,
+        "cpu_percent": cpu,
+        "cpu_percent_total": sum(cpu.values()),
+    }
 
 
 def main() -> None:
@@ -110,8 +128,7 @@ def main() -> None:
     ctx = multiprocessing.get_context("spawn")
     try:
         rest(f"{url}/api/v1/cam/simulation")
-        runs = [measure(url, int(n), args.seconds, args.rate, ctx)
-                for n in args.counts.split(",")]
+        runs = [measure(url, int(n), args.seconds, args.rate, ctx) for n in args.counts.split(",")]
     finally:
         supervisor.send_signal(signal.SIGTERM)
         supervisor.wait(30)
@@ -119,17 +136,23 @@ def main() -> None:
     if args.json:
         print(json.dumps({"size": args.size, "rate": args.rate, "runs": runs}))
         return
-    print(f"camera {args.size} uint16 at {args.rate:g} Hz, {args.seconds:g} s per run, "
-          f"{psutil.cpu_count()} cores")
+    print(
+        f"camera {args.size} uint16 at {args.rate:g} Hz, {args.seconds:g} s per run, "
+        f"{psutil.cpu_count()} cores"
+    )
     for run in runs:
         cpu = run["cpu_percent"]
-        print(f"\n{run['pipelines']} pipeline(s): total CPU {run['cpu_percent_total']:.0f}% "
-              f"(camera {cpu['camera']:.0f}%)")
+        print(
+            f"\n{run['pipelines']} pipeline(s): total CPU {run['cpu_percent_total']:.0f}% "
+            f"(camera {cpu['camera']:.0f}%)"
+        )
         for i, p in enumerate(run["per_pipeline"]):
-            print(f"  pipeline{i}: out {p['out_hz']:6.1f} Hz  dropped {p['dropped']:3d}  "
-                  f"client gaps {p['client_gaps']:3d}  CPU {p['cpu_ms_per_frame']:5.2f} ms/frame"
-                  f"  processing p50 {p['processing_ms_p50'] or 0:5.2f} ms  "
-                  f"client CPU {cpu[f'client{i}']:4.1f}%")
+            print(
+                f"  pipeline{i}: out {p['out_hz']:6.1f} Hz  dropped {p['dropped']:3d}  "
+                f"client gaps {p['client_gaps']:3d}  CPU {p['cpu_ms_per_frame']:5.2f} ms/frame"
+                f"  processing p50 {p['processing_ms_p50'] or 0:5.2f} ms  "
+                f"client CPU {cpu[f'client{i}']:4.1f}%"
+            )
 
 
 if __name__ == "__main__":

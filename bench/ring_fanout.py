@@ -101,6 +101,7 @@ def ready_overhead_us(size, rounds: int = 500) -> float:
 
 # --- shared-memory ring -------------------------------------------------------------------------
 
+
 def shm_writer(base, size, rate, seconds, slots, barrier, results):
     frames = beam_frames(*size, count=4)
     with RingWriter(base, frames[0].dtype, frames[0].shape, slots) as ring:
@@ -114,8 +115,14 @@ def shm_writer(base, size, rate, seconds, slots, barrier, results):
             durations.append(time.perf_counter_ns() - t0)
         cpu = time.process_time() - cpu0
         barrier.wait()  # readers done before the ring goes away
-    results.put({"role": "writer", "sent": len(durations), "cpu": cpu,
-                 "write_ms": statistics.median(durations) / 1e6})
+    results.put(
+        {
+            "role": "writer",
+            "sent": len(durations),
+            "cpu": cpu,
+            "write_ms": statistics.median(durations) / 1e6,
+        }
+    )
 
 
 def shm_reader(base, seconds, barrier, results):
@@ -141,22 +148,31 @@ def shm_reader(base, seconds, barrier, results):
     missed, torn = ring.missed, ring.torn
     ring.close()
     barrier.wait()
-    results.put({"role": "reader", "frames": done, "dropped": missed + torn, "cpu": cpu,
-                 "overhead_us": statistics.median(overhead) / 1e3 if overhead else float("nan"),
-                 "latency_ms": [v / 1e6 for v in latency]})
+    results.put(
+        {
+            "role": "reader",
+            "frames": done,
+            "dropped": missed + torn,
+            "cpu": cpu,
+            "overhead_us": statistics.median(overhead) / 1e3 if overhead else float("nan"),
+            "latency_ms": [v / 1e6 for v in latency],
+        }
+    )
 
 
 # --- ZMQ PUB/SUB over ipc -------------------------------------------------------------------
 
+
 def zmq_writer(address, size, rate, seconds, readers, ready, results):
     import zmq
+
     frames = beam_frames(*size, count=4)
     ctx = zmq.Context()
     pub = ctx.socket(zmq.PUB)
     pub.setsockopt(zmq.SNDHWM, ZMQ_HWM)
     pub.setsockopt(zmq.LINGER, 0)
     pub.bind(address)
-    while ready.value < readers:            # the slow-joiner handshake
+    while ready.value < readers:  # the slow-joiner handshake
         pub.send_multipart([b"hello", b""])
         time.sleep(0.01)
     sent = 0
@@ -175,6 +191,7 @@ def zmq_writer(address, size, rate, seconds, readers, ready, results):
 
 def zmq_reader(address, shape, seconds, ready, results):
     import zmq
+
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.RCVHWM, ZMQ_HWM)
@@ -228,10 +245,16 @@ def run_all(procs, results):
 def run_shm(ctx, args, size):
     base = ring_base(f"bench{os.getpid()}", "cam")
     barrier, results = ctx.Barrier(args.readers + 1), ctx.Queue()
-    procs = [ctx.Process(target=shm_writer,
-                         args=(base, size, args.rate, args.seconds, args.slots, barrier, results))]
-    procs += [ctx.Process(target=shm_reader, args=(base, args.seconds, barrier, results))
-              for _ in range(args.readers)]
+    procs = [
+        ctx.Process(
+            target=shm_writer,
+            args=(base, size, args.rate, args.seconds, args.slots, barrier, results),
+        )
+    ]
+    procs += [
+        ctx.Process(target=shm_reader, args=(base, args.seconds, barrier, results))
+        for _ in range(args.readers)
+    ]
     try:
         writer, readers = run_all(procs, results)
     finally:
@@ -253,11 +276,18 @@ def run_shm(ctx, args, size):
 def run_zmq(ctx, args, size):
     address = f"ipc://{tempfile.gettempdir()}/shmcam-bench-{os.getpid()}.ipc"
     ready, results = ctx.Value("i", 0), ctx.Queue()
-    procs = [ctx.Process(target=zmq_writer, args=(address, size, args.rate, args.seconds,
-                                                   args.readers, ready, results))]
-    procs += [ctx.Process(target=zmq_reader,
-                          args=(address, (size[1], size[0]), args.seconds, ready, results))
-              for _ in range(args.readers)]
+    procs = [
+        ctx.Process(
+            target=zmq_writer,
+            args=(address, size, args.rate, args.seconds, args.readers, ready, results),
+        )
+    ]
+    procs += [
+        ctx.Process(
+            target=zmq_reader, args=(address, (size[1], size[0]), args.seconds, ready, results)
+        )
+        for _ in range(args.readers)
+    ]
     writer, readers = run_all(procs, results)
     cpu = writer["cpu"] + sum(r["cpu"] for r in readers)
     return {
@@ -281,23 +311,34 @@ def main() -> None:
     args = parser.parse_args()
     w, h = (int(v) for v in args.size.lower().split("x"))
     ctx = multiprocessing.get_context("spawn")
-    figures = {"size": args.size, "readers": args.readers, "rate": args.rate,
-               "seconds": args.seconds, "slots": args.slots}
+    figures = {
+        "size": args.size,
+        "readers": args.readers,
+        "rate": args.rate,
+        "seconds": args.seconds,
+        "slots": args.slots,
+    }
     figures.update(run_shm(ctx, args, (w, h)))
     figures["reader_overhead_ready_us"] = ready_overhead_us((w, h))
     figures["futex_wake_cpu_us"] = futex_wake_cpu_us()
     figures.update(run_zmq(ctx, args, (w, h)))
-    figures["cpu_ratio_zmq_over_shm"] = (figures["cpu_ms_per_frame_zmq"]
-                                         / figures["cpu_ms_per_frame_shm"])
+    figures["cpu_ratio_zmq_over_shm"] = (
+        figures["cpu_ms_per_frame_zmq"] / figures["cpu_ms_per_frame_shm"]
+    )
     if args.json:
         print(json.dumps(figures))
         return
-    print(f"{args.readers} readers of {args.size} uint16 at {args.rate:g} Hz for "
-          f"{args.seconds:g} s, ring of {args.slots} slots")
+    print(
+        f"{args.readers} readers of {args.size} uint16 at {args.rate:g} Hz for "
+        f"{args.seconds:g} s, ring of {args.slots} slots"
+    )
     for key, value in figures.items():
         if key not in ("size", "readers", "rate", "seconds", "slots"):
-            print(f"  {key:26s} {value:10.3f}" if isinstance(value, float)
-                  else f"  {key:26s} {value:10d}")
+            print(
+                f"  {key:26s} {value:10.3f}"
+                if isinstance(value, float)
+                else f"  {key:26s} {value:10d}"
+            )
 
 
 if __name__ == "__main__":

@@ -31,9 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from camera_harness import CameraProcess  # noqa: E402
 from ioc import Ioc  # noqa: E402
+from supervisor_harness import free_port_block  # noqa: E402
+
 from shmcam.cli.ring_demo import parse_size  # noqa: E402
 from shmcam.shm import segment  # noqa: E402
-from supervisor_harness import free_port_block  # noqa: E402
 
 SOURCES = ("simulation", "epics", "area_detector", "bsread")
 NODE = f"bench{os.getpid()}"
@@ -44,14 +45,16 @@ def bsread_producer(address: str, size, rate: float, stop) -> None:
     from shmcam.bsread import Sender
     from shmcam.sources.base import Pacer
     from shmcam.sources.simulation import beam_frames
+
     frames = beam_frames(*size, count=4)
     pacer = Pacer(rate)
     with Sender(address, mode="PUB", queue_size=10) as sender:
         pulse_id = 0
         while not stop.is_set():
             if pacer.wait(0.1):
-                sender.send({"image": frames[pulse_id % 4]}, pulse_id,
-                            divmod(time.time_ns(), 1_000_000_000))
+                sender.send(
+                    {"image": frames[pulse_id % 4]}, pulse_id, divmod(time.time_ns(), 1_000_000_000)
+                )
                 pulse_id += 1
 
 
@@ -61,11 +64,15 @@ class Producer:
     def __init__(self, source: str, size, rate: float):
         self.ioc = self.process = None
         self.env: dict = {}
-        self.wrap = None                 # the frame counter wraps (IOC frames: 4096)
+        self.wrap = None  # the frame counter wraps (IOC frames: 4096)
         self.step = 1
         if source == "simulation":
-            self.config = {"source_type": "simulation", "size_x": size[0], "size_y": size[1],
-                           "frame_rate": rate}
+            self.config = {
+                "source_type": "simulation",
+                "size_x": size[0],
+                "size_y": size[1],
+                "frame_rate": rate,
+            }
             self.step = max(1, round(100 / rate))
         elif source in ("epics", "area_detector"):
             self.ioc = Ioc(source, "BENCH", *size, rate).start()
@@ -76,7 +83,8 @@ class Producer:
             port = free_port_block(1)
             self.stop = multiprocessing.get_context("spawn").Event()
             self.process = multiprocessing.get_context("spawn").Process(
-                target=bsread_producer, args=(f"tcp://127.0.0.1:{port}", size, rate, self.stop))
+                target=bsread_producer, args=(f"tcp://127.0.0.1:{port}", size, rate, self.stop)
+            )
             self.process.start()
             self.config = {"source_type": "bsread", "source": f"tcp://127.0.0.1:{port}"}
 
@@ -96,14 +104,13 @@ def measure(source: str, size, rate: float, seconds: float, data_dir: Path) -> d
     producer = Producer(source, size, rate)
     camera = None
     try:
-        camera = CameraProcess(NODE, f"{source}{rate:g}", producer.config, data_dir,
-                               producer.env)
+        camera = CameraProcess(NODE, f"{source}{rate:g}", producer.config, data_dir, producer.env)
         camera.wait_state(True)
         reader = camera.reader()
         process = psutil.Process(camera.process.pid)
         try:
             reader.wait(5)
-            time.sleep(0.5)                                  # settle
+            time.sleep(0.5)  # settle
             reader.skip_to_newest()
             before, cpu0, t0 = camera.counters(), _cpu(process), time.monotonic()
             gaps, last = 0, None
@@ -125,10 +132,16 @@ def measure(source: str, size, rate: float, seconds: float, data_dir: Path) -> d
             camera.stop()
         producer.close()
     frames = after["frames_in"] - before["frames_in"]
-    return {"source": source, "size": f"{size[0]}x{size[1]}", "rate": rate,
-            "frames": frames, "fps": frames / elapsed, "lost": gaps,
-            "dropped_in_source": after["dropped"] - before["dropped"],
-            "cpu_ms_per_frame": 1000 * (cpu1 - cpu0) / frames if frames else None}
+    return {
+        "source": source,
+        "size": f"{size[0]}x{size[1]}",
+        "rate": rate,
+        "frames": frames,
+        "fps": frames / elapsed,
+        "lost": gaps,
+        "dropped_in_source": after["dropped"] - before["dropped"],
+        "cpu_ms_per_frame": 1000 * (cpu1 - cpu0) / frames if frames else None,
+    }
 
 
 def _cpu(process: psutil.Process) -> float:
@@ -170,11 +183,13 @@ def main() -> int:
 
 def _line(row: dict) -> str:
     cpu = row["cpu_ms_per_frame"]
-    return (f"{row['source']:>13} {row['size']:>9} {row['rate']:6g} Hz: "
-            f"{row['fps']:6.1f} frames/s in, {row['lost']:4d} lost, "
-            f"{row['dropped_in_source']:3d} dropped in source, "
-            f"{'-' if cpu is None else f'{cpu:.2f}':>6} CPU ms/frame"
-            f"{'' if row['sustained'] else '  (not sustained)'}")
+    return (
+        f"{row['source']:>13} {row['size']:>9} {row['rate']:6g} Hz: "
+        f"{row['fps']:6.1f} frames/s in, {row['lost']:4d} lost, "
+        f"{row['dropped_in_source']:3d} dropped in source, "
+        f"{'-' if cpu is None else f'{cpu:.2f}':>6} CPU ms/frame"
+        f"{'' if row['sustained'] else '  (not sustained)'}"
+    )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 
-os.environ["OMP_NUM_THREADS"] = "1"      # one core: before bitshuffle is imported
+os.environ["OMP_NUM_THREADS"] = "1"  # one core: before bitshuffle is imported
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -58,8 +58,9 @@ def filter_ms(path: Path, images: list, frames: int, like: np.ndarray, decode=No
     shape, dtype = like.shape, like.dtype
     durations = []
     with h5py.File(path, "w") as f:
-        data = f.create_dataset("image", (0, *shape), dtype, maxshape=(None, *shape),
-                                chunks=(1, *shape), **BITSHUFFLE)
+        data = f.create_dataset(
+            "image", (0, *shape), dtype, maxshape=(None, *shape), chunks=(1, *shape), **BITSHUFFLE
+        )
         for n in range(frames):
             item = images[n % len(images)]
             t0 = time.perf_counter_ns()
@@ -73,12 +74,15 @@ def filter_ms(path: Path, images: list, frames: int, like: np.ndarray, decode=No
 def measure(size: tuple[int, int], frames: int, folder: Path) -> dict:
     images = beam_frames(*size, count=8)
     parts = [memoryview(compress(image, BITSHUFFLE_LZ4)) for image in images]
-    blobs = [Compressed(part, BITSHUFFLE_LZ4, image.dtype, image.shape)
-             for part, image in zip(parts, images)]
+    blobs = [
+        Compressed(part, BITSHUFFLE_LZ4, image.dtype, image.shape)
+        for part, image in zip(parts, images)
+    ]
 
     def decode(part):
-        return np.frombuffer(decompress(part, BITSHUFFLE_LZ4, 2, images[0].nbytes),
-                             images[0].dtype).reshape(images[0].shape)
+        return np.frombuffer(
+            decompress(part, BITSHUFFLE_LZ4, 2, images[0].nbytes), images[0].dtype
+        ).reshape(images[0].shape)
 
     result = {
         "blob direct": store_file_ms(folder / "blob.h5", blobs, frames),
@@ -105,11 +109,15 @@ def main() -> None:
     if args.json:
         print(json.dumps(results))
         return
-    print(f"{'frame':>10} {'blob direct':>12} {'compress direct':>16} {'filter':>8} "
-          f"{'decode + filter':>16} {'ratio':>6}   (median ms per frame, one core)")
+    print(
+        f"{'frame':>10} {'blob direct':>12} {'compress direct':>16} {'filter':>8} "
+        f"{'decode + filter':>16} {'ratio':>6}   (median ms per frame, one core)"
+    )
     for name, r in results.items():
-        print(f"{name:>10} {r['blob direct']:12.2f} {r['compress direct']:16.2f} "
-              f"{r['filter']:8.2f} {r['decode + filter']:16.2f} {r['ratio']:6.2f}")
+        print(
+            f"{name:>10} {r['blob direct']:12.2f} {r['compress direct']:16.2f} "
+            f"{r['filter']:8.2f} {r['decode + filter']:16.2f} {r['ratio']:6.2f}"
+        )
 
 
 if __name__ == "__main__":

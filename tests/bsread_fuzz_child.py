@@ -32,18 +32,46 @@ import numpy as np  # noqa: E402
 
 from shmcam.bsread import BsreadError, Decoder, Encoder  # noqa: E402
 
-ODD_VALUES = [None, "", "x", -1, 0, 1.5, 2**40, 2**70, -(2**63), [], {}, [1.5], ["a"], True, "STRING"]
+ODD_VALUES = [
+    None,
+    "",
+    "x",
+    -1,
+    0,
+    1.5,
+    2**40,
+    2**70,
+    -(2**63),
+    [],
+    {},
+    [1.5],
+    ["a"],
+    True,
+    "STRING",
+]
 
 
 def seed_messages(golden_dir: Path) -> list[list[bytes]]:
     """Every golden message, plus larger synthetic ones with many bitshuffle blocks."""
-    messages = [[base64.b64decode(part) for part in message["parts_b64"]]
-                for path in sorted(golden_dir.glob("*.json"))
-                for message in json.loads(path.read_text())["messages"]]
+    messages = [
+        [base64.b64decode(part) for part in message["parts_b64"]]
+        for path in sorted(golden_dir.glob("*.json"))
+        for message in json.loads(path.read_text())["messages"]
+    ]
     rng = np.random.default_rng(0)
     image = (200 + rng.normal(0, 20, (120, 160))).astype(np.uint16)
-    data = {"image": image, "profile": image.sum(axis=0), "text": "µm", "x": 1.5, "flags": image[0] > 200}
-    for compression, header_compression in (("bitshuffle_lz4", None), ("lz4", "bitshuffle_lz4"), (None, "lz4")):
+    data = {
+        "image": image,
+        "profile": image.sum(axis=0),
+        "text": "µm",
+        "x": 1.5,
+        "flags": image[0] > 200,
+    }
+    for compression, header_compression in (
+        ("bitshuffle_lz4", None),
+        ("lz4", "bitshuffle_lz4"),
+        (None, "lz4"),
+    ):
         parts = Encoder(compression, header_compression).encode(data, 5, (1, 2))
         messages.append([bytes(part) for part in parts])
     return messages
@@ -69,7 +97,7 @@ def resize(rng, parts):
     if rng.random() < 0.5:
         parts[index] = part[:at] + rng.randbytes(rng.randint(1, 64)) + part[at:]
     else:
-        parts[index] = part[:at] + part[at + rng.randint(1, 64):]
+        parts[index] = part[:at] + part[at + rng.randint(1, 64) :]
 
 
 def reorder(rng, parts):
@@ -106,7 +134,13 @@ def edit_main_header(rng, parts):
     if rng.random() < 0.2:
         header.pop(key, None)
     elif key == "global_timestamp":
-        header[key] = rng.choice([{"sec": rng.choice(ODD_VALUES), "ns": 1}, {"epoch": 1, "ns": 2}, rng.choice(ODD_VALUES)])
+        header[key] = rng.choice(
+            [
+                {"sec": rng.choice(ODD_VALUES), "ns": 1},
+                {"epoch": 1, "ns": 2},
+                rng.choice(ODD_VALUES),
+            ]
+        )
     elif key == "dh_compression":
         header[key] = rng.choice(["lz4", "bitshuffle_lz4", "none", "zip", None, 5])
     else:
@@ -128,10 +162,36 @@ def edit_data_header(rng, parts):
     elif key == "add":
         channels.insert(rng.randrange(len(channels) + 1), dict(channel, name=f"new{rng.random()}"))
     elif key == "type":
-        channel[key] = rng.choice(["int8", "uint16", "float32", "float64", "bool", "string", "float16", "Float64", 5, None])
+        channel[key] = rng.choice(
+            [
+                "int8",
+                "uint16",
+                "float32",
+                "float64",
+                "bool",
+                "string",
+                "float16",
+                "Float64",
+                5,
+                None,
+            ]
+        )
     elif key == "shape":
-        channel[key] = rng.choice([[], [0], [1], [-1], [2**40], [2**31, 2**31], "x", [1.5], None,
-                                   [rng.randint(0, 70), rng.randint(0, 70)], [rng.randint(0, 6000)]])
+        channel[key] = rng.choice(
+            [
+                [],
+                [0],
+                [1],
+                [-1],
+                [2**40],
+                [2**31, 2**31],
+                "x",
+                [1.5],
+                None,
+                [rng.randint(0, 70), rng.randint(0, 70)],
+                [rng.randint(0, 6000)],
+            ]
+        )
     elif key == "compression":
         channel[key] = rng.choice(["none", "lz4", "bitshuffle_lz4", "zip", None, 1])
     else:
@@ -143,8 +203,12 @@ def edit_data_header(rng, parts):
 
 def compressed_parts(parts):
     """Indexes of data parts that carry a bitshuffle (8192-byte blocks) or an lz4 header."""
-    return [index for index in range(2, len(parts), 2)
-            if (len(parts[index]) >= 12 and parts[index][8:12] == b"\0\0\x20\0") or 5 <= len(parts[index]) < 12]
+    return [
+        index
+        for index in range(2, len(parts), 2)
+        if (len(parts[index]) >= 12 and parts[index][8:12] == b"\0\0\x20\0")
+        or 5 <= len(parts[index]) < 12
+    ]
 
 
 def scramble_blocks(rng, parts):
@@ -172,7 +236,9 @@ def edit_sizes(rng, parts):
     index = rng.choice(candidates)
     part = bytearray(parts[index].ljust(12, b"\0"))
     field = rng.choice([(">q", 0), (">i", 8), ("<I", 0)])
-    value = rng.choice([0, 1, -1, 7, 8, 16, 24, 4096, 8192, 16384, 2**20, 2**31 - 1, rng.randrange(2**31)])
+    value = rng.choice(
+        [0, 1, -1, 7, 8, 16, 24, 4096, 8192, 16384, 2**20, 2**31 - 1, rng.randrange(2**31)]
+    )
     try:
         struct.pack_into(field[0], part, field[1], value)
     except struct.error:
@@ -180,8 +246,17 @@ def edit_sizes(rng, parts):
     parts[index] = bytes(part)
 
 
-MUTATIONS = [flip_bits, truncate, resize, reorder, random_part, edit_main_header, edit_data_header,
-             scramble_blocks, edit_sizes]
+MUTATIONS = [
+    flip_bits,
+    truncate,
+    resize,
+    reorder,
+    random_part,
+    edit_main_header,
+    edit_data_header,
+    scramble_blocks,
+    edit_sizes,
+]
 
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
@@ -194,8 +269,8 @@ def guarded(part: bytes) -> memoryview:
     address = ctypes.addressof(ctypes.c_char.from_buffer(region))
     if _LIBC.mprotect(ctypes.c_void_p(address + size), mmap.PAGESIZE, 0):  # PROT_NONE
         raise OSError(ctypes.get_errno(), "mprotect failed")
-    region[size - len(part):size] = part
-    return memoryview(region)[size - len(part):size]
+    region[size - len(part) : size] = part
+    return memoryview(region)[size - len(part) : size]
 
 
 def touch(value):

@@ -8,20 +8,29 @@ import sys
 import time
 from pathlib import Path
 
-from shmcam.shm import RingReader, StatsBlock, ring_base, stats_name
 from supervisor_harness import free_port_block
 from worker_harness import WorkerProcess
 
+from shmcam.shm import RingReader, StatsBlock, ring_base, stats_name
+
 
 class CameraProcess(WorkerProcess):
-    def __init__(self, node: str, name: str, config: dict, data_dir: Path,
-                 env: dict | None = None):
+    def __init__(self, node: str, name: str, config: dict, data_dir: Path, env: dict | None = None):
         self.ring = ring_base(node, name)
         self.states: list[tuple[bool, str]] = []
-        super().__init__([sys.executable, "-m", "shmcam.workers", "camera"],
-                         {"node": node, "ring": self.ring, "ring_slots": 8,
-                          "stats": stats_name(node, f"c-{name}"), "port": free_port_block(1),
-                          "scripts_dir": str(data_dir / "scripts"), "config": config}, env)
+        super().__init__(
+            [sys.executable, "-m", "shmcam.workers", "camera"],
+            {
+                "node": node,
+                "ring": self.ring,
+                "ring_slots": 8,
+                "stats": stats_name(node, f"c-{name}"),
+                "port": free_port_block(1),
+                "scripts_dir": str(data_dir / "scripts"),
+                "config": config,
+            },
+            env,
+        )
         self.wait_report("ready")
 
     def _report(self, line: str) -> None:
@@ -37,8 +46,9 @@ class CameraProcess(WorkerProcess):
             if self.states and self.states[-1][0] == online:
                 return self.states[-1][1]
             time.sleep(0.02)
-        raise AssertionError(f"camera never reported online={online}; states {self.states}; "
-                             f"log: {self.log[-10:]}")
+        raise AssertionError(
+            f"camera never reported online={online}; states {self.states}; log: {self.log[-10:]}"
+        )
 
     def reader(self, timeout: float = 20.0) -> RingReader:
         return RingReader(self.ring, timeout=timeout)

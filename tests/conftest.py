@@ -43,17 +43,24 @@ class Procs:
 
     def start(self, *args: str) -> subprocess.Popen:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        proc = subprocess.Popen([sys.executable, str(TESTS / "ringproc.py"), *args],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, str(TESTS / "ringproc.py"), *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         self.started.append(proc)
         return proc
 
     @staticmethod
     def expect(proc: subprocess.Popen, line: str) -> None:
         got = proc.stdout.readline().strip()
-        assert got == line, f"expected {line!r} from helper, got {got!r}; " \
-                            f"stderr: {proc.stderr.read() if proc.poll() is not None else ''}"
+        assert got == line, (
+            f"expected {line!r} from helper, got {got!r}; "
+            f"stderr: {proc.stderr.read() if proc.poll() is not None else ''}"
+        )
 
     @staticmethod
     def go(proc: subprocess.Popen) -> None:
@@ -83,8 +90,8 @@ def procs():
         p.kill_all()
 
 
-# The bsread golden messages live in the project's shared test data, beside the clone (in CI too).
-GOLDEN_DIR = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "bsread"
+# The bsread golden messages captured from PSI's reference sender (see their README.md).
+GOLDEN_DIR = TESTS / "data" / "bsread"
 
 
 @pytest.fixture(scope="session")
@@ -102,6 +109,7 @@ def supervisor(tmp_path, node):
     Each is stopped (SIGTERM) at the end; its instances must be gone and its segments removed.
     """
     from supervisor_harness import Supervisor
+
     started = []
 
     def start(**kwargs):
@@ -113,4 +121,3 @@ def supervisor(tmp_path, node):
     for sup in started:
         sup.stop()
         assert not sup.segments(), f"segments left after SIGTERM: {sup.segments()}"
-

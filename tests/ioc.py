@@ -22,8 +22,18 @@ from pathlib import Path
 import numpy as np
 
 MAX_PIXELS = 2560 * 2160
-DATA_TYPES = ["Int8", "UInt8", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64",
-              "Float32", "Float64"]
+DATA_TYPES = [
+    "Int8",
+    "UInt8",
+    "Int16",
+    "UInt16",
+    "Int32",
+    "UInt32",
+    "Int64",
+    "UInt64",
+    "Float32",
+    "Float64",
+]
 COLOR_MODES = ["Mono", "Bayer", "RGB1", "RGB2", "RGB3", "YUV444", "YUV422", "YUV421"]
 
 
@@ -33,11 +43,16 @@ def frame(n: int, width: int, height: int) -> np.ndarray:
 
 
 def ca_environment(port: int) -> dict:
-    """Client and server environment for one loopback IOC on its own port (pitfalls.md)."""
-    return {"EPICS_CA_ADDR_LIST": "127.0.0.1", "EPICS_CA_AUTO_ADDR_LIST": "NO",
-            "EPICS_CA_SERVER_PORT": str(port), "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
-            "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1", "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
-            "EPICS_CA_MAX_ARRAY_BYTES": str(4 * MAX_PIXELS + 4096)}
+    """Client and server environment for one loopback IOC on its own port (docs/pitfalls.md)."""
+    return {
+        "EPICS_CA_ADDR_LIST": "127.0.0.1",
+        "EPICS_CA_AUTO_ADDR_LIST": "NO",
+        "EPICS_CA_SERVER_PORT": str(port),
+        "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
+        "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1",
+        "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
+        "EPICS_CA_MAX_ARRAY_BYTES": str(4 * MAX_PIXELS + 4096),
+    }
 
 
 def free_udp_port() -> int:
@@ -55,11 +70,15 @@ class Ioc:
         self.env = ca_environment(self.port)
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "Ioc":
+    def start(self) -> Ioc:
         self.process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), *self.args], text=True,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"})
+            [sys.executable, str(Path(__file__).resolve()), *self.args],
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
+        )
         line = self.process.stdout.readline().strip()
         if line != "ready":
             self.kill()
@@ -89,20 +108,30 @@ def pv_database(kind: str, prefix: str, width: int, height: int):
         return ChannelShort(value=np.zeros(MAX_PIXELS, np.int16), max_length=MAX_PIXELS)
 
     if kind == "epics":
-        channels = {"FPICTURE": image(), "WIDTH": ChannelInteger(value=width),
-                    "HEIGHT": ChannelInteger(value=height), "INIT": ChannelString(value="INIT")}
+        channels = {
+            "FPICTURE": image(),
+            "WIDTH": ChannelInteger(value=width),
+            "HEIGHT": ChannelInteger(value=height),
+            "INIT": ChannelString(value="INIT"),
+        }
         names = ("FPICTURE", "WIDTH", "HEIGHT", None)
     else:
-        channels = {"image1:ArrayData": image(),
-                    "image1:ArraySize0_RBV": ChannelInteger(value=width),
-                    "image1:ArraySize1_RBV": ChannelInteger(value=height),
-                    "image1:UniqueId_RBV": ChannelInteger(value=0),
-                    "image1:ArrayCounter_RBV": ChannelInteger(value=0),
-                    "cam1:Acquire": ChannelInteger(value=1),
-                    "cam1:DataType": ChannelEnum(value="UInt16", enum_strings=DATA_TYPES),
-                    "cam1:ColorMode": ChannelEnum(value="Mono", enum_strings=COLOR_MODES)}
-        names = ("image1:ArrayData", "image1:ArraySize0_RBV", "image1:ArraySize1_RBV",
-                 "image1:UniqueId_RBV")
+        channels = {
+            "image1:ArrayData": image(),
+            "image1:ArraySize0_RBV": ChannelInteger(value=width),
+            "image1:ArraySize1_RBV": ChannelInteger(value=height),
+            "image1:UniqueId_RBV": ChannelInteger(value=0),
+            "image1:ArrayCounter_RBV": ChannelInteger(value=0),
+            "cam1:Acquire": ChannelInteger(value=1),
+            "cam1:DataType": ChannelEnum(value="UInt16", enum_strings=DATA_TYPES),
+            "cam1:ColorMode": ChannelEnum(value="Mono", enum_strings=COLOR_MODES),
+        }
+        names = (
+            "image1:ArrayData",
+            "image1:ArraySize0_RBV",
+            "image1:ArraySize1_RBV",
+            "image1:UniqueId_RBV",
+        )
     pvdb = {f"{prefix}:{name}": channel for name, channel in channels.items()}
     return pvdb, [f"{prefix}:{name}" if name else None for name in names]
 
@@ -118,7 +147,7 @@ async def serve(kind: str, prefix: str, width: int, height: int, rate: float) ->
         loop = asyncio.get_running_loop()
         while line := await loop.run_in_executor(None, sys.stdin.readline):
             word, *args = line.split()
-            if word in ("size", "lie"):     # lie: announce a size, keep sending the old one
+            if word in ("size", "lie"):  # lie: announce a size, keep sending the old one
                 size = tuple(map(int, args))
                 if word == "size":
                     state["size"] = size
@@ -127,7 +156,7 @@ async def serve(kind: str, prefix: str, width: int, height: int, rate: float) ->
             elif word == "acquire" and acquire is not None:
                 state["acquire"] = int(args[0])
                 await acquire.write(state["acquire"])
-        os._exit(0)   # the test's end of stdin: nothing to clean up
+        os._exit(0)  # the test's end of stdin: nothing to clean up
 
     async def frames():
         n, loop = 0, asyncio.get_running_loop()

@@ -61,7 +61,7 @@ def writer(args) -> dict:
             time.sleep(max(0.0, due - time.monotonic()))
     if args.hold:
         print("held", flush=True)
-        sys.stdin.readline()      # keep the ring alive until the test says so
+        sys.stdin.readline()  # keep the ring alive until the test says so
     written = ring.frames_written
     ring.close(unlink=not args.keep)
     return {"written": written, "generations": generations}
@@ -95,8 +95,13 @@ def reader(args) -> dict:
             shape = [*frame.image.shape, frame.image.dtype.str]
             if not seen["shapes"] or seen["shapes"][-1] != shape:
                 seen["shapes"].append(shape)
-    seen.update(missed=ring.missed, torn=ring.torn, received=ring.received,
-                writer_alive=ring.writer_alive(), generation=ring.name.rsplit(".g", 1)[1])
+    seen.update(
+        missed=ring.missed,
+        torn=ring.torn,
+        received=ring.received,
+        writer_alive=ring.writer_alive(),
+        generation=ring.name.rsplit(".g", 1)[1],
+    )
     ring.close()
     return seen
 

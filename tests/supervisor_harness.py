@@ -64,17 +64,31 @@ def _free(port: int) -> bool:
 class Supervisor:
     """`shmcam supervisor` in a subprocess, with the node config written for the test."""
 
-    def __init__(self, tmp: Path, node: str, cameras: dict | None = None, token: str | None = None,
-                 permanent: dict | None = None, pipelines: dict | None = None):
+    def __init__(
+        self,
+        tmp: Path,
+        node: str,
+        cameras: dict | None = None,
+        token: str | None = None,
+        permanent: dict | None = None,
+        pipelines: dict | None = None,
+    ):
         tmp.mkdir(parents=True, exist_ok=True)
         self.node = node
         self.data_dir = tmp / "data"
         ports = free_port_block(24)
         self.rest_port = ports
-        config = {"node": node, "public_host": "127.0.0.1", "rest_host": "127.0.0.1",
-                  "rest_port": ports, "camera_ports": [ports + 1, ports + 8],
-                  "pipeline_ports": [ports + 9, ports + 23], "data_dir": str(self.data_dir),
-                  "config_dir": str(tmp / "etc"), "ring_slots": 8}
+        config = {
+            "node": node,
+            "public_host": "127.0.0.1",
+            "rest_host": "127.0.0.1",
+            "rest_port": ports,
+            "camera_ports": [ports + 1, ports + 8],
+            "pipeline_ports": [ports + 9, ports + 23],
+            "data_dir": str(self.data_dir),
+            "config_dir": str(tmp / "etc"),
+            "ring_slots": 8,
+        }
         if token:
             (tmp / "token").write_text(token + "\n")
             config["token_file"] = str(tmp / "token")
@@ -91,12 +105,21 @@ class Supervisor:
         self.process: subprocess.Popen | None = None
         self.log_file = tmp / "supervisor.log"
 
-    def start(self) -> "Supervisor":
+    def start(self) -> Supervisor:
         self._log = open(self.log_file, "a")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "shmcam.cli.main", "supervisor", "--config",
-             str(self.config_file)], stdout=self._log, stderr=subprocess.STDOUT,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+            [
+                sys.executable,
+                "-m",
+                "shmcam.cli.main",
+                "supervisor",
+                "--config",
+                str(self.config_file),
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -115,8 +138,7 @@ class Supervisor:
         headers = kwargs.pop("headers", {})
         if self.token and method != "GET":
             headers.setdefault("Authorization", f"Bearer {self.token}")
-        response = requests.request(method, self.url + path, headers=headers, timeout=60,
-                                    **kwargs)
+        response = requests.request(method, self.url + path, headers=headers, timeout=60, **kwargs)
         assert response.status_code == expect, (response.status_code, response.text)
         if response.headers.get("content-type", "").startswith("application/json"):
             data = response.json()
@@ -138,6 +160,7 @@ class Supervisor:
     def instance_pids(self) -> list[int]:
         """Processes of this supervisor's instances (its direct children)."""
         import psutil
+
         try:
             return [c.pid for c in psutil.Process(self.process.pid).children()]
         except psutil.NoSuchProcess:
@@ -151,8 +174,9 @@ def _toml(config: dict) -> str:
     lines, tables = [], []
     for key, value in config.items():
         if isinstance(value, dict):
-            tables.append(f"[{key}]\n" + "".join(f"{k} = {json.dumps(v)}\n"
-                                                 for k, v in value.items()))
+            tables.append(
+                f"[{key}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in value.items())
+            )
         else:
             lines.append(f"{key} = {json.dumps(value)}")
     return "\n".join(lines) + "\n" + "\n".join(tables)

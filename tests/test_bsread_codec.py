@@ -55,7 +55,10 @@ def test_every_type_round_trips_under_every_compression(type_name, codec):
         value = got.data[name]
         assert value.dtype == sent.dtype and value.shape == (3, 4, 25) and not value.flags.writeable
         assert value.tobytes() == sent.tobytes()
-    assert got.data["scalar"].dtype == scalar.dtype and got.data["scalar"].tobytes() == scalar.tobytes()
+    assert (
+        got.data["scalar"].dtype == scalar.dtype
+        and got.data["scalar"].tobytes() == scalar.tobytes()
+    )
     assert got.timestamps == {"a": STAMP, "big": STAMP, "scalar": STAMP}
 
 
@@ -81,19 +84,39 @@ def test_bitshuffle_part_layout_follows_the_spec():
 
 
 def test_python_values_and_shapes_follow_the_spec():
-    data = {"int": -(2**62), "float": 0.1, "bool": True, "str": "µm ✓", "list": [[1, 2, 3], [4, 5, 6]],
-            "image": np.arange(12, dtype=np.uint16).reshape(3, 4), "np_scalar": np.float32(2.5),
-            "zero_d": np.array(9, np.int16), "empty": np.empty((0, 4))}
+    data = {
+        "int": -(2**62),
+        "float": 0.1,
+        "bool": True,
+        "str": "µm ✓",
+        "list": [[1, 2, 3], [4, 5, 6]],
+        "image": np.arange(12, dtype=np.uint16).reshape(3, 4),
+        "np_scalar": np.float32(2.5),
+        "zero_d": np.array(9, np.int16),
+        "empty": np.empty((0, 4)),
+    }
     parts = Encoder().encode(data, 1, STAMP)
     header = {entry["name"]: (entry["type"], entry["shape"]) for entry in channel_entries(parts)}
-    assert header == {"int": ("int64", [1]), "float": ("float64", [1]), "bool": ("bool", [1]),
-                      "str": ("string", [1]), "list": ("int64", [3, 2]), "image": ("uint16", [4, 3]),
-                      "np_scalar": ("float32", [1]), "zero_d": ("int16", [1]), "empty": ("float64", [4, 0])}
-    assert bytes(parts[2 + 2 * 5]) == bytes.fromhex("0000 0100 0200 0300 0400 0500 0600 0700 0800 0900 0a00 0b00")
+    assert header == {
+        "int": ("int64", [1]),
+        "float": ("float64", [1]),
+        "bool": ("bool", [1]),
+        "str": ("string", [1]),
+        "list": ("int64", [3, 2]),
+        "image": ("uint16", [4, 3]),
+        "np_scalar": ("float32", [1]),
+        "zero_d": ("int16", [1]),
+        "empty": ("float64", [4, 0]),
+    }
+    assert bytes(parts[2 + 2 * 5]) == bytes.fromhex(
+        "0000 0100 0200 0300 0400 0500 0600 0700 0800 0900 0a00 0b00"
+    )
     got = Decoder().decode(parts)
     assert got.data["int"] == -(2**62) and got.data["float"] == 0.1 and got.data["bool"] is np.True_
     assert got.data["str"] == "µm ✓" and got.data["list"].tolist() == [[1, 2, 3], [4, 5, 6]]
-    assert got.data["image"].shape == (3, 4) and got.data["zero_d"] == 9 and got.data["empty"] is None
+    assert (
+        got.data["image"].shape == (3, 4) and got.data["zero_d"] == 9 and got.data["empty"] is None
+    )
     assert got.timestamps["empty"] is None  # an empty part's timestamp is skipped
 
 
@@ -118,9 +141,13 @@ def test_data_header_is_rebuilt_only_when_the_format_changes():
     first = encoder.encode({"x": np.zeros(4), "s": "short"}, 1, STAMP)
     same = encoder.encode({"x": np.ones(4), "s": "a much longer string"}, 2, STAMP)
     assert same[1] is first[1]  # the cached bytes themselves
-    changes = [{"x": np.zeros(4, np.float32), "s": ""}, {"x": np.zeros(5), "s": ""},
-               {"x": np.zeros(4).astype(">f8"), "s": ""}, {"s": "", "x": np.zeros(4)},
-               {"x": np.zeros(4), "s": "", "new": 1}]
+    changes = [
+        {"x": np.zeros(4, np.float32), "s": ""},
+        {"x": np.zeros(5), "s": ""},
+        {"x": np.zeros(4).astype(">f8"), "s": ""},
+        {"s": "", "x": np.zeros(4)},
+        {"x": np.zeros(4), "s": "", "new": 1},
+    ]
     hashes = {json.loads(first[0])["hash"]}
     for data in changes:
         parts = encoder.encode(data, 3, STAMP)
@@ -140,8 +167,9 @@ def test_none_values_follow_the_pipeline_rules():
 
 
 def test_compression_settings():
-    assert [codec_name(value) for value in (None, False, "none", True, "LZ4", "bitshuffle_lz4")] == \
-        ["none", "none", "none", "bitshuffle_lz4", "lz4", "bitshuffle_lz4"]
+    assert [
+        codec_name(value) for value in (None, False, "none", True, "LZ4", "bitshuffle_lz4")
+    ] == ["none", "none", "none", "bitshuffle_lz4", "lz4", "bitshuffle_lz4"]
     with pytest.raises(ValueError, match="zstd"):
         Encoder(compression="zstd")
     parts = Encoder(True, header_compression="lz4").encode({"v": np.arange(10)}, 1, STAMP)
@@ -155,53 +183,85 @@ def test_float_timestamp_is_truncated_like_the_reference():
     assert json.loads(parts[0])["global_timestamp"] == {"sec": 1700000000, "ns": 250000000}
 
 
-@pytest.mark.parametrize("value, error", [
-    (np.zeros(3, np.complex64), "complex64 has no bsread type"),
-    (np.zeros(3, np.float16), "float16 has no bsread type"),
-    (["a", "b"], "<U1 has no bsread type"),
-    ({"a": 1}, "cannot send a dict"),
-    (b"bytes", "cannot send a bytes"),
-])
+@pytest.mark.parametrize(
+    "value, error",
+    [
+        (np.zeros(3, np.complex64), "complex64 has no bsread type"),
+        (np.zeros(3, np.float16), "float16 has no bsread type"),
+        (["a", "b"], "<U1 has no bsread type"),
+        ({"a": 1}, "cannot send a dict"),
+        (b"bytes", "cannot send a bytes"),
+    ],
+)
 def test_unsupported_values_name_the_channel(value, error):
     with pytest.raises(TypeError, match=rf"channel 'bad': .*{error}"):
         Encoder().encode({"bad": value}, 1, STAMP)
 
 
-CAMERA = {"width": {"compression": None, "type": "int64"},
-          "image": {"compression": None, "shape": [4, 3], "type": "uint16"},
-          "label": {"type": "string"}}
+CAMERA = {
+    "width": {"compression": None, "type": "int64"},
+    "image": {"compression": None, "shape": [4, 3], "type": "uint16"},
+    "label": {"type": "string"},
+}
 
 
 def test_declared_channels_give_the_camera_header_and_cast_values():
     encoder = Encoder(compression="bitshuffle_lz4", channel_meta=CAMERA)
-    parts = encoder.encode({"width": 4, "image": np.ones((3, 4), np.uint8), "label": None}, 1, STAMP)
-    assert bytes(parts[1]) == json.dumps({"htype": "bsr_d-1.1", "channels": [
-        {"compression": None, "type": "int64", "name": "width", "encoding": "little"},
-        {"compression": None, "shape": [4, 3], "type": "uint16", "name": "image", "encoding": "little"},
-        {"type": "string", "name": "label", "compression": "bitshuffle_lz4", "encoding": "little"},
-    ]}).encode()
+    parts = encoder.encode(
+        {"width": 4, "image": np.ones((3, 4), np.uint8), "label": None}, 1, STAMP
+    )
+    assert (
+        bytes(parts[1])
+        == json.dumps(
+            {
+                "htype": "bsr_d-1.1",
+                "channels": [
+                    {"compression": None, "type": "int64", "name": "width", "encoding": "little"},
+                    {
+                        "compression": None,
+                        "shape": [4, 3],
+                        "type": "uint16",
+                        "name": "image",
+                        "encoding": "little",
+                    },
+                    {
+                        "type": "string",
+                        "name": "label",
+                        "compression": "bitshuffle_lz4",
+                        "encoding": "little",
+                    },
+                ],
+            }
+        ).encode()
+    )
     got = Decoder().decode(parts)
     assert got.data["image"].dtype == np.uint16 and got.data["image"].sum() == 12
     assert got.data["label"] is None  # a declared channel is known: None is sent as empty parts
 
 
-@pytest.mark.parametrize("data, error", [
-    ({"image": np.ones((4, 3), np.uint16)}, ValueError),  # shape [3, 4], [4, 3] declared
-    ({"image": np.ones((3, 4), np.uint32)}, TypeError),  # would lose bits
-    ({"label": 5}, TypeError),
-    ({"width": "four"}, TypeError),
-])
+@pytest.mark.parametrize(
+    "data, error",
+    [
+        ({"image": np.ones((4, 3), np.uint16)}, ValueError),  # shape [3, 4], [4, 3] declared
+        ({"image": np.ones((3, 4), np.uint32)}, TypeError),  # would lose bits
+        ({"label": 5}, TypeError),
+        ({"width": "four"}, TypeError),
+    ],
+)
 def test_values_that_do_not_fit_their_declaration_are_refused(data, error):
     with pytest.raises(error, match="channel '"):
         Encoder(channel_meta=CAMERA).encode(data, 1, STAMP)
 
 
-@pytest.mark.parametrize("meta, error", [
-    ({"shape": [2]}, "needs a bsread 'type', not None"),
-    ({"type": "float16"}, "needs a bsread 'type', not 'float16'"),
-    ({"type": "int8", "encoding": "native"}, "encoding 'native'"),
-    ({"type": "int8", "shape": [-1]}, "shape \\[-1\\]"),
-])
+@pytest.mark.parametrize(
+    "meta, error",
+    [
+        ({"shape": [2]}, "needs a bsread 'type', not None"),
+        ({"type": "float16"}, "needs a bsread 'type', not 'float16'"),
+        ({"type": "int8", "encoding": "native"}, "encoding 'native'"),
+        ({"type": "int8", "shape": [-1]}, "shape \\[-1\\]"),
+    ],
+)
 def test_declarations_are_checked(meta, error):
     with pytest.raises(ValueError, match=error):
         Encoder(channel_meta={"x": meta})
@@ -209,10 +269,13 @@ def test_declarations_are_checked(meta, error):
 
 # --- decoding untrusted messages ---------------------------------------------------------------
 
+
 def message(channels=None, main=None, parts=None):
     """A valid message (two float64[3] channels) with parts of it replaced."""
     encoder = Encoder()
-    encoded = [bytes(part) for part in encoder.encode({"a": np.arange(3.0), "b": np.ones(3)}, 1, STAMP)]
+    encoded = [
+        bytes(part) for part in encoder.encode({"a": np.arange(3.0), "b": np.ones(3)}, 1, STAMP)
+    ]
     if channels is not None:
         encoded[1] = json.dumps({"htype": "bsr_d-1.1", "channels": channels}).encode()
     if main is not None:
@@ -223,35 +286,46 @@ def message(channels=None, main=None, parts=None):
 
 
 def main_header(**changes):
-    header = {"htype": "bsr_m-1.1", "hash": "h", "pulse_id": 1, "global_timestamp": {"sec": 1, "ns": 2}}
+    header = {
+        "htype": "bsr_m-1.1",
+        "hash": "h",
+        "pulse_id": 1,
+        "global_timestamp": {"sec": 1, "ns": 2},
+    }
     header.update(changes)
     return {key: value for key, value in header.items() if value is not None}
 
 
-@pytest.mark.parametrize("parts, error", [
-    ([], "at least 2 parts"),
-    ([b"{}"], "at least 2 parts"),
-    (message(main=b"\xff{"), "main header is not UTF-8 JSON"),
-    (message(main=b"[1, 2]"), "main header is not a JSON object"),
-    (message(main=b"[" * 30000 + b"]" * 30000), "main header is not UTF-8 JSON"),  # too deep
-    (message(main=b" " * 70000), "larger than"),
-    (message(main=main_header(pulse_id=None)), "pulse_id None"),
-    (message(main=main_header(pulse_id=True)), "pulse_id True"),
-    (message(main=main_header(pulse_id="1")), "pulse_id '1'"),
-    (message(main=main_header(hash=None)), "hash None"),
-    (message(main=main_header(global_timestamp=1.5)), "global_timestamp"),
-    (message(main=main_header(global_timestamp={"sec": 1.5, "ns": 0})), "global_timestamp"),
-    (message(main=main_header(dh_compression="zip")), "unknown data header compression 'zip'"),
-    (message(main=main_header(dh_compression="bitshuffle_lz4")), "data header: uncompressed size .* is impossible"),
-    (message(parts={1: b"{"}), "data header is not UTF-8 JSON"),
-    (message(parts={1: b'{"channels": {}}'}), "no 'channels' list"),
-    (message(channels=[{"type": "int8"}]), "channel 0 is not an object with a string 'name'"),
-    (message(channels=["a"]), "channel 0 is not an object"),
-    (message(channels=[{"name": "a"}, {"name": "a"}]), "names a channel twice"),
-    (message(channels=[{"name": "a"}]), "6 parts for 1 channels"),
-    (message(parts={2: 5}), "part of type int is not a contiguous buffer"),
-    (message(parts={2: np.zeros((4, 4))[:, ::2]}), "not a contiguous buffer"),
-])
+@pytest.mark.parametrize(
+    "parts, error",
+    [
+        ([], "at least 2 parts"),
+        ([b"{}"], "at least 2 parts"),
+        (message(main=b"\xff{"), "main header is not UTF-8 JSON"),
+        (message(main=b"[1, 2]"), "main header is not a JSON object"),
+        (message(main=b"[" * 30000 + b"]" * 30000), "main header is not UTF-8 JSON"),  # too deep
+        (message(main=b" " * 70000), "larger than"),
+        (message(main=main_header(pulse_id=None)), "pulse_id None"),
+        (message(main=main_header(pulse_id=True)), "pulse_id True"),
+        (message(main=main_header(pulse_id="1")), "pulse_id '1'"),
+        (message(main=main_header(hash=None)), "hash None"),
+        (message(main=main_header(global_timestamp=1.5)), "global_timestamp"),
+        (message(main=main_header(global_timestamp={"sec": 1.5, "ns": 0})), "global_timestamp"),
+        (message(main=main_header(dh_compression="zip")), "unknown data header compression 'zip'"),
+        (
+            message(main=main_header(dh_compression="bitshuffle_lz4")),
+            "data header: uncompressed size .* is impossible",
+        ),
+        (message(parts={1: b"{"}), "data header is not UTF-8 JSON"),
+        (message(parts={1: b'{"channels": {}}'}), "no 'channels' list"),
+        (message(channels=[{"type": "int8"}]), "channel 0 is not an object with a string 'name'"),
+        (message(channels=["a"]), "channel 0 is not an object"),
+        (message(channels=[{"name": "a"}, {"name": "a"}]), "names a channel twice"),
+        (message(channels=[{"name": "a"}]), "6 parts for 1 channels"),
+        (message(parts={2: 5}), "part of type int is not a contiguous buffer"),
+        (message(parts={2: np.zeros((4, 4))[:, ::2]}), "not a contiguous buffer"),
+    ],
+)
 def test_bad_messages_are_rejected_with_the_reason(parts, error):
     with pytest.raises(BsreadError, match=error):
         Decoder().decode(parts)
@@ -265,8 +339,9 @@ def test_epoch_is_accepted_instead_of_sec():
 def bitshuffle_part(array, size=None, block=None, body=None):
     part = bytes(compress(array, "bitshuffle_lz4"))
     real_size, real_block = struct.unpack_from(">qi", part)
-    return struct.pack(">qi", real_size if size is None else size, real_block if block is None else block) + \
-        (part[12:] if body is None else body(part[12:]))
+    return struct.pack(
+        ">qi", real_size if size is None else size, real_block if block is None else block
+    ) + (part[12:] if body is None else body(part[12:]))
 
 
 BIG = np.arange(5003, dtype=np.float64)  # 4 full blocks, one of 896 elements, 3 raw
@@ -276,45 +351,109 @@ def with_block_length(body, length):
     return struct.pack(">I", length) + body[4:]
 
 
-@pytest.mark.parametrize("entry, part, error", [
-    ({"type": "float64", "shape": [3]}, b"\0" * 16, "16 bytes of data where the header's shape needs 24"),
-    ({"type": "float64"}, b"\0" * 12, "not a whole number of 8-byte items"),
-    ({"type": "float128", "shape": [3]}, b"\0" * 24, "unknown type 'float128'"),
-    ({"type": 5}, b"\0" * 8, "unknown type 5"),
-    ({"type": "float64", "compression": "zip"}, b"\0" * 8, "unknown compression 'zip'"),
-    ({"type": "float64", "shape": [-3]}, b"\0" * 8, "shape \\[-3\\] is not a list of sizes"),
-    ({"type": "float64", "shape": "3"}, b"\0" * 8, "shape '3' is not a list"),
-    ({"type": "string"}, b"\xff\xfe", "not UTF-8"),
-    ({"type": "float64", "compression": "bitshuffle_lz4"}, b"\0" * 11, "shorter than its 12-byte header"),
-    ({"type": "float64", "compression": "bitshuffle_lz4", "shape": [5003]}, bitshuffle_part(BIG, size=8 * 5002),
-     "40016 bytes of data where the header's shape needs 40024"),
-    ({"type": "float64", "compression": "bitshuffle_lz4"}, bitshuffle_part(BIG, size=-8), "negative"),
-    ({"type": "float64", "compression": "bitshuffle_lz4"}, bitshuffle_part(BIG, size=8 << 30), "impossible"),
-    ({"type": "float64", "compression": "bitshuffle_lz4"}, bitshuffle_part(BIG, block=0), "block size 0"),
-    ({"type": "float64", "compression": "bitshuffle_lz4"}, bitshuffle_part(BIG, block=8 * 12), "block size 96"),
-    ({"type": "float64", "compression": "bitshuffle_lz4"}, bitshuffle_part(BIG, block=1 << 30), "block size"),
-    ({"type": "float64", "compression": "bitshuffle_lz4"}, bitshuffle_part(BIG, block=4096),
-     "blocks end at|data end in block|claims"),  # the blocks were made with 8192
-    ({"type": "float64", "compression": "bitshuffle_lz4"},
-     bitshuffle_part(BIG, body=lambda body: with_block_length(body, 0)), "block 0 claims 0"),
-    ({"type": "float64", "compression": "bitshuffle_lz4"},
-     bitshuffle_part(BIG, body=lambda body: with_block_length(body, 1 << 31)), "block 0 claims"),
-    ({"type": "float64", "compression": "bitshuffle_lz4"},
-     bitshuffle_part(BIG, body=lambda body: body[:-100]), "blocks end at|data end in block"),
-    ({"type": "float64", "compression": "bitshuffle_lz4"},
-     bitshuffle_part(BIG, body=lambda body: body + b"\0"), "blocks end at"),
-    ({"type": "float64", "compression": "bitshuffle_lz4"},
-     bitshuffle_part(BIG, body=lambda body: body[:4] + b"\xff" * 100 + body[104:]), "corrupt bitshuffle_lz4"),
-    ({"type": "float64", "compression": "bitshuffle_lz4"}, bitshuffle_part(BIG[:3], body=lambda b: b[:-1]),
-     "23 bytes of data where the header's shape needs 24"),
-    ({"type": "float64", "compression": "lz4"}, b"\0\0\0", "shorter than its 4-byte size"),
-    ({"type": "float64", "compression": "lz4"}, bytes(compress(BIG, "lz4"))[:-9], "corrupt lz4"),
-    ({"type": "float64", "compression": "lz4"}, struct.pack("<I", 8 * 5004) + bytes(compress(BIG, "lz4"))[4:],
-     "decompress to 40024 bytes, the size field says 40032"),
-])
+@pytest.mark.parametrize(
+    "entry, part, error",
+    [
+        (
+            {"type": "float64", "shape": [3]},
+            b"\0" * 16,
+            "16 bytes of data where the header's shape needs 24",
+        ),
+        ({"type": "float64"}, b"\0" * 12, "not a whole number of 8-byte items"),
+        ({"type": "float128", "shape": [3]}, b"\0" * 24, "unknown type 'float128'"),
+        ({"type": 5}, b"\0" * 8, "unknown type 5"),
+        ({"type": "float64", "compression": "zip"}, b"\0" * 8, "unknown compression 'zip'"),
+        ({"type": "float64", "shape": [-3]}, b"\0" * 8, "shape \\[-3\\] is not a list of sizes"),
+        ({"type": "float64", "shape": "3"}, b"\0" * 8, "shape '3' is not a list"),
+        ({"type": "string"}, b"\xff\xfe", "not UTF-8"),
+        (
+            {"type": "float64", "compression": "bitshuffle_lz4"},
+            b"\0" * 11,
+            "shorter than its 12-byte header",
+        ),
+        (
+            {"type": "float64", "compression": "bitshuffle_lz4", "shape": [5003]},
+            bitshuffle_part(BIG, size=8 * 5002),
+            "40016 bytes of data where the header's shape needs 40024",
+        ),
+        (
+            {"type": "float64", "compression": "bitshuffle_lz4"},
+            bitshuffle_part(BIG, size=-8),
+            "negative",
+        ),
+        (
+            {"type": "float64", "compression": "bitshuffle_lz4"},
+            bitshuffle_part(BIG, size=8 << 30),
+            "impossible",
+        ),
+        (
+            {"type": "float64", "compression": "bitshuffle_lz4"},
+            bitshuffle_part(BIG, block=0),
+            "block size 0",
+        ),
+        (
+            {"type": "float64", "compression": "bitshuffle_lz4"},
+            bitshuffle_part(BIG, block=8 * 12),
+            "block size 96",
+        ),
+        (
+            {"type": "float64", "compression": "bitshuffle_lz4"},
+            bitshuffle_part(BIG, block=1 << 30),
+            "block size",
+        ),
+        (
+            {"type": "float64", "compression": "bitshuffle_lz4"},
+            bitshuffle_part(BIG, block=4096),
+            "blocks end at|data end in block|claims",
+        ),  # the blocks were made with 8192
+        (
+            {"type": "float64", "compression": "bitshuffle_lz4"},
+            bitshuffle_part(BIG, body=lambda body: with_block_length(body, 0)),
+            "block 0 claims 0",
+        ),
+        (
+            {"type": "float64", "compression": "bitshuffle_lz4"},
+            bitshuffle_part(BIG, body=lambda body: with_block_length(body, 1 << 31)),
+            "block 0 claims",
+        ),
+        (
+            {"type": "float64", "compression": "bitshuffle_lz4"},
+            bitshuffle_part(BIG, body=lambda body: body[:-100]),
+            "blocks end at|data end in block",
+        ),
+        (
+            {"type": "float64", "compression": "bitshuffle_lz4"},
+            bitshuffle_part(BIG, body=lambda body: body + b"\0"),
+            "blocks end at",
+        ),
+        (
+            {"type": "float64", "compression": "bitshuffle_lz4"},
+            bitshuffle_part(BIG, body=lambda body: body[:4] + b"\xff" * 100 + body[104:]),
+            "corrupt bitshuffle_lz4",
+        ),
+        (
+            {"type": "float64", "compression": "bitshuffle_lz4"},
+            bitshuffle_part(BIG[:3], body=lambda b: b[:-1]),
+            "23 bytes of data where the header's shape needs 24",
+        ),
+        ({"type": "float64", "compression": "lz4"}, b"\0\0\0", "shorter than its 4-byte size"),
+        (
+            {"type": "float64", "compression": "lz4"},
+            bytes(compress(BIG, "lz4"))[:-9],
+            "corrupt lz4",
+        ),
+        (
+            {"type": "float64", "compression": "lz4"},
+            struct.pack("<I", 8 * 5004) + bytes(compress(BIG, "lz4"))[4:],
+            "decompress to 40024 bytes, the size field says 40032",
+        ),
+    ],
+)
 def test_a_bad_channel_decodes_as_none_with_the_reason(entry, part, error):
-    parts = message(channels=[{"name": "bad", **entry}, {"name": "b", "type": "float64", "shape": [3]}],
-                    parts={2: part})
+    parts = message(
+        channels=[{"name": "bad", **entry}, {"name": "b", "type": "float64", "shape": [3]}],
+        parts={2: part},
+    )
     decoder = Decoder()
     got = decoder.decode(parts)
     assert got.data["bad"] is None and np.array_equal(got.data["b"], np.ones(3))
@@ -343,8 +482,13 @@ def test_data_header_is_parsed_only_when_the_hash_changes():
     assert decoder.decode(message()).format_changed
     again = decoder.decode(message(parts={1: b"not even JSON"}))  # same hash: part 1 is not read
     assert not again.format_changed and np.array_equal(again.data["a"], np.arange(3.0))
-    changed = message(main=main_header(hash="other"), channels=[{"name": "x", "type": "int64", "shape": [3]},
-                                                                {"name": "y", "type": "int64", "shape": [3]}])
+    changed = message(
+        main=main_header(hash="other"),
+        channels=[
+            {"name": "x", "type": "int64", "shape": [3]},
+            {"name": "y", "type": "int64", "shape": [3]},
+        ],
+    )
     assert list(decoder.decode(changed).data) == ["x", "y"]
 
 

@@ -1,4 +1,4 @@
-"""shmcam.bsread against the messages captured from PSI's reference sender (shared/testdata/bsread)."""
+"""shmcam.bsread against the messages captured from PSI's reference sender (tests/data/bsread)."""
 
 from __future__ import annotations
 
@@ -13,14 +13,26 @@ from shmcam.bsread import Decoder, Encoder
 from shmcam.bsread.compression import decompress
 from shmcam.bsread.types import numpy_dtype
 
-CASES = ["scalars", "image_none", "image_bitshuffle", "image_bitshuffle_dh", "image_lz4", "odd_sizes",
-         "big_endian", "header_change", "pipeline_like", "empty_values"]
+CASES = [
+    "scalars",
+    "image_none",
+    "image_bitshuffle",
+    "image_bitshuffle_dh",
+    "image_lz4",
+    "odd_sizes",
+    "big_endian",
+    "header_change",
+    "pipeline_like",
+    "empty_values",
+]
 
 
 def load(golden_dir, case):
     """The file's JSON, and each message's parts as bytes."""
     doc = json.loads((golden_dir / f"{case}.json").read_text())
-    return doc, [[base64.b64decode(part) for part in message["parts_b64"]] for message in doc["messages"]]
+    return doc, [
+        [base64.b64decode(part) for part in message["parts_b64"]] for message in doc["messages"]
+    ]
 
 
 def dtype_of(entry):
@@ -50,21 +62,30 @@ def test_decoder_returns_the_expected_values(golden_dir, case):
         got = decoder.decode(parts)
         expected = message["expected"]
         assert got.pulse_id == expected["pulse_id"]
-        assert got.global_timestamp == (expected["global_timestamp"]["sec"], expected["global_timestamp"]["ns"])
+        assert got.global_timestamp == (
+            expected["global_timestamp"]["sec"],
+            expected["global_timestamp"]["ns"],
+        )
         assert got.format_changed is message["header_changed"]
         assert got.hash == message["main_header"]["hash"]
         assert list(got.data) == list(expected["channels"]) == list(got.timestamps)
         assert got.errors == {} and decoder.errors == 0
-        for entry, (name, want) in zip(message["data_header"]["channels"], expected["channels"].items()):
+        for entry, (name, want) in zip(
+            message["data_header"]["channels"], expected["channels"].items()
+        ):
             assert_value(got.data[name], want, entry)
-            assert got.timestamps[name] == (tuple(want["timestamp"]) if want["timestamp"] else None), name
+            assert got.timestamps[name] == (
+                tuple(want["timestamp"]) if want["timestamp"] else None
+            ), name
 
 
 def sent_values(message, parts):
     """The values the reference sender was given, rebuilt from ``expected`` and the data header."""
     values = {}
     channels = message["expected"]["channels"].items()
-    for index, (entry, (name, want)) in enumerate(zip(message["data_header"]["channels"], channels)):
+    for index, (entry, (name, want)) in enumerate(
+        zip(message["data_header"]["channels"], channels)
+    ):
         if want["value"] is None:
             if not parts[2 + 2 * index] and not parts[3 + 2 * index]:
                 values[name] = None
@@ -98,8 +119,9 @@ def assert_same_payload(ours, theirs, codec, entry):
     assert ours[:header] == theirs[:header]
     itemsize = dtype_of(entry).itemsize
     big = entry.get("encoding") == "big"
-    assert bytes(decompress(memoryview(ours), codec, itemsize, None, big)) == \
-        bytes(decompress(memoryview(theirs), codec, itemsize, None, big))
+    assert bytes(decompress(memoryview(ours), codec, itemsize, None, big)) == bytes(
+        decompress(memoryview(theirs), codec, itemsize, None, big)
+    )
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -107,17 +129,26 @@ def test_encoder_reproduces_the_captured_parts(golden_dir, case):
     doc, messages = load(golden_dir, case)
     sender = doc["sender"]
     by_metadata = sender["channels"].startswith("add_channel")
-    encoder = Encoder(sender["data_compression"], sender["data_header_compression"],
-                      channel_meta=camera_metadata(doc["messages"][0]["data_header"]) if by_metadata else None)
+    encoder = Encoder(
+        sender["data_compression"],
+        sender["data_header_compression"],
+        channel_meta=camera_metadata(doc["messages"][0]["data_header"]) if by_metadata else None,
+    )
     for number, (message, theirs) in enumerate(zip(doc["messages"], messages)):
         values = sent_values(message, theirs)
         if case == "scalars" and number == 0:
             # The reference sender types a never-seen None as float64; ours leaves it out until
             # it has seen a value. A float64 value first makes the header identical.
-            encoder.encode({name: 0.0 if value is None else value for name, value in values.items()}, 0, (0, 0))
+            encoder.encode(
+                {name: 0.0 if value is None else value for name, value in values.items()}, 0, (0, 0)
+            )
         stamp = message["expected"]["global_timestamp"]
-        ours = [bytes(part) for part in encoder.encode(values, message["expected"]["pulse_id"],
-                                                       (stamp["sec"], stamp["ns"]))]
+        ours = [
+            bytes(part)
+            for part in encoder.encode(
+                values, message["expected"]["pulse_id"], (stamp["sec"], stamp["ns"])
+            )
+        ]
         assert len(ours) == len(theirs)
         dh_codec = message["main_header"].get("dh_compression")
         if dh_codec:  # the hash covers the compressed header bytes: check it, not its value

@@ -51,7 +51,9 @@ class Net:
         for thing in reversed(self.opened):
             thing.close()
         terminated = threading.Event()
-        threading.Thread(target=lambda: (self.context.term(), terminated.set()), daemon=True).start()
+        threading.Thread(
+            target=lambda: (self.context.term(), terminated.set()), daemon=True
+        ).start()
         assert terminated.wait(5), "zmq context did not terminate: a socket was left open"
 
 
@@ -150,17 +152,26 @@ def test_a_full_push_queue_drops_whole_messages(net):
     sender = net.sender(mode="PUSH", queue_size=1, linger=0)
     client = net.client(zmq.PULL, sender.address)
     assert sender.wait_for_clients(1, timeout=5)
-    results = [sender.send({"image": MEGABYTE, "n": pulse, "s": "text"}, pulse, STAMP) for pulse in range(60)]
+    results = [
+        sender.send({"image": MEGABYTE, "n": pulse, "s": "text"}, pulse, STAMP)
+        for pulse in range(60)
+    ]
     assert sender.sent == results.count(True) > 0
     assert sender.dropped == results.count(False) > 0
     decoder = Decoder()
-    received = [decoder.decode(read(client)) for _ in range(sender.sent)]  # torn ones would not decode
+    received = [
+        decoder.decode(read(client)) for _ in range(sender.sent)
+    ]  # torn ones would not decode
     assert read(client, 0.1) is None
-    assert [message.pulse_id for message in received] == [pulse for pulse, ok in enumerate(results) if ok]
+    assert [message.pulse_id for message in received] == [
+        pulse for pulse, ok in enumerate(results) if ok
+    ]
     assert all(np.array_equal(message.data["image"], MEGABYTE) for message in received)
 
 
-@pytest.mark.parametrize("mode, client_kind", [("PUSH", zmq.PULL), ("PUB", zmq.SUB)], ids=["PUSH", "PUB"])
+@pytest.mark.parametrize(
+    "mode, client_kind", [("PUSH", zmq.PULL), ("PUB", zmq.SUB)], ids=["PUSH", "PUB"]
+)
 def test_latest_wins_gives_a_slow_client_the_newest_messages(net, mode, client_kind):
     sender = net.sender(mode=mode, latest_wins=True)
     client = net.client(client_kind, sender.address)
@@ -222,7 +233,9 @@ def test_port_zero_binds_a_free_port_and_reports_it(net):
     explicit = net.sender(LOCAL)
     any_interface = net.sender(0)
     assert explicit.address.startswith("tcp://127.0.0.1:") and not explicit.address.endswith(":0")
-    assert any_interface.address.startswith("tcp://0.0.0.0:") and not any_interface.address.endswith(":0")
+    assert any_interface.address.startswith(
+        "tcp://0.0.0.0:"
+    ) and not any_interface.address.endswith(":0")
 
 
 def test_close_stops_the_latest_wins_thread_and_is_idempotent(net):

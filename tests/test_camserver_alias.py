@@ -22,8 +22,9 @@ except ModuleNotFoundError as error:
 
 
 def run(code: str, env: dict | None = None) -> str:
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=env, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -43,7 +44,11 @@ def test_a_real_cam_server_package_wins(tmp_path):
     (tmp_path / "cam_server").mkdir()
     (tmp_path / "cam_server" / "__init__.py").write_text("REAL = True\n")
     import os
+
     env = dict(os.environ, PYTHONPATH=str(tmp_path))
-    out = run("from shmcam.camserver import alias\nalias.install()\nimport cam_server\n"
-              "print(getattr(cam_server, 'REAL', False))", env)
+    out = run(
+        "from shmcam.camserver import alias\nalias.install()\nimport cam_server\n"
+        "print(getattr(cam_server, 'REAL', False))",
+        env,
+    )
     assert out.strip() == "True"

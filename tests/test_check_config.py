@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from supervisor_harness import receive, wait_for
 
 from shmcam.supervisor.settings import Settings, from_dict
-from supervisor_harness import receive, wait_for
 
 SHIPPED = Path(__file__).resolve().parents[1] / "etc" / "shmcam"
 # Keys whose default depends on the host or is unset: the file shows an example instead.
@@ -27,8 +27,12 @@ DEFAULT_LINE = re.compile(r"# (\w+) = (.+)")
 
 
 def check_config(*args: str) -> tuple[int, list[str]]:
-    result = subprocess.run([sys.executable, "-m", "shmcam.cli.main", "check-config", *args],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "shmcam.cli.main", "check-config", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert "Traceback" not in result.stderr, result.stderr
     return result.returncode, result.stdout.splitlines()
 
@@ -54,20 +58,27 @@ def append(path: Path, line: str) -> None:
 
 def permanent_example() -> str:
     """The permanent instance shmcam.toml shows as an example (a comment)."""
-    line, = [line for line in (SHIPPED / "shmcam.toml").read_text().splitlines()
-             if line.startswith("# Example") and "permanent = " in line]
-    return line[line.index("permanent = "):]
+    (line,) = [
+        line
+        for line in (SHIPPED / "shmcam.toml").read_text().splitlines()
+        if line.startswith("# Example") and "permanent = " in line
+    ]
+    return line[line.index("permanent = ") :]
 
 
 # --- the shipped directory ------------------------------------------------------------------
 
+
 def test_shipped_directory_passes(data):
     code, out = check_config(str(SHIPPED), "--data-dir", str(data))
-    cameras, pipelines = (len(list((SHIPPED / kind).glob("*.toml")))
-                          for kind in ("cameras", "pipelines"))
+    cameras, pipelines = (
+        len(list((SHIPPED / kind).glob("*.toml"))) for kind in ("cameras", "pipelines")
+    )
     assert code == 0, out
-    assert out[-1] == f"{SHIPPED}: OK ({cameras} camera configs, {pipelines} pipeline config" \
-                      f"{'s' * (pipelines != 1)}, 0 permanent instances)"
+    assert (
+        out[-1] == f"{SHIPPED}: OK ({cameras} camera configs, {pipelines} pipeline config"
+        f"{'s' * (pipelines != 1)}, 0 permanent instances)"
+    )
     assert not [line for line in out if not line.startswith("note:")][:-1], out
 
 
@@ -81,12 +92,13 @@ def test_shipped_permanent_example_passes(etc, data):
 def test_shipped_examples_run(supervisor):
     """The simulation camera and its pipeline, kept running by the permanent example, give
     beam measurements on the pipeline's stream."""
-    (instance_id, name), = tomllib.loads(permanent_example())["permanent"].items()
+    ((instance_id, name),) = tomllib.loads(permanent_example())["permanent"].items()
     pipeline = tomllib.loads((SHIPPED / "pipelines" / f"{name}.toml").read_text())
     camera_name = pipeline["camera_name"]
     camera = tomllib.loads((SHIPPED / "cameras" / f"{camera_name}.toml").read_text())
-    sup = supervisor(cameras={camera_name: camera}, pipelines={name: pipeline},
-                     permanent={instance_id: name})
+    sup = supervisor(
+        cameras={camera_name: camera}, pipelines={name: pipeline}, permanent={instance_id: name}
+    )
 
     def running():
         info = sup.call("GET", "/api/v1/pipeline/info")["info"]["active_instances"]
@@ -114,15 +126,19 @@ def test_settings_file_documents_every_key_with_its_default():
         assert explanation.startswith("# ") and not DEFAULT_LINE.fullmatch(explanation)
         if name in EXAMPLE_ONLY:
             assert "Default:" in explanation, name
-            assert fields[name].default is None or \
-                fields[name].default_factory is not dataclasses.MISSING, name
+            assert (
+                fields[name].default is None
+                or fields[name].default_factory is not dataclasses.MISSING
+            ), name
         else:
-            assert getattr(from_dict({name: documented[name]}), name) == \
-                getattr(defaults, name), name
-    from_dict(documented)   # the examples are valid values too
+            assert getattr(from_dict({name: documented[name]}), name) == getattr(defaults, name), (
+                name
+            )
+    from_dict(documented)  # the examples are valid values too
 
 
 # --- broken directories ---------------------------------------------------------------------
+
 
 def _unknown_key(etc, data):
     append(etc / "shmcam.toml", "rest_prot = 8889")
@@ -171,29 +187,35 @@ def _pipeline_camera(etc, data):
 
 def _pipeline_rule(etc, data):
     (etc / "pipelines" / "beam.toml").write_text(
-        'camera_name = "simulation"\nimage_slices = { orientation = "diagonal" }\n')
+        'camera_name = "simulation"\nimage_slices = { orientation = "diagonal" }\n'
+    )
     return f"{etc}/pipelines/beam.toml: pipeline config: image_slices.orientation must be"
 
 
 def _function(etc, data):
     (etc / "pipelines" / "beam.toml").write_text(
-        'camera_name = "simulation"\nfunction = "my_function"\n')
-    return f"{etc}/pipelines/beam.toml: pipeline config: function 'my_function' is neither " \
-           f"built in"
+        'camera_name = "simulation"\nfunction = "my_function"\n'
+    )
+    return f"{etc}/pipelines/beam.toml: pipeline config: function 'my_function' is neither built in"
 
 
 def _background(etc, data):
     (etc / "pipelines" / "beam.toml").write_text(
         'camera_name = "simulation"\nimage_background_enable = true\n'
-        'image_background = "simulation_20240131_120000_000000"\n')
-    return f"{etc}/pipelines/beam.toml: pipeline config: image_background " \
-           f"'simulation_20240131_120000_000000' is not a stored background"
+        'image_background = "simulation_20240131_120000_000000"\n'
+    )
+    return (
+        f"{etc}/pipelines/beam.toml: pipeline config: image_background "
+        f"'simulation_20240131_120000_000000' is not a stored background"
+    )
 
 
 def _camera_background(etc, data):
     append(etc / "cameras" / "simulation.toml", 'image_background = "dark"')
-    return f"{etc}/cameras/simulation.toml: camera config: image_background 'dark' is not a " \
-           f"stored background"
+    return (
+        f"{etc}/cameras/simulation.toml: camera config: image_background 'dark' is not a "
+        f"stored background"
+    )
 
 
 def _permanent_config(etc, data):
@@ -206,9 +228,23 @@ def _permanent_id(etc, data):
     return f"{etc}/shmcam.toml: permanent 'beam.1': invalid name 'beam.1'"
 
 
-BROKEN = [_unknown_key, _bad_value, _missing_token_file, _toml_syntax, _camera_rule,
-          _bad_file_name, _reserved_camera_name, _stray_file, _pipeline_camera, _pipeline_rule, _function, _background,
-          _camera_background, _permanent_config, _permanent_id]
+BROKEN = [
+    _unknown_key,
+    _bad_value,
+    _missing_token_file,
+    _toml_syntax,
+    _camera_rule,
+    _bad_file_name,
+    _reserved_camera_name,
+    _stray_file,
+    _pipeline_camera,
+    _pipeline_rule,
+    _function,
+    _background,
+    _camera_background,
+    _permanent_config,
+    _permanent_id,
+]
 
 
 @pytest.mark.parametrize("break_it", BROKEN, ids=[f.__name__[1:] for f in BROKEN])
@@ -221,8 +257,9 @@ def test_a_broken_directory_fails_naming_file_and_key(etc, data, break_it):
 
 
 def test_every_problem_is_reported_not_just_the_first(etc, data):
-    expected = [fault(etc, data) for fault in (_unknown_key, _toml_syntax, _function,
-                                               _camera_background)]
+    expected = [
+        fault(etc, data) for fault in (_unknown_key, _toml_syntax, _function, _camera_background)
+    ]
     code, out = check_config(str(etc), "--data-dir", str(data))
     assert code == 1
     for line in expected:
@@ -234,14 +271,16 @@ def test_uploaded_function_background_and_saved_camera_satisfy_references(etc, d
     """What configs name may live in the data directory: scripts, backgrounds and cameras
     saved through REST."""
     (data / "scripts").mkdir()
-    (data / "scripts" / "my_function.py").write_text("def process_image(image, *args):\n"
-                                                     "    return {}\n")
+    (data / "scripts" / "my_function.py").write_text(
+        "def process_image(image, *args):\n    return {}\n"
+    )
     (data / "backgrounds").mkdir()
     np.save(data / "backgrounds" / "dark.npy", np.zeros((4, 4)))
     (data / "cameras").mkdir()
     (data / "cameras" / "saved_cam.json").write_text('{"source_type": "simulation"}\n')
     (etc / "pipelines" / "beam.toml").write_text(
-        'camera_name = "saved_cam"\nfunction = "my_function"\nimage_background = "dark"\n')
+        'camera_name = "saved_cam"\nfunction = "my_function"\nimage_background = "dark"\n'
+    )
     append(etc / "shmcam.toml", 'permanent = { beam = "beam" }')
     code, out = check_config(str(etc), "--data-dir", str(data))
     assert code == 0, out
@@ -254,21 +293,29 @@ def test_without_a_data_directory_its_checks_are_skipped_and_said_so(etc, tmp_pa
     _function(etc, None)
     code, out = check_config(str(etc))
     assert code == 0, out
-    assert f"note: no data directory {missing}: backgrounds and uploaded functions were not " \
-           f"checked" in out
+    assert (
+        f"note: no data directory {missing}: backgrounds and uploaded functions were not "
+        f"checked" in out
+    )
 
 
 def test_missing_directories_fail(tmp_path, etc):
     code, out = check_config(str(tmp_path / "nowhere"))
-    assert (code, out) == (1, [f"{tmp_path}/nowhere: no such directory",
-                               f"{tmp_path}/nowhere: 1 problem"])
+    assert (code, out) == (
+        1,
+        [f"{tmp_path}/nowhere: no such directory", f"{tmp_path}/nowhere: 1 problem"],
+    )
     code, out = check_config(str(etc), "--data-dir", str(tmp_path / "nodata"))
     assert code == 1
     assert f"--data-dir {tmp_path}/nodata: no such directory" in out
 
 
 def test_help_describes_the_command():
-    result = subprocess.run([sys.executable, "-m", "shmcam.cli.main", "check-config", "--help"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "shmcam.cli.main", "check-config", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0
     assert "usage: shmcam check-config" in result.stdout and "--data-dir" in result.stdout

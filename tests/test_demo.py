@@ -9,8 +9,12 @@ import sys
 
 
 def shmcam(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "shmcam.cli.main", *args],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "shmcam.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def demo_segments() -> set[str]:
@@ -34,8 +38,9 @@ def test_demo_runs_supervisor_camera_and_pipeline_and_cleans_up():
 
 
 def test_ring_demo_prints_live_rates_and_leaves_nothing_behind():
-    out = shmcam("ring-demo", "--size", "320x240", "--rate", "50", "--readers", "2",
-                 "--seconds", "3")
+    out = shmcam(
+        "ring-demo", "--size", "320x240", "--rate", "50", "--readers", "2", "--seconds", "3"
+    )
     assert out.returncode == 0, out.stderr
     lines = [line for line in out.stdout.splitlines() if line.startswith("camera")]
     assert lines, out.stdout

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from supervisor_harness import SIM_CAMERA
 
 from shmcam.bsread import Receiver
 from shmcam.workers.inputs import detach
 from shmcam.workers.pipeline import Gate, select
-from supervisor_harness import SIM_CAMERA
 
 
 def admitted(config, pulse_ids):
@@ -24,7 +24,7 @@ def test_gate_rules():
     assert admitted({"downsampling": 5}, ids) == [104, 109, 114, 119]
     assert admitted({"pid_range": [110, None]}, ids) == ids[10:]
     assert admitted({"enforce_pid": True}, [5, 6, 6, 4, 7]) == [5, 6, 7]
-    assert admitted({"max_frame_rate": 1e-3}, ids) == [100]   # one frame per 1000 s
+    assert admitted({"max_frame_rate": 1e-3}, ids) == [100]  # one frame per 1000 s
     gate = Gate({"records": 3, "pid_range": [None, 150]})
     assert gate.finished(120, 2) is None
     assert gate.finished(120, 3) == "3 records sent"
@@ -40,7 +40,7 @@ def test_select_and_detach():
     safe = detach(dict(result), ring_slot)
     assert not np.may_share_memory(safe["image"], ring_slot)
     assert not np.may_share_memory(safe["row"], ring_slot)
-    assert safe["own"] is result["own"]            # the function's own arrays are not copied
+    assert safe["own"] is result["own"]  # the function's own arrays are not copied
     assert np.array_equal(safe["image"], ring_slot)
 
 
@@ -55,19 +55,29 @@ def rate(stream, seconds=1.5):
 
 
 def test_live_config_updates_change_the_stream(supervisor):
-    sup = supervisor(cameras={"sim": SIM_CAMERA})           # 50 Hz
-    stream = sup.call("POST", "/api/v1/pipeline", params={"instance_id": "live"},
-                      json={"camera_name": "sim", "no_client_timeout": 0})["stream"]
+    sup = supervisor(cameras={"sim": SIM_CAMERA})  # 50 Hz
+    stream = sup.call(
+        "POST",
+        "/api/v1/pipeline",
+        params={"instance_id": "live"},
+        json={"camera_name": "sim", "no_client_timeout": 0},
+    )["stream"]
     assert rate(stream) > 35
     sup.call("POST", "/api/v1/pipeline/instance/live/config", json={"downsampling": 5})
     assert 5 <= rate(stream) <= 15
-    sup.call("POST", "/api/v1/pipeline/instance/live/config",
-             json={"downsampling": 1, "max_frame_rate": 4})
+    sup.call(
+        "POST",
+        "/api/v1/pipeline/instance/live/config",
+        json={"downsampling": 1, "max_frame_rate": 4},
+    )
     assert 2 <= rate(stream) <= 6
     sup.call("POST", "/api/v1/pipeline/instance/live/config", json={"pause": True})
     with Receiver(stream, timeout=1.0) as receiver:
-        receiver.receive(timeout=0.5)                       # one may still be under way
+        receiver.receive(timeout=0.5)  # one may still be under way
         assert receiver.receive(timeout=1.0) is None
-    sup.call("POST", "/api/v1/pipeline/instance/live/config",
-             json={"pause": False, "max_frame_rate": None})
+    sup.call(
+        "POST",
+        "/api/v1/pipeline/instance/live/config",
+        json={"pause": False, "max_frame_rate": None},
+    )
     assert rate(stream) > 35

@@ -8,9 +8,9 @@ import time
 
 import numpy as np
 import pytest
+from supervisor_harness import SIM_CAMERA, free_port_block, receive, wait_for
 
 from shmcam.bsread import BsreadError, Encoder, Receiver, Sender
-from supervisor_harness import SIM_CAMERA, free_port_block, receive, wait_for
 
 DOUBLE = b"""
 def process(data, pulse_id, timestamp, parameters):
@@ -34,11 +34,15 @@ def create(sup, config: dict, expect: int = 200, **params) -> dict:
 
 def test_stream_pipeline_reads_an_upstream_pipeline(supervisor):
     """A cascade: a stream pipeline fed by a saved processing pipeline it starts itself."""
-    sup = supervisor(cameras={"sim": SIM_CAMERA},
-                     pipelines={"beam": {"camera_name": "sim", "exclude": ["image"]}})
+    sup = supervisor(
+        cameras={"sim": SIM_CAMERA},
+        pipelines={"beam": {"camera_name": "sim", "exclude": ["image"]}},
+    )
     upload(sup, "double.py", DOUBLE)
-    answer = create(sup, {"pipeline_type": "stream", "input_pipeline": "beam",
-                          "function": "double", "factor": 2})
+    answer = create(
+        sup,
+        {"pipeline_type": "stream", "input_pipeline": "beam", "function": "double", "factor": 2},
+    )
     upstream = sup.call("GET", "/api/v1/pipeline/instance/beam/info")["info"]
     assert upstream["is_stream_active"]
     messages = receive(answer["stream"], count=5)
@@ -54,34 +58,61 @@ def test_processing_pipeline_on_the_camera_stream(supervisor):
     stream's axes and the other channels handed over as bsdata."""
     sup = supervisor(cameras={"sim": SIM_CAMERA})
     camera_stream = sup.call("GET", "/api/v1/cam/sim")["stream"]
-    answer = create(sup, {"input_stream": camera_stream, "image_region_of_interest":
-                          [10, 100, 20, 50]})
+    answer = create(
+        sup, {"input_stream": camera_stream, "image_region_of_interest": [10, 100, 20, 50]}
+    )
     message = receive(answer["stream"])[0]
     assert message.data["image"].shape == (50, 100)
     assert message.data["x_axis"].shape == (100,) and message.data["y_axis"].shape == (50,)
     assert message.data["intensity"] > 0
-    stats = wait_for(lambda: (i := sup.call(
-        "GET", f"/api/v1/pipeline/instance/{answer['instance_id']}/info")["info"]["statistics"])
-        ["frame_shape"] and i, what="statistics")
+    stats = wait_for(
+        lambda: (
+            (
+                i := sup.call("GET", f"/api/v1/pipeline/instance/{answer['instance_id']}/info")[
+                    "info"
+                ]["statistics"]
+            )["frame_shape"]
+            and i
+        ),
+        what="statistics",
+    )
     assert stats["frame_shape"] == [SIM_CAMERA["size_y"], SIM_CAMERA["size_x"]]
     assert stats["header_changes"] == 1 and stats["errors"] == 0
-    camera = wait_for(lambda: (c := sup.call("GET", "/api/v1/cam/info")["info"][
-        "active_instances"]["sim"]["statistics"])["header_changes"] and c,
-        what="the camera's statistics")
+    camera = wait_for(
+        lambda: (
+            (
+                c := sup.call("GET", "/api/v1/cam/info")["info"]["active_instances"]["sim"][
+                    "statistics"
+                ]
+            )["header_changes"]
+            and c
+        ),
+        what="the camera's statistics",
+    )
     assert camera["header_changes"] == 1 and camera["frame_shape"] == stats["frame_shape"]
 
 
 def test_second_stream_is_merged_by_pulse_id(supervisor):
     sup = supervisor(cameras={"sim": SIM_CAMERA})
-    upload(sup, "both.py", b"""
+    upload(
+        sup,
+        "both.py",
+        b"""
 def process(data, pulse_id, timestamp, parameters):
     return {"a": data["a"], "b": data["b"], "sum": data["a"] + data["b"]}
-""")
+""",
+    )
     port = free_port_block(2)
     with Sender(port, queue_size=1000) as first, Sender(port + 1, queue_size=1000) as second:
-        answer = create(sup, {"pipeline_type": "stream", "function": "both",
-                              "input_stream": f"tcp://127.0.0.1:{port}",
-                              "input_stream2": f"tcp://127.0.0.1:{port + 1}"})
+        answer = create(
+            sup,
+            {
+                "pipeline_type": "stream",
+                "function": "both",
+                "input_stream": f"tcp://127.0.0.1:{port}",
+                "input_stream2": f"tcp://127.0.0.1:{port + 1}",
+            },
+        )
         assert first.wait_for_clients(1, 10) and second.wait_for_clients(1, 10)
         with Receiver(answer["stream"], timeout=5) as client:
             # probes (ids below the real ones) until one comes through the pipeline: then
@@ -93,13 +124,13 @@ def process(data, pulse_id, timestamp, parameters):
                     break
             for pulse_id in range(1000, 1060):
                 first.send({"a": pulse_id}, pulse_id, (1, 0))
-                if pulse_id % 3 == 0:       # the second stream has every third id only
+                if pulse_id % 3 == 0:  # the second stream has every third id only
                     second.send({"b": -2 * pulse_id}, pulse_id, (1, 0))
                 time.sleep(0.002)
             got = []
             while (message := client.receive(timeout=2)) is not None:
                 got.append(message)
-    got = [m for m in got if m.pulse_id >= 1000]      # late probes may still come first
+    got = [m for m in got if m.pulse_id >= 1000]  # late probes may still come first
     ids = [m.pulse_id for m in got]
     assert ids == [p for p in range(1000, 1060) if p % 3 == 0]
     assert all(m.data["a"] == m.pulse_id and m.data["sum"] == -m.pulse_id for m in got)
@@ -108,9 +139,18 @@ def process(data, pulse_id, timestamp, parameters):
 def test_custom_pipeline_generates_at_its_rate_and_ends_after_records(supervisor):
     sup = supervisor(cameras={"sim": SIM_CAMERA})
     upload(sup, "counter.py", COUNTER)
-    answer = create(sup, {"pipeline_type": "custom", "function": "counter", "start": 7,
-                          "label": "x", "max_frame_rate": 20, "records": 30,
-                          "no_client_timeout": 0})
+    answer = create(
+        sup,
+        {
+            "pipeline_type": "custom",
+            "function": "counter",
+            "start": 7,
+            "label": "x",
+            "max_frame_rate": 20,
+            "records": 30,
+            "no_client_timeout": 0,
+        },
+    )
     instance = answer["instance_id"]
     with Receiver(answer["stream"], timeout=5) as client:
         messages = [client.receive() for _ in range(3)]
@@ -118,43 +158,75 @@ def test_custom_pipeline_generates_at_its_rate_and_ends_after_records(supervisor
     assert values == list(range(values[0], values[0] + 3)) and values[0] >= 7
     assert all(m.data["label"] == "x" for m in messages)
     gaps = np.diff([m.pulse_id for m in messages])
-    assert (gaps >= 4).all(), gaps      # 20 Hz on a 100 Hz pulse-id clock
-    done = wait_for(lambda: (r := sup.call(
-        "GET", f"/api/v1/pipeline/instance/{instance}/exitcode"))["exitcode"] is not None and r,
-        what="the custom pipeline to end")
+    assert (gaps >= 4).all(), gaps  # 20 Hz on a 100 Hz pulse-id clock
+    done = wait_for(
+        lambda: (
+            (r := sup.call("GET", f"/api/v1/pipeline/instance/{instance}/exitcode"))["exitcode"]
+            is not None
+            and r
+        ),
+        what="the custom pipeline to end",
+    )
     assert done["exitcode"] == 0 and done["finished"] == "30 records sent"
 
 
 def test_custom_generator_that_ends_finishes_the_instance(supervisor):
     sup = supervisor(cameras={"sim": SIM_CAMERA})
-    upload(sup, "three.py", b"def generate(parameters):\n    yield from ({'n': i} for i in range(3))\n")
-    answer = create(sup, {"pipeline_type": "custom", "function": "three", "max_frame_rate": 50,
-                          "no_client_timeout": 0})
-    done = wait_for(lambda: (r := sup.call(
-        "GET", f"/api/v1/pipeline/instance/{answer['instance_id']}/exitcode"))["exitcode"]
-        is not None and r, what="the generator to end")
+    upload(
+        sup, "three.py", b"def generate(parameters):\n    yield from ({'n': i} for i in range(3))\n"
+    )
+    answer = create(
+        sup,
+        {
+            "pipeline_type": "custom",
+            "function": "three",
+            "max_frame_rate": 50,
+            "no_client_timeout": 0,
+        },
+    )
+    done = wait_for(
+        lambda: (
+            (r := sup.call("GET", f"/api/v1/pipeline/instance/{answer['instance_id']}/exitcode"))[
+                "exitcode"
+            ]
+            is not None
+            and r
+        ),
+        what="the generator to end",
+    )
     assert done["exitcode"] == 0 and done["finished"] == "the generator ended"
 
 
-@pytest.mark.parametrize("config, message", [
-    ({"pipeline_type": "custom"}, "custom pipeline needs a function"),
-    ({"pipeline_type": "stream", "function": "standard", "camera_name": "sim"},
-     "is an image function"),
-    ({"input_stream": "localhost:9000"}, "input_stream must be a stream address"),
-    ({"input_stream2": "tcp://h:1", "camera_name": "sim"}, "input_stream2 is merged"),
-    ({"input_pipeline": "../up"}, "input_pipeline must be a pipeline name"),
-    ({"input_pipeline": "up", "input_stream": "tcp://h:1"}, "not both"),
-    ({"pipeline_type": "fanout", "camera_name": "sim"}, "not supported yet"),
-    ({"input_mode": "PUSH", "camera_name": "sim"}, "input_mode must be one of SUB, PULL"),
-    ({"create_header": "sometimes", "camera_name": "sim"}, "create_header must be one of"),
-    ({"pipeline_type": "stream"}, "camera_name is required"),
-    ({"pipeline_type": "store", "camera_name": "sim", "output_file": "../up.h5"},
-     "output_file"),
-    ({"pipeline_type": "store", "camera_name": "sim", "min_free_mb": -1},
-     "min_free_mb must be"),
-    ({"pipeline_type": "store", "input_stream": "tcp://h:1", "input_stream2": "tcp://h:2"},
-     "input_stream2 is not supported"),
-])
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"pipeline_type": "custom"}, "custom pipeline needs a function"),
+        (
+            {"pipeline_type": "stream", "function": "standard", "camera_name": "sim"},
+            "is an image function",
+        ),
+        ({"input_stream": "localhost:9000"}, "input_stream must be a stream address"),
+        ({"input_stream2": "tcp://h:1", "camera_name": "sim"}, "input_stream2 is merged"),
+        ({"input_pipeline": "../up"}, "input_pipeline must be a pipeline name"),
+        ({"input_pipeline": "up", "input_stream": "tcp://h:1"}, "not both"),
+        ({"pipeline_type": "fanout", "camera_name": "sim"}, "not supported yet"),
+        ({"input_mode": "PUSH", "camera_name": "sim"}, "input_mode must be one of SUB, PULL"),
+        ({"create_header": "sometimes", "camera_name": "sim"}, "create_header must be one of"),
+        ({"pipeline_type": "stream"}, "camera_name is required"),
+        (
+            {"pipeline_type": "store", "camera_name": "sim", "output_file": "../up.h5"},
+            "output_file",
+        ),
+        (
+            {"pipeline_type": "store", "camera_name": "sim", "min_free_mb": -1},
+            "min_free_mb must be",
+        ),
+        (
+            {"pipeline_type": "store", "input_stream": "tcp://h:1", "input_stream2": "tcp://h:2"},
+            "input_stream2 is not supported",
+        ),
+    ],
+)
 def test_bad_input_configs_are_400(supervisor, config, message):
     sup = supervisor(cameras={"sim": SIM_CAMERA})
     answer = create(sup, config, expect=400)
@@ -167,8 +239,12 @@ def test_cascade_to_itself_and_input_changes_are_refused(supervisor):
     answer = create(sup, {"input_pipeline": "me"}, expect=400, instance_id="me")
     assert "is the instance itself" in answer["status"]
     running = create(sup, {"camera_name": "sim"})["instance_id"]
-    answer = sup.call("POST", f"/api/v1/pipeline/instance/{running}/config",
-                      json={"input_stream": "tcp://127.0.0.1:1"}, expect=400)
+    answer = sup.call(
+        "POST",
+        f"/api/v1/pipeline/instance/{running}/config",
+        json={"input_stream": "tcp://127.0.0.1:1"},
+        expect=400,
+    )
     assert "input_stream cannot change on a running instance" in answer["status"]
 
 
@@ -179,7 +255,7 @@ def test_create_header_policies():
         once.encode({"a": 1, "b": 2.0}, 2, (0, 0))
     on_change, always = Encoder(), Encoder(create_header="always")
     first = on_change.encode({"a": 1}, 1, (0, 0))[1]
-    assert on_change.encode({"a": 2}, 2, (0, 0))[1] is first        # header kept
+    assert on_change.encode({"a": 2}, 2, (0, 0))[1] is first  # header kept
     assert always.encode({"a": 2}, 2, (0, 0))[1] == first
     assert always.encode({"a": 3}, 3, (0, 0))[1] is not always.encode({"a": 3}, 4, (0, 0))[1]
     with pytest.raises(ValueError, match="create_header must be one of"):
@@ -190,14 +266,23 @@ def test_collected_background_is_subtracted_by_a_pipeline(supervisor):
     """background collect -> an id that image_background takes: pixel for pixel, the image is
     the camera's minus the background rounded once, clipped at 0."""
     sup = supervisor(cameras={"sim": SIM_CAMERA})
-    background_id = sup.call("POST", "/api/v1/pipeline/camera/sim/background",
-                             params={"n_images": 5})["background_id"]
+    background_id = sup.call(
+        "POST", "/api/v1/pipeline/camera/sim/background", params={"n_images": 5}
+    )["background_id"]
     stored = sup.call("GET", f"/api/v1/pipeline/background/{background_id}/image_bytes")
-    background = np.frombuffer(base64.b64decode(stored["image"]["bytes"]),
-                               stored["image"]["dtype"]).reshape(stored["image"]["shape"])
+    background = np.frombuffer(
+        base64.b64decode(stored["image"]["bytes"]), stored["image"]["dtype"]
+    ).reshape(stored["image"]["shape"])
     plain = create(sup, {"camera_name": "sim", "no_client_timeout": 0})
-    subtracted = create(sup, {"camera_name": "sim", "image_background_enable": True,
-                              "image_background": background_id, "no_client_timeout": 0})
+    subtracted = create(
+        sup,
+        {
+            "camera_name": "sim",
+            "image_background_enable": True,
+            "image_background": background_id,
+            "no_client_timeout": 0,
+        },
+    )
     with Receiver(plain["stream"], timeout=5) as a, Receiver(subtracted["stream"], timeout=5) as b:
         raw = {m.pulse_id: m for m in (a.receive() for _ in range(20))}
         done = [m for m in (b.receive() for _ in range(20)) if m.pulse_id in raw]
@@ -212,9 +297,14 @@ def test_collected_background_is_subtracted_by_a_pipeline(supervisor):
 
 def test_stop_iteration_in_a_stream_function_is_an_error_not_the_end(supervisor):
     """Only a custom pipeline's exhausted generator ends an instance."""
-    sup = supervisor(cameras={"sim": SIM_CAMERA},
-                     pipelines={"beam": {"camera_name": "sim", "exclude": ["image"]}})
-    upload(sup, "odd.py", b"""
+    sup = supervisor(
+        cameras={"sim": SIM_CAMERA},
+        pipelines={"beam": {"camera_name": "sim", "exclude": ["image"]}},
+    )
+    upload(
+        sup,
+        "odd.py",
+        b"""
 calls = 0
 
 def process(data, pulse_id, timestamp, parameters):
@@ -223,9 +313,9 @@ def process(data, pulse_id, timestamp, parameters):
     if calls % 3 == 0:
         raise StopIteration("not a generator")
     return {"intensity": data["intensity"]}
-""")
-    answer = create(sup, {"pipeline_type": "stream", "input_pipeline": "beam",
-                          "function": "odd"})
+""",
+    )
+    answer = create(sup, {"pipeline_type": "stream", "input_pipeline": "beam", "function": "odd"})
     messages = receive(answer["stream"], count=12)
     failed = [m for m in messages if "processing_error" in m.data["processing_parameters"]]
     assert failed and all("StopIteration" in m.data["processing_parameters"] for m in failed)

@@ -1,4 +1,4 @@
-"""The profile measures of spec/processing.md on hand-made profiles, with values worked out by
+"""The profile measures of docs/spec/processing.md on hand-made profiles, with values worked out by
 hand from the spec's definitions; the Gaussian fit against analytic Gaussians."""
 
 from __future__ import annotations
@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 
 from shmcam.processing.fit import exp_negative, gauss_curve, gauss_fit, line_fit
-from shmcam.processing.profile import (axis_index, center_and_rms, full_width,
-                                       good_region_bounds, slice_bounds)
+from shmcam.processing.profile import (
+    axis_index,
+    center_and_rms,
+    full_width,
+    good_region_bounds,
+    slice_bounds,
+)
 
 
 def f64(*values):
@@ -18,11 +23,11 @@ def f64(*values):
 
 
 def gaussian(axis, offset, amplitude, mean, sigma):
-    return offset + amplitude * np.exp(-(axis - mean) ** 2 / (2 * sigma ** 2))
+    return offset + amplitude * np.exp(-((axis - mean) ** 2) / (2 * sigma**2))
 
 
 STEP = np.arange(7.0)
-PEAK = f64(0, 1, 3, 5, 3, 1, 0)      # min 0, max 5: half maximum 2.5
+PEAK = f64(0, 1, 3, 5, 3, 1, 0)  # min 0, max 5: half maximum 2.5
 
 
 def test_full_width_interpolates_both_crossings():
@@ -71,7 +76,7 @@ def test_good_region_bounds_extend_and_truncate():
     # the walk down stops at index 1: p[0] is never looked at, start stays at the maximum
     # (2); end 4; ext = 2*1.8 - 2 = 1.6: start 1.2 -> 1, end 4.8 clipped to 4
     assert good_region_bounds(f64(0, 5, 10, 5, 0), 0.3, 1.8) == (1, 4)
-    assert good_region_bounds(f64(4, 4, 4), 0.3, 1.8) == (0, 0)     # flat: empty
+    assert good_region_bounds(f64(4, 4, 4), 0.3, 1.8) == (0, 0)  # flat: empty
 
 
 def test_axis_index():
@@ -86,25 +91,25 @@ def test_slice_bounds():
     # then pairs 4 wide while they fit and fewer than 5 bands exist
     bounds, half = slice_bounds(axis, 50.0, 10.0, 5, 2.0)
     assert list(bounds) == [40, 44, 48, 52, 56, 60] and half == 2
-    bounds, _ = slice_bounds(axis, 5.0, 10.0, 5, 2.0)   # the first pair would start at -1
+    bounds, _ = slice_bounds(axis, 5.0, 10.0, 5, 2.0)  # the first pair would start at -1
     assert list(bounds) == [3, 7]
-    bounds, _ = slice_bounds(axis, 1.0, 10.0, 5, 2.0)   # the middle band does not fit
+    bounds, _ = slice_bounds(axis, 1.0, 10.0, 5, 2.0)  # the middle band does not fit
     assert list(bounds) == []
-    bounds, half = slice_bounds(axis, 50.0, 0.1, 3, 2.0)   # less than a pixel: half 1
+    bounds, half = slice_bounds(axis, 50.0, 0.1, 3, 2.0)  # less than a pixel: half 1
     assert list(bounds) == [47, 49, 51, 53] and half == 1
     # descending, one band 2*2/1 wide: centre 50 is index 49, 50 + 4/2 is index 47
     bounds, half = slice_bounds(99 - axis, 50.0, 2.0, 1, 2.0)
     assert list(bounds) == [47, 51] and half == 2
 
 
-@pytest.mark.parametrize("axis", [np.linspace(-3, 5, 161), np.linspace(5, -3, 161)],
-                         ids=["ascending", "descending"])
+@pytest.mark.parametrize(
+    "axis", [np.linspace(-3, 5, 161), np.linspace(5, -3, 161)], ids=["ascending", "descending"]
+)
 def test_gauss_fit_recovers_an_analytic_gaussian(axis):
     profile = gaussian(axis, 12.0, 300.0, 0.7, 0.45)
     offset, amplitude, mean, sigma, converged = gauss_fit(profile, axis)
     assert converged
-    assert (offset, amplitude, mean, sigma) == pytest.approx((12.0, 300.0, 0.7, 0.45),
-                                                              rel=1e-9)
+    assert (offset, amplitude, mean, sigma) == pytest.approx((12.0, 300.0, 0.7, 0.45), rel=1e-9)
     assert np.allclose(gauss_curve(axis, offset, amplitude, mean, sigma), profile)
 
 

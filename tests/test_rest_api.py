@@ -1,4 +1,4 @@
-"""The REST API (spec/rest-api.md) as a client sees it: a real supervisor, real instances,
+"""The REST API (docs/spec/rest-api.md) as a client sees it: a real supervisor, real instances,
 real bsread streams. Every endpoint's success and error paths; an error must change nothing."""
 
 from __future__ import annotations
@@ -12,22 +12,21 @@ import pickle
 import re
 import shlex
 import struct
-import time
 import uuid
 import zlib
 from datetime import datetime
 
 import numpy as np
 import requests
+from supervisor_harness import SIM_CAMERA, receive, wait_for
 
 import shmcam
 from shmcam.bsread import Receiver
 from shmcam.sources.simulation import beam_frames
-from supervisor_harness import SIM_CAMERA, receive, wait_for
 
-CAM = {**SIM_CAMERA, "no_client_timeout": 0}      # never stopped for idleness mid-test
+CAM = {**SIM_CAMERA, "no_client_timeout": 0}  # never stopped for idleness mid-test
 PIPE = {"camera_name": "sim", "no_client_timeout": 0}
-FRAMES = beam_frames(320, 240, "uint16", count=16)   # what the simulation camera sends
+FRAMES = beam_frames(320, 240, "uint16", count=16)  # what the simulation camera sends
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 C_FUNCTION = b"""PyObject *process_image(PyArrayObject *image, uint64_t pulse_id, double timestamp,
                         PyArrayObject *x_axis, PyArrayObject *y_axis,
@@ -35,20 +34,19 @@ C_FUNCTION = b"""PyObject *process_image(PyArrayObject *image, uint64_t pulse_id
 {
     return PyDict_New();
 }
-"""     # a C user function must compile to be stored (docs/user-functions.md)
-LOGGING_SCRIPT = b'''import logging
+"""  # a C user function must compile to be stored (docs/user-functions.md)
+LOGGING_SCRIPT = b"""import logging
 from shmcam.processing.minimal import process_image
 logging.getLogger("user").warning("user script loaded")
-'''
+"""
 
 
 # --- helpers -----------------------------------------------------------------------------------
 
+
 def get(sup, path, **kwargs) -> requests.Response:
     """A raw GET, for answers that are not JSON (PNG, text)."""
     return requests.get(sup.url + path, timeout=60, **kwargs)
-
-
 
 
 def receive_nothing(stream, timeout=0.5) -> bool:
@@ -79,8 +77,8 @@ def png_pixels(data: bytes) -> np.ndarray:
     width, height, depth, color_type = struct.unpack(">IIBB", data[16:26])
     assert depth == 8 and color_type in (0, 2)
     idat = data.index(b"IDAT")
-    length = struct.unpack(">I", data[idat - 4:idat])[0]
-    rows = np.frombuffer(zlib.decompress(data[idat + 4:idat + 4 + length]), np.uint8)
+    length = struct.unpack(">I", data[idat - 4 : idat])[0]
+    rows = np.frombuffer(zlib.decompress(data[idat + 4 : idat + 4 + length]), np.uint8)
     rows = rows.reshape(height, -1)
     assert not rows[:, 0].any()
     shape = (height, width) if color_type == 0 else (height, width, 3)
@@ -138,14 +136,14 @@ def channels_after_update(stream: str, expected: set, tries: int = 50) -> list[s
 
 # --- common surface ----------------------------------------------------------------------------
 
+
 def test_unknown_routes_methods_and_names_answer_error_envelopes(supervisor):
     sup = supervisor(cameras={"sim": CAM})
     missing = sup.call("GET", "/api/v1/nothing/here", expect=404)
     assert "/api/v1/nothing/here" in missing["status"]
     assert "Not Found" in sup.call("GET", "/api/v1/cam/sim/config/extra", expect=404)["status"]
     assert "Method Not Allowed" in sup.call("PATCH", "/api/v1/cam", expect=405)["status"]
-    assert "Method Not Allowed" in sup.call("PUT", "/api/v1/cam/sim/config",
-                                            expect=405)["status"]
+    assert "Method Not Allowed" in sup.call("PUT", "/api/v1/cam/sim/config", expect=405)["status"]
     assert "Method Not Allowed" in sup.call("DELETE", "/api/v1/logs", expect=405)["status"]
     assert sup.call("GET", "/api/v1/cam/version")["version"] == shmcam.__version__
     assert sup.call("GET", "/api/v1/pipeline/version")["version"] == shmcam.__version__
@@ -162,17 +160,25 @@ def test_unknown_routes_methods_and_names_answer_error_envelopes(supervisor):
 
 
 def test_camera_lists_aliases_and_groups_follow_the_configs(supervisor):
-    sup = supervisor(cameras={
-        "sim": {**CAM, "alias": ["front", "screen1"], "group": "linac"},
-        "b": {**CAM, "alias": "back", "group": "linac"},
-        "c": {**CAM, "group": "injector"},
-        "d": CAM})
+    sup = supervisor(
+        cameras={
+            "sim": {**CAM, "alias": ["front", "screen1"], "group": "linac"},
+            "b": {**CAM, "alias": "back", "group": "linac"},
+            "c": {**CAM, "group": "injector"},
+            "d": CAM,
+        }
+    )
     assert sup.call("GET", "/api/v1/cam")["cameras"] == ["b", "c", "d", "sim"]
     assert sup.call("GET", "/api/v1/pipeline/camera")["cameras"] == ["b", "c", "d", "sim"]
     assert sup.call("GET", "/api/v1/cam/aliases")["aliases"] == {
-        "front": "sim", "screen1": "sim", "back": "b"}
+        "front": "sim",
+        "screen1": "sim",
+        "back": "b",
+    }
     assert sup.call("GET", "/api/v1/cam/groups")["groups"] == {
-        "linac": ["b", "sim"], "injector": ["c"]}
+        "linac": ["b", "sim"],
+        "injector": ["c"],
+    }
     info = sup.call("GET", "/api/v1/cam/info")["info"]
     assert info["version"] == shmcam.__version__ and info["active_instances"] == {}
     assert {"cpu", "memory", "tx", "rx"} <= info.keys()
@@ -180,8 +186,7 @@ def test_camera_lists_aliases_and_groups_follow_the_configs(supervisor):
     assert "deleted" in sup.call("DELETE", "/api/v1/cam/sim/config")["status"]
     assert sup.call("GET", "/api/v1/cam")["cameras"] == ["b", "c", "d"]
     assert sup.call("GET", "/api/v1/cam/aliases")["aliases"] == {"back": "b"}
-    assert sup.call("GET", "/api/v1/cam/groups")["groups"] == {
-        "linac": ["b"], "injector": ["c"]}
+    assert sup.call("GET", "/api/v1/cam/groups")["groups"] == {"linac": ["b"], "injector": ["c"]}
     assert "'sim'" in sup.call("GET", "/api/v1/cam/sim/config", expect=404)["status"]
     assert "'sim'" in sup.call("DELETE", "/api/v1/cam/sim/config", expect=404)["status"]
     assert not (sup.data_dir / "cameras" / "sim.json").exists()
@@ -190,10 +195,10 @@ def test_camera_lists_aliases_and_groups_follow_the_configs(supervisor):
 
 def test_camera_stream_delivers_frames_and_the_instance_is_listed(supervisor):
     sup = supervisor(cameras={"sim": CAM})
-    assert sup.call("GET", "/api/v1/cam/sim/is_online")["online"] is True   # starts on request
+    assert sup.call("GET", "/api/v1/cam/sim/is_online")["online"] is True  # starts on request
     stream = sup.call("GET", "/api/v1/cam/sim")["stream"]
     assert port_of(stream) in camera_ports(sup)
-    assert sup.call("GET", "/api/v1/cam/sim")["stream"] == stream      # one instance per camera
+    assert sup.call("GET", "/api/v1/cam/sim")["stream"] == stream  # one instance per camera
     for message in receive(stream, 3):
         data = message.data
         assert data["image"].shape == (240, 320) and data["image"].dtype == np.uint16
@@ -238,22 +243,34 @@ def test_bad_camera_config_is_400_naming_the_key_and_changes_nothing(supervisor)
     stream = sup.call("GET", "/api/v1/cam/sim")["stream"]
     pid = sup.call("GET", "/api/v1/cam/heartbeat")["statistics"]["sim"]["pid"]
     saved = (sup.data_dir / "cameras" / "sim.json").read_bytes()
-    bad = [({"frame_rate": -1}, "frame_rate"), ({"source_type": "nonsense"}, "source_type"),
-           ({"size_x": "big"}, "size_x"), ({"size_y": 0}, "size_y"),
-           ({"dtype": "str"}, "dtype"), ({"port": 70000}, "port")]
+    bad = [
+        ({"frame_rate": -1}, "frame_rate"),
+        ({"source_type": "nonsense"}, "source_type"),
+        ({"size_x": "big"}, "size_x"),
+        ({"size_y": 0}, "size_y"),
+        ({"dtype": "str"}, "dtype"),
+        ({"port": 70000}, "port"),
+    ]
     for change, key in bad:
         answer = sup.call("POST", "/api/v1/cam/sim/config", json={**CAM, **change}, expect=400)
         assert answer["status"].startswith(f"camera config: {key} must be"), answer
     for body in ([CAM], "text", 3):
         answer = sup.call("POST", "/api/v1/cam/sim/config", json=body, expect=400)
         assert "JSON object" in answer["status"]
-    not_json = sup.call("POST", "/api/v1/cam/sim/config", data="{size_x: 1",
-                        headers={"Content-Type": "application/json"}, expect=400)
+    not_json = sup.call(
+        "POST",
+        "/api/v1/cam/sim/config",
+        data="{size_x: 1",
+        headers={"Content-Type": "application/json"},
+        expect=400,
+    )
     assert "JSON object" in not_json["status"]
-    for name in ("info", "heartbeat", "script"):    # GET /api/v1/cam/<name> is another route
+    for name in ("info", "heartbeat", "script"):  # GET /api/v1/cam/<name> is another route
         answer = sup.call("POST", f"/api/v1/cam/{name}/config", json=CAM, expect=400)
-        assert answer["status"] == (f"camera name {name!r} is taken by the REST API "
-                                    f"(/api/v1/cam/{name}); choose another name")
+        assert answer["status"] == (
+            f"camera name {name!r} is taken by the REST API "
+            f"(/api/v1/cam/{name}); choose another name"
+        )
         assert not (sup.data_dir / "cameras" / f"{name}.json").exists()
     assert sup.call("GET", "/api/v1/cam/sim/config")["config"] == CAM
     assert (sup.data_dir / "cameras" / "sim.json").read_bytes() == saved
@@ -271,10 +288,12 @@ def test_camera_config_the_camera_cannot_run_with_changes_nothing(supervisor):
     response = requests.post(sup.url + "/api/v1/cam/sim/config", json=taken, timeout=60)
     assert response.status_code in (400, 409) and response.json()["state"] == "error"
     assert "Address already in use" in response.json()["status"]
-    assert sup.call("GET", "/api/v1/cam/sim/config")["config"] == CAM, \
+    assert sup.call("GET", "/api/v1/cam/sim/config")["config"] == CAM, (
         "a refused camera config was saved anyway (manager.set_camera_config)"
-    assert list(active(sup, "camera")) == ["sim"], \
+    )
+    assert list(active(sup, "camera")) == ["sim"], (
         "the camera was stopped by a config that was refused (manager.set_camera_config)"
+    )
     assert receive(stream)[0].data["image"].shape == (240, 320)
 
 
@@ -283,21 +302,26 @@ def test_camera_image_png_and_image_bytes_show_the_latest_frame(supervisor):
     plain = get(sup, "/api/v1/cam/sim/image")
     assert plain.status_code == 200 and plain.headers["content-type"] == "image/png"
     assert png_info(plain.content) == (320, 240, 0)
-    assert np.mean(png_pixels(plain.content) == 255) < 0.01   # its own range: hot pixels
+    assert np.mean(png_pixels(plain.content) == 255) < 0.01  # its own range: hot pixels
     bright = get(sup, "/api/v1/cam/sim/image", params={"min_value": 0, "max_value": 100})
     assert np.mean(png_pixels(bright.content) == 255) > 0.9
     dark = get(sup, "/api/v1/cam/sim/image", params={"min_value": 60000, "max_value": 60001})
     assert np.mean(png_pixels(dark.content) == 0) > 0.99
     viridis = get(sup, "/api/v1/cam/sim/image", params={"colormap": "viridis"})
     assert png_info(viridis.content) == (320, 240, 2)
-    assert png_info(get(sup, "/api/v1/cam/sim/image", params={"raw": 1}).content) == \
-        (320, 240, 0)
+    assert png_info(get(sup, "/api/v1/cam/sim/image", params={"raw": 1}).content) == (320, 240, 0)
     half = get(sup, "/api/v1/cam/sim/image", params={"scale": 0.5})
     assert png_info(half.content) == (160, 120, 0)
     bogus = sup.call("GET", "/api/v1/cam/sim/image", params={"colormap": "bogus"}, expect=400)
     assert "colormap 'bogus'" in bogus["status"] and "viridis" in bogus["status"]
-    for key, value in (("min_value", "low"), ("max_value", ""), ("scale", "x"),
-                       ("scale", "-1"), ("scale", "0"), ("scale", "nan")):
+    for key, value in (
+        ("min_value", "low"),
+        ("max_value", ""),
+        ("scale", "x"),
+        ("scale", "-1"),
+        ("scale", "0"),
+        ("scale", "nan"),
+    ):
         answer = sup.call("GET", "/api/v1/cam/sim/image", params={key: value}, expect=400)
         assert answer["status"].startswith(f"{key} must be a"), (key, value, answer)
     image = sup.call("GET", "/api/v1/cam/sim/image_bytes")["image"]
@@ -319,7 +343,7 @@ def test_deleting_cameras_stops_them(supervisor):
     assert pids["sim"]["pid"] not in sup.instance_pids()
     assert pids["b"]["pid"] in sup.instance_pids()
     assert "not running" in sup.call("GET", "/api/v1/cam/sim/is_online")["status"]
-    sup.call("DELETE", "/api/v1/cam/sim/del")          # forgotten: nothing to stop any more
+    sup.call("DELETE", "/api/v1/cam/sim/del")  # forgotten: nothing to stop any more
     assert "'sim'" in sup.call("DELETE", "/api/v1/cam/sim", expect=404)["status"]
     sup.call("GET", "/api/v1/cam/sim")
     assert set(active(sup, "camera")) == {"sim", "b"}
@@ -329,22 +353,29 @@ def test_deleting_cameras_stops_them(supervisor):
 
 # --- pipelines ---------------------------------------------------------------------------------
 
+
 def test_saved_pipeline_configs_are_validated_listed_grouped_and_deleted(supervisor):
     sup = supervisor(cameras={"sim": CAM})
-    bad = [({"camera_name": "nope"}, "camera_name 'nope'"),
-           ({"camera_name": "sim", "mode": "BOGUS"}, "mode must be"),
-           ({"camera_name": "sim", "queue_size": -1}, "queue_size must be"),
-           ({"camera_name": "sim", "include": "image"}, "include must be"),
-           ({"camera_name": "sim", "pid_range": [1]}, "pid_range must be"),
-           ({"camera_name": "sim", "image_good_region": 3}, "image_good_region must be"),
-           ({"mode": "PUB"}, "camera_name is required")]
+    bad = [
+        ({"camera_name": "nope"}, "camera_name 'nope'"),
+        ({"camera_name": "sim", "mode": "BOGUS"}, "mode must be"),
+        ({"camera_name": "sim", "queue_size": -1}, "queue_size must be"),
+        ({"camera_name": "sim", "include": "image"}, "include must be"),
+        ({"camera_name": "sim", "pid_range": [1]}, "pid_range must be"),
+        ({"camera_name": "sim", "image_good_region": 3}, "image_good_region must be"),
+        ({"mode": "PUB"}, "camera_name is required"),
+    ]
     for config, message in bad:
         answer = sup.call("POST", "/api/v1/pipeline/p/config", json=config, expect=400)
         assert message in answer["status"], (config, answer)
-    assert "JSON object" in sup.call("POST", "/api/v1/pipeline/p/config", json=[PIPE],
-                                     expect=400)["status"]
-    assert "invalid name" in sup.call("POST", "/api/v1/pipeline/.p/config", json=PIPE,
-                                      expect=400)["status"]
+    assert (
+        "JSON object"
+        in sup.call("POST", "/api/v1/pipeline/p/config", json=[PIPE], expect=400)["status"]
+    )
+    assert (
+        "invalid name"
+        in sup.call("POST", "/api/v1/pipeline/.p/config", json=PIPE, expect=400)["status"]
+    )
     assert sup.call("GET", "/api/v1/pipeline")["pipelines"] == []
     assert not (sup.data_dir / "pipelines").exists()
     first = {**PIPE, "group": "linac", "image_threshold": 2.5}
@@ -382,8 +413,7 @@ def test_private_pipeline_streams_processed_frames(supervisor):
     exit_state = sup.call("GET", "/api/v1/pipeline/instance/x/exitcode")
     assert exit_state["exitcode"] is None and exit_state["last_error"] is None
     assert instance_config(sup, "x") == PIPE
-    again = sup.call("POST", "/api/v1/pipeline", params={"instance_id": "x"}, json=PIPE,
-                     expect=409)
+    again = sup.call("POST", "/api/v1/pipeline", params={"instance_id": "x"}, json=PIPE, expect=409)
     assert "already running" in again["status"]
     anonymous = sup.call("POST", "/api/v1/pipeline", json=PIPE)
     assert uuid.UUID(anonymous["instance_id"]).version == 4
@@ -395,51 +425,73 @@ def test_pipeline_preview_is_its_output_image_and_goes_with_it(supervisor):
     """image, image_bytes and geometry of a pipeline show what it made of the frames (ROI,
     threshold), also with the image excluded from its stream; without an image, a clear 409."""
     sup = supervisor(cameras={"sim": CAM})
-    config = {**PIPE, "image_region_of_interest": [10, 100, 20, 50], "image_threshold": 200,
-              "exclude": ["image"]}
+    config = {
+        **PIPE,
+        "image_region_of_interest": [10, 100, 20, 50],
+        "image_threshold": 200,
+        "exclude": ["image"],
+    }
     sup.call("POST", "/api/v1/pipeline", params={"instance_id": "roi"}, json=config)
     base = "/api/v1/pipeline/instance/roi"
-    answer = wait_for(lambda: (r := get(sup, f"{base}/image_bytes")).status_code == 200 and r,
-                      what="the pipeline's preview")
+    answer = wait_for(
+        lambda: (r := get(sup, f"{base}/image_bytes")).status_code == 200 and r,
+        what="the pipeline's preview",
+    )
     preview = decode(answer.json()["image"])
     assert preview.shape == (50, 100)
     assert preview.min() == 0 and preview.max() >= 200
-    assert not np.any((preview > 0) & (preview < 200))            # thresholded
+    assert not np.any((preview > 0) & (preview < 200))  # thresholded
     assert sup.call("GET", f"{base}/geometry")["geometry"] == [100, 50]
     assert png_info(get(sup, f"{base}/image", params={"scale": 0.5}).content) == (50, 25, 0)
     assert any(".roi.preview." in name for name in sup.segments())
 
-    sup.call("POST", "/api/v1/pipeline", params={"instance_id": "plain"},
-             json={"pipeline_type": "stream", "input_pipeline": "roi", "no_client_timeout": 0})
-    wait_for(lambda: int(sup.call("GET", "/api/v1/pipeline/instance/plain/info")
-                         ["info"]["statistics"]["tx"].split(" - ")[1]), what="stream frames")
+    sup.call(
+        "POST",
+        "/api/v1/pipeline",
+        params={"instance_id": "plain"},
+        json={"pipeline_type": "stream", "input_pipeline": "roi", "no_client_timeout": 0},
+    )
+    wait_for(
+        lambda: int(
+            sup.call("GET", "/api/v1/pipeline/instance/plain/info")["info"]["statistics"][
+                "tx"
+            ].split(" - ")[1]
+        ),
+        what="stream frames",
+    )
     blind = sup.call("GET", "/api/v1/pipeline/instance/plain/image", expect=409)
     assert "pipeline plain (only a 2-D numeric 'image'" in blind["status"]
-    assert "no pipeline instance 'gone'" in \
-        sup.call("GET", "/api/v1/pipeline/instance/gone/image", expect=404)["status"]
+    assert (
+        "no pipeline instance 'gone'"
+        in sup.call("GET", "/api/v1/pipeline/instance/gone/image", expect=404)["status"]
+    )
 
     sup.call("DELETE", "/api/v1/pipeline/roi")
-    wait_for(lambda: not any(".roi.preview." in name for name in sup.segments()),
-             what="the preview ring to go with its pipeline")
+    wait_for(
+        lambda: not any(".roi.preview." in name for name in sup.segments()),
+        what="the preview ring to go with its pipeline",
+    )
     assert sup.call("GET", f"{base}/image", expect=409)["status"] == "pipeline roi is not running"
 
 
 def test_invalid_pipeline_requests_are_400_and_start_no_instance(supervisor):
     sup = supervisor(cameras={"sim": CAM})
-    bad = [({"camera_name": "nope"}, None, "camera_name 'nope' is not a camera"),
-           ({**PIPE, "mode": "BOGUS"}, None, "mode must be one of PUB, PUSH"),
-           ({**PIPE, "queue_size": -1}, None, "queue_size must be a positive integer"),
-           ({**PIPE, "include": "intensity"}, None, "include must be a list"),
-           ({**PIPE, "pipeline_type": "storage"}, None, "pipeline_type must be"),
-           ({**PIPE, "function": "no_such_script"}, None, "no_such_script"),
-           (PIPE, "../x", "instance_id: invalid name '../x'"),
-           (PIPE, "a.b", "instance_id: invalid name"),
-           ([PIPE], None, "JSON object")]
+    bad = [
+        ({"camera_name": "nope"}, None, "camera_name 'nope' is not a camera"),
+        ({**PIPE, "mode": "BOGUS"}, None, "mode must be one of PUB, PUSH"),
+        ({**PIPE, "queue_size": -1}, None, "queue_size must be a positive integer"),
+        ({**PIPE, "include": "intensity"}, None, "include must be a list"),
+        ({**PIPE, "pipeline_type": "storage"}, None, "pipeline_type must be"),
+        ({**PIPE, "function": "no_such_script"}, None, "no_such_script"),
+        (PIPE, "../x", "instance_id: invalid name '../x'"),
+        (PIPE, "a.b", "instance_id: invalid name"),
+        ([PIPE], None, "JSON object"),
+    ]
     for config, instance_id, message in bad:
         params = {"instance_id": instance_id} if instance_id else {}
         answer = sup.call("POST", "/api/v1/pipeline", params=params, json=config, expect=400)
         assert message in answer["status"], (config, answer)
-        if instance_id is None and "function" not in config:   # (a worker start: once)
+        if instance_id is None and "function" not in config:  # (a worker start: once)
             answer = sup.call("POST", "/api/v1/pipeline/instance/", json=config, expect=400)
             assert message in answer["status"], (config, answer)
     assert active(sup, "pipeline") == {}
@@ -451,8 +503,11 @@ def test_pipeline_from_a_saved_config_with_additional_config(supervisor):
     saved = {**PIPE, "image_threshold": 1.0}
     sup.call("POST", "/api/v1/pipeline/saved/config", json=saved)
     extra = {"include": ["intensity", "x_profile"], "image_threshold": 2.0}
-    created = sup.call("POST", "/api/v1/pipeline/saved",
-                       params={"instance_id": "a", "additional_config": json.dumps(extra)})
+    created = sup.call(
+        "POST",
+        "/api/v1/pipeline/saved",
+        params={"instance_id": "a", "additional_config": json.dumps(extra)},
+    )
     merged = {**saved, **extra}
     assert created["instance_id"] == "a" and created["config"] == merged
     assert instance_config(sup, "a") == merged
@@ -461,11 +516,17 @@ def test_pipeline_from_a_saved_config_with_additional_config(supervisor):
     assert sup.call("GET", "/api/v1/pipeline/saved/config")["config"] == saved  # not changed
     plain = sup.call("POST", "/api/v1/pipeline/saved", params={"instance_id": "b"})
     assert plain["config"] == saved
-    for value, text in (("{not json", "additional_config is not JSON"),
-                        ("[1, 2]", "additional_config must be a JSON object"),
-                        ('{"mode": "BOGUS"}', "mode must be")):
-        answer = sup.call("POST", "/api/v1/pipeline/saved", expect=400,
-                          params={"instance_id": "c", "additional_config": value})
+    for value, text in (
+        ("{not json", "additional_config is not JSON"),
+        ("[1, 2]", "additional_config must be a JSON object"),
+        ('{"mode": "BOGUS"}', "mode must be"),
+    ):
+        answer = sup.call(
+            "POST",
+            "/api/v1/pipeline/saved",
+            expect=400,
+            params={"instance_id": "c", "additional_config": value},
+        )
         assert text in answer["status"], answer
     unknown = sup.call("POST", "/api/v1/pipeline/nope", params={"instance_id": "d"}, expect=404)
     assert "'nope'" in unknown["status"]
@@ -481,8 +542,12 @@ def test_shared_instance_starts_from_the_saved_config_once(supervisor):
     info = sup.call("GET", "/api/v1/pipeline/instance/shared/info")["info"]
     assert info["read_only"] is True and info["is_stream_active"]
     assert "x_profile" in receive(first["stream"])[0].data
-    refused = sup.call("POST", "/api/v1/pipeline/instance/shared/config",
-                       json={"include": ["intensity"]}, expect=409)
+    refused = sup.call(
+        "POST",
+        "/api/v1/pipeline/instance/shared/config",
+        json={"include": ["intensity"]},
+        expect=409,
+    )
     assert "read-only" in refused["status"]
     assert instance_config(sup, "shared") == PIPE
     assert "'nope'" in sup.call("GET", "/api/v1/pipeline/instance/nope", expect=404)["status"]
@@ -509,26 +574,41 @@ def test_live_config_update_is_merged_and_applied(supervisor):
     sup = supervisor(cameras={"sim": CAM})
     start = {**PIPE, "image_good_region": {"threshold": 0.3}}
     created = sup.call("POST", "/api/v1/pipeline", params={"instance_id": "x"}, json=start)
-    update = {"include": ["intensity", "width"], "image_good_region": {"gfscale": 3},
-              "mode": "PUB", "queue_size": None}      # stream keys as they are: accepted
+    update = {
+        "include": ["intensity", "width"],
+        "image_good_region": {"gfscale": 3},
+        "mode": "PUB",
+        "queue_size": None,
+    }  # stream keys as they are: accepted
     answer = sup.call("POST", "/api/v1/pipeline/instance/x/config", json=update)
-    merged = {**PIPE, "image_good_region": {"threshold": 0.3, "gfscale": 3},
-              "include": ["intensity", "width"], "mode": "PUB", "queue_size": None}
+    merged = {
+        **PIPE,
+        "image_good_region": {"threshold": 0.3, "gfscale": 3},
+        "include": ["intensity", "width"],
+        "mode": "PUB",
+        "queue_size": None,
+    }
     assert answer["config"] == merged and instance_config(sup, "x") == merged
-    assert channels_after_update(created["stream"], {"intensity", "width"}) == \
-        [{"intensity", "width"}] * 3
-    bad = [({"camera_name": "other"}, 400, "camera_name cannot change"),
-           ({"downsampling": -1}, 400, "downsampling must be"),
-           ({"include": "width"}, 400, "include must be"),
-           ({"function": "no_such_script"}, 400, "no_such_script"),
-           ({"mode": "PUSH"}, 400, "mode cannot change on a running instance"),
-           ({"data_compression": "bitshuffle_lz4", "queue_size": 5}, 400,
-            "queue_size, data_compression cannot change"),
-           ({"port": port_of(created["stream"]) + 1}, 400, "port cannot change"),
-           ([1], 400, "JSON object")]
+    assert (
+        channels_after_update(created["stream"], {"intensity", "width"})
+        == [{"intensity", "width"}] * 3
+    )
+    bad = [
+        ({"camera_name": "other"}, 400, "camera_name cannot change"),
+        ({"downsampling": -1}, 400, "downsampling must be"),
+        ({"include": "width"}, 400, "include must be"),
+        ({"function": "no_such_script"}, 400, "no_such_script"),
+        ({"mode": "PUSH"}, 400, "mode cannot change on a running instance"),
+        (
+            {"data_compression": "bitshuffle_lz4", "queue_size": 5},
+            400,
+            "queue_size, data_compression cannot change",
+        ),
+        ({"port": port_of(created["stream"]) + 1}, 400, "port cannot change"),
+        ([1], 400, "JSON object"),
+    ]
     for change, code, message in bad:
-        answer = sup.call("POST", "/api/v1/pipeline/instance/x/config", json=change,
-                          expect=code)
+        answer = sup.call("POST", "/api/v1/pipeline/instance/x/config", json=change, expect=code)
         assert message in answer["status"], (change, answer)
     assert instance_config(sup, "x") == merged
     assert sup.call("GET", "/api/v1/pipeline/instance/x/info")["info"]["is_stream_active"]
@@ -544,8 +624,9 @@ def test_stopped_and_forgotten_instances(supervisor):
     info = sup.call("GET", "/api/v1/pipeline/instance/x/info")["info"]
     assert info["is_stream_active"] is False and info["exit_code"] == 0
     assert sup.call("GET", "/api/v1/pipeline/instance/x/exitcode")["exitcode"] == 0
-    stopped = sup.call("POST", "/api/v1/pipeline/instance/x/config",
-                       json={"include": ["width"]}, expect=409)
+    stopped = sup.call(
+        "POST", "/api/v1/pipeline/instance/x/config", json={"include": ["width"]}, expect=409
+    )
     assert "not running" in stopped["status"]
     assert instance_config(sup, "x") == PIPE
     restarted = sup.call("POST", "/api/v1/pipeline", params={"instance_id": "x"}, json=PIPE)
@@ -568,12 +649,13 @@ def test_stopped_and_forgotten_instances(supervisor):
 
 # --- backgrounds -------------------------------------------------------------------------------
 
+
 def test_background_is_the_mean_of_n_different_camera_frames(supervisor):
     sup = supervisor(cameras={"sim": CAM})
-    assert "'sim'" in sup.call("GET", "/api/v1/pipeline/camera/sim/background",
-                               expect=404)["status"]
-    taken = sup.call("POST", "/api/v1/pipeline/camera/sim/background",
-                     params={"n_images": 3})
+    assert (
+        "'sim'" in sup.call("GET", "/api/v1/pipeline/camera/sim/background", expect=404)["status"]
+    )
+    taken = sup.call("POST", "/api/v1/pipeline/camera/sim/background", params={"n_images": 3})
     background_id = taken["background_id"]
     assert re.fullmatch(r"sim_\d{8}_\d{6}_\d{6}", background_id)
     stamp = datetime.strptime(background_id[4:], "%Y%m%d_%H%M%S_%f")
@@ -582,21 +664,30 @@ def test_background_is_the_mean_of_n_different_camera_frames(supervisor):
     assert image["shape"] == [240, 320] and image["dtype"] == "<f8"
     background = decode(image)
     frames = np.array(FRAMES, dtype=np.float64)
-    assert any(np.allclose(background, frames[list(three)].mean(axis=0))
-               for three in itertools.combinations(range(len(FRAMES)), 3)), \
-        "the background is not the mean of 3 different camera frames"
+    assert any(
+        np.allclose(background, frames[list(three)].mean(axis=0))
+        for three in itertools.combinations(range(len(FRAMES)), 3)
+    ), "the background is not the mean of 3 different camera frames"
     png = get(sup, f"/api/v1/pipeline/background/{background_id}/image")
     assert png.headers["content-type"] == "image/png" and png_info(png.content) == (320, 240, 0)
-    second = sup.call("POST", "/api/v1/pipeline/camera/sim/background",
-                      params={"n_images": 1})["background_id"]
-    assert is_simulated_frame(decode(sup.call(
-        "GET", f"/api/v1/pipeline/background/{second}/image_bytes")["image"]))
+    second = sup.call("POST", "/api/v1/pipeline/camera/sim/background", params={"n_images": 1})[
+        "background_id"
+    ]
+    assert is_simulated_frame(
+        decode(sup.call("GET", f"/api/v1/pipeline/background/{second}/image_bytes")["image"])
+    )
     assert sup.call("GET", "/api/v1/pipeline/camera/sim/background")["background_id"] == second
-    assert sup.call("GET", "/api/v1/pipeline/camera/sim/backgrounds")["background_ids"] == \
-        [background_id, second]
+    assert sup.call("GET", "/api/v1/pipeline/camera/sim/backgrounds")["background_ids"] == [
+        background_id,
+        second,
+    ]
     for n_images in ("0", "abc", "1001", "-3"):
-        answer = sup.call("POST", "/api/v1/pipeline/camera/sim/background",
-                          params={"n_images": n_images}, expect=400)
+        answer = sup.call(
+            "POST",
+            "/api/v1/pipeline/camera/sim/background",
+            params={"n_images": n_images},
+            expect=400,
+        )
         assert "n_images must be" in answer["status"]
     sup.call("POST", "/api/v1/pipeline/camera/nope/background", expect=404)
     sup.call("GET", "/api/v1/pipeline/background/nope/image", expect=404)
@@ -615,37 +706,49 @@ def test_background_uploads_as_npy_pickle_and_nested_list(supervisor):
     assert np.array_equal(stored("npy"), image) and stored("npy").dtype == np.uint16
     for protocol in (2, 4, 5):
         name = f"pickle{protocol}"
-        sup.call("PUT", f"/api/v1/pipeline/background/{name}/image_bytes",
-                 data=pickle.dumps(image * 1.5, protocol=protocol))
+        sup.call(
+            "PUT",
+            f"/api/v1/pipeline/background/{name}/image_bytes",
+            data=pickle.dumps(image * 1.5, protocol=protocol),
+        )
         assert np.array_equal(stored(name), image * 1.5)
     sup.call("PUT", "/api/v1/cam/background/cam_root/image_bytes", data=npy_bytes(image.T))
     assert np.array_equal(stored("cam_root"), image.T)
-    posted = sup.call("POST", "/api/v1/pipeline/background",
-                      json={"filename": "listed", "data": [[1, 2.5], [3, 4]]})
+    posted = sup.call(
+        "POST",
+        "/api/v1/pipeline/background",
+        json={"filename": "listed", "data": [[1, 2.5], [3, 4]]},
+    )
     assert posted["background_id"] == "listed"
     assert np.array_equal(stored("listed"), [[1, 2.5], [3, 4]])
     assert png_info(get(sup, "/api/v1/pipeline/background/listed/image").content) == (2, 2, 0)
     names = sorted(os.listdir(sup.data_dir / "backgrounds"))
 
-    bad_bodies = [({"filename": "b"}, "nested list"), ({"data": [[1]]}, "nested list"),
-                  ({"filename": 3, "data": [[1]]}, "nested list"),
-                  ({"filename": "b", "data": "1,2"}, "nested list"),
-                  ({"filename": "b", "data": [[1, 2], [3]]}, "numeric nested list"),
-                  ({"filename": "b", "data": [1, 2]}, "2-D image"),
-                  ({"filename": "b", "data": [[]]}, "non-empty"),
-                  ({"filename": "b", "data": [["1", "2"]]}, "real numbers"),
-                  ({"filename": "../b", "data": [[1]]}, "invalid name"),
-                  ([[1]], "JSON object")]
+    bad_bodies = [
+        ({"filename": "b"}, "nested list"),
+        ({"data": [[1]]}, "nested list"),
+        ({"filename": 3, "data": [[1]]}, "nested list"),
+        ({"filename": "b", "data": "1,2"}, "nested list"),
+        ({"filename": "b", "data": [[1, 2], [3]]}, "numeric nested list"),
+        ({"filename": "b", "data": [1, 2]}, "2-D image"),
+        ({"filename": "b", "data": [[]]}, "non-empty"),
+        ({"filename": "b", "data": [["1", "2"]]}, "real numbers"),
+        ({"filename": "../b", "data": [[1]]}, "invalid name"),
+        ([[1]], "JSON object"),
+    ]
     for body, message in bad_bodies:
         answer = sup.call("POST", "/api/v1/pipeline/background", json=body, expect=400)
         assert message in answer["status"], (body, answer)
-    bad_uploads = [(b"", "refused"), (b"not an array", "refused"),
-                   (npy_bytes(image)[:-4], "truncated"),
-                   (npy_bytes(np.array(["a", "b"])), "not a plain numeric type"),
-                   (pickle.dumps([1, 2]), "refused"),
-                   (npy_bytes(np.arange(5.0)), "2-D image"),
-                   (pickle.dumps(np.zeros((2, 2, 2))), "2-D image"),
-                   (npy_bytes(np.zeros((2, 2), complex)), "real numbers")]
+    bad_uploads = [
+        (b"", "refused"),
+        (b"not an array", "refused"),
+        (npy_bytes(image)[:-4], "truncated"),
+        (npy_bytes(np.array(["a", "b"])), "not a plain numeric type"),
+        (pickle.dumps([1, 2]), "refused"),
+        (npy_bytes(np.arange(5.0)), "2-D image"),
+        (pickle.dumps(np.zeros((2, 2, 2))), "2-D image"),
+        (npy_bytes(np.zeros((2, 2), complex)), "real numbers"),
+    ]
     for data, message in bad_uploads:
         for root in ("/api/v1/pipeline", "/api/v1/cam"):
             answer = sup.call("PUT", f"{root}/background/b/image_bytes", data=data, expect=400)
@@ -669,8 +772,7 @@ def test_malicious_pickle_is_refused_and_never_run(supervisor, tmp_path):
     for protocol in (0, 2, 5):
         data = pickle.dumps(Exploit(marker), protocol=protocol)
         for root in ("/api/v1/pipeline", "/api/v1/cam"):
-            answer = sup.call("PUT", f"{root}/background/evil/image_bytes", data=data,
-                              expect=400)
+            answer = sup.call("PUT", f"{root}/background/evil/image_bytes", data=data, expect=400)
             assert "refused" in answer["status"] and "system" in answer["status"], answer
     assert not marker.exists()
     sup.call("GET", "/api/v1/pipeline/background/evil/image_bytes", expect=404)
@@ -679,22 +781,34 @@ def test_malicious_pickle_is_refused_and_never_run(supervisor, tmp_path):
 
 def test_background_names_cannot_leave_the_store(supervisor, tmp_path):
     sup = supervisor(cameras={"sim": CAM})
-    sup.call("PUT", "/api/v1/pipeline/background/good/image_bytes",
-             data=npy_bytes(np.ones((2, 2))))
+    sup.call("PUT", "/api/v1/pipeline/background/good/image_bytes", data=npy_bytes(np.ones((2, 2))))
     before = tree(tmp_path)
     array = npy_bytes(np.ones((2, 2)))
-    for name in ("..%2F..%2Fx", "a%2Fb", "%2E%2E", ".hidden", "-x", "a..b", "x%00y",
-                 "%2E%2E%2F%2E%2E%2Fcameras%2Fsim"):
-        for method, path in (("PUT", f"/api/v1/pipeline/background/{name}/image_bytes"),
-                             ("PUT", f"/api/v1/cam/background/{name}/image_bytes"),
-                             ("GET", f"/api/v1/pipeline/background/{name}/image_bytes"),
-                             ("GET", f"/api/v1/pipeline/background/{name}/image")):
+    for name in (
+        "..%2F..%2Fx",
+        "a%2Fb",
+        "%2E%2E",
+        ".hidden",
+        "-x",
+        "a..b",
+        "x%00y",
+        "%2E%2E%2F%2E%2E%2Fcameras%2Fsim",
+    ):
+        for method, path in (
+            ("PUT", f"/api/v1/pipeline/background/{name}/image_bytes"),
+            ("PUT", f"/api/v1/cam/background/{name}/image_bytes"),
+            ("GET", f"/api/v1/pipeline/background/{name}/image_bytes"),
+            ("GET", f"/api/v1/pipeline/background/{name}/image"),
+        ):
             response = requests.request(method, sup.url + path, data=array, timeout=60)
             assert response.status_code in (400, 404), (path, response.text)
             assert response.json()["state"] == "error"
-        answer = sup.call("POST", "/api/v1/pipeline/background", expect=400,
-                          json={"filename": name.replace("%2F", "/").replace("%2E", "."),
-                                "data": [[1]]})
+        answer = sup.call(
+            "POST",
+            "/api/v1/pipeline/background",
+            expect=400,
+            json={"filename": name.replace("%2F", "/").replace("%2E", "."), "data": [[1]]},
+        )
         assert "invalid name" in answer["status"], (name, answer)
     for camera in ("%2E%2E", "a..b"):
         sup.call("POST", f"/api/v1/pipeline/camera/{camera}/background", expect=400)
@@ -705,16 +819,18 @@ def test_background_names_cannot_leave_the_store(supervisor, tmp_path):
 
 # --- scripts and libs --------------------------------------------------------------------------
 
+
 def test_scripts_and_libs_round_trip(supervisor):
     sup = supervisor(cameras={"sim": CAM})
     script = b"def process_image(*args):\n    return {}\n"
-    for root, kind, listing in (("/api/v1/pipeline", "script", "scripts"),
-                                ("/api/v1/pipeline", "lib", "libs"),
-                                ("/api/v1/cam", "script", "scripts")):
+    for root, kind, listing in (
+        ("/api/v1/pipeline", "script", "scripts"),
+        ("/api/v1/pipeline", "lib", "libs"),
+        ("/api/v1/cam", "script", "scripts"),
+    ):
         base = f"{root}/{kind}"
         assert sup.call("GET", base)[listing] == []
-        assert "'one.py'" in sup.call("GET", f"{base}/one.py/{kind}_bytes",
-                                      expect=404)["status"]
+        assert "'one.py'" in sup.call("GET", f"{base}/one.py/{kind}_bytes", expect=404)["status"]
         sup.call("PUT", f"{base}/one.py/{kind}_bytes", data=script)
         sup.call("PUT", f"{base}/two.c/{kind}_bytes", data=C_FUNCTION)
         assert sup.call("GET", base)[listing] == ["one.py", "two.c"]
@@ -723,8 +839,7 @@ def test_scripts_and_libs_round_trip(supervisor):
         assert sup.call("GET", f"{base}/one.py/{kind}_bytes")[kind] == "# v2\n"
         for bad in ("%2E%2E", ".hidden", "-rf", "a..b", "a%20b", "x" * 101):
             for method in ("GET", "PUT", "DELETE"):
-                answer = sup.call(method, f"{base}/{bad}/{kind}_bytes", data=b"x",
-                                  expect=400)
+                answer = sup.call(method, f"{base}/{bad}/{kind}_bytes", data=b"x", expect=400)
                 assert "invalid name" in answer["status"], (bad, answer)
         sup.call("PUT", f"{base}/a%2Fb/{kind}_bytes", data=b"x", expect=404)
         assert "deleted" in sup.call("DELETE", f"{base}/one.py/{kind}_bytes")["status"]
@@ -735,15 +850,16 @@ def test_scripts_and_libs_round_trip(supervisor):
     # a camera script never replaces the pipeline script of the same name
     sup.call("PUT", "/api/v1/pipeline/script/same.py/script_bytes", data=b"# pipeline\n")
     sup.call("PUT", "/api/v1/cam/script/same.py/script_bytes", data=b"# camera\n")
-    assert sup.call("GET", "/api/v1/pipeline/script/same.py/script_bytes")["script"] \
-        == "# pipeline\n"
+    assert (
+        sup.call("GET", "/api/v1/pipeline/script/same.py/script_bytes")["script"] == "# pipeline\n"
+    )
     assert sup.call("GET", "/api/v1/cam/script/same.py/script_bytes")["script"] == "# camera\n"
-    stored = {p.relative_to(sup.data_dir).parts[0] for p in sup.data_dir.rglob("*")
-              if p.is_file()}
+    stored = {p.relative_to(sup.data_dir).parts[0] for p in sup.data_dir.rglob("*") if p.is_file()}
     assert stored <= {"cameras", "scripts", "camera_scripts", "libs", "history", "cache"}
 
 
 # --- logs --------------------------------------------------------------------------------------
+
 
 def test_server_and_instance_logs(supervisor):
     sup = supervisor(cameras={"sim": CAM})
@@ -754,10 +870,15 @@ def test_server_and_instance_logs(supervisor):
     assert text.headers["content-type"].startswith("text/plain")
     assert "REST API on" in text.text
     sup.call("PUT", "/api/v1/pipeline/script/chatty.py/script_bytes", data=LOGGING_SCRIPT)
-    sup.call("POST", "/api/v1/pipeline", params={"instance_id": "talk"},
-             json={**PIPE, "function": "chatty"})
-    lines = wait_for(lambda: sup.call("GET", "/api/v1/logs/instance/talk")["logs"],
-                     what="instance log lines")
+    sup.call(
+        "POST",
+        "/api/v1/pipeline",
+        params={"instance_id": "talk"},
+        json={**PIPE, "function": "chatty"},
+    )
+    lines = wait_for(
+        lambda: sup.call("GET", "/api/v1/logs/instance/talk")["logs"], what="instance log lines"
+    )
     assert any("user script loaded" in line for line in lines), lines
     text = get(sup, "/api/v1/logs/instance/talk/txt")
     assert text.headers["content-type"].startswith("text/plain")
@@ -765,39 +886,45 @@ def test_server_and_instance_logs(supervisor):
     assert isinstance(sup.call("GET", "/api/v1/logs/instance/sim")["logs"], list)
     assert "'nope'" in sup.call("GET", "/api/v1/logs/instance/nope", expect=404)["status"]
     sup.call("GET", "/api/v1/logs/instance/nope/txt", expect=404)
-    records = sup.call("GET", "/api/v1/logs")["logs"]           # recent records, not start-up
+    records = sup.call("GET", "/api/v1/logs")["logs"]  # recent records, not start-up
     assert any(r["message"].endswith("scripts/chatty.py") for r in records)
 
 
 # --- auth --------------------------------------------------------------------------------------
 
+
 def test_changes_need_the_token_and_change_nothing_without_it(supervisor):
     sup = supervisor(cameras={"sim": CAM}, token="s3cret")
     sup.call("GET", "/api/v1/cam/sim")
-    assert sup.call("GET", "/api/v1/cam/sim/config")["config"] == CAM      # reads stay open
-    changes = [("POST", "/api/v1/cam/sim/config", {"json": {**CAM, "size_x": 64}}),
-               ("DELETE", "/api/v1/cam/sim/config", {}),
-               ("DELETE", "/api/v1/cam/sim", {}),
-               ("DELETE", "/api/v1/cam", {}),
-               ("PUT", "/api/v1/pipeline/script/s.py/script_bytes", {"data": b"x = 1\n"}),
-               ("PUT", "/api/v1/cam/script/s.py/script_bytes", {"data": b"x = 1\n"}),
-               ("PUT", "/api/v1/pipeline/lib/l.c/lib_bytes", {"data": b"int x;\n"}),
-               ("POST", "/api/v1/pipeline/p/config", {"json": PIPE}),
-               ("POST", "/api/v1/pipeline", {"json": PIPE, "params": {"instance_id": "x"}}),
-               ("POST", "/api/v1/pipeline/instance/", {"json": PIPE}),
-               ("POST", "/api/v1/pipeline/camera/sim/background", {}),
-               ("PUT", "/api/v1/pipeline/background/b/image_bytes",
-                {"data": npy_bytes(np.ones((2, 2)))}),
-               ("POST", "/api/v1/pipeline/background", {"json": {"filename": "b",
-                                                                  "data": [[1]]}})]
+    assert sup.call("GET", "/api/v1/cam/sim/config")["config"] == CAM  # reads stay open
+    changes = [
+        ("POST", "/api/v1/cam/sim/config", {"json": {**CAM, "size_x": 64}}),
+        ("DELETE", "/api/v1/cam/sim/config", {}),
+        ("DELETE", "/api/v1/cam/sim", {}),
+        ("DELETE", "/api/v1/cam", {}),
+        ("PUT", "/api/v1/pipeline/script/s.py/script_bytes", {"data": b"x = 1\n"}),
+        ("PUT", "/api/v1/cam/script/s.py/script_bytes", {"data": b"x = 1\n"}),
+        ("PUT", "/api/v1/pipeline/lib/l.c/lib_bytes", {"data": b"int x;\n"}),
+        ("POST", "/api/v1/pipeline/p/config", {"json": PIPE}),
+        ("POST", "/api/v1/pipeline", {"json": PIPE, "params": {"instance_id": "x"}}),
+        ("POST", "/api/v1/pipeline/instance/", {"json": PIPE}),
+        ("POST", "/api/v1/pipeline/camera/sim/background", {}),
+        ("PUT", "/api/v1/pipeline/background/b/image_bytes", {"data": npy_bytes(np.ones((2, 2)))}),
+        ("POST", "/api/v1/pipeline/background", {"json": {"filename": "b", "data": [[1]]}}),
+    ]
     files = tree(sup.data_dir)
-    for header in ("", "Bearer wrong", "s3cret", "Bearer s3cret2", "bearer s3cret",
-                   "Basic czNjcmV0"):
+    for header in (
+        "",
+        "Bearer wrong",
+        "s3cret",
+        "Bearer s3cret2",
+        "bearer s3cret",
+        "Basic czNjcmV0",
+    ):
         for method, path, kwargs in changes:
-            answer = sup.call(method, path, headers={"Authorization": header}, expect=401,
-                              **kwargs)
+            answer = sup.call(method, path, headers={"Authorization": header}, expect=401, **kwargs)
             assert "Authorization: Bearer" in answer["status"], (header, path, answer)
-    response = requests.delete(sup.url + "/api/v1/cam", timeout=60)       # no header at all
+    response = requests.delete(sup.url + "/api/v1/cam", timeout=60)  # no header at all
     assert response.status_code == 401 and response.headers["WWW-Authenticate"] == "Bearer"
     assert tree(sup.data_dir) == files
     assert sup.call("GET", "/api/v1/cam/sim/config")["config"] == CAM

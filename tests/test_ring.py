@@ -25,8 +25,18 @@ def start_ring(procs, base, *writer_args, readers=1, reader_args=()):
 
 def test_frames_arrive_in_order_with_content_and_metadata(node, procs):
     base = ring_base(node, "cam")
-    writer, readers = start_ring(procs, base, "--frames", "300", "--rate", "300", "--slots", "64",
-                                 readers=2, reader_args=("--frames", "300"))
+    writer, readers = start_ring(
+        procs,
+        base,
+        "--frames",
+        "300",
+        "--rate",
+        "300",
+        "--slots",
+        "64",
+        readers=2,
+        reader_args=("--frames", "300"),
+    )
     assert procs.result(writer)["written"] == 300
     for reader in readers:
         seen = procs.result(reader)
@@ -40,9 +50,17 @@ def test_frames_arrive_in_order_with_content_and_metadata(node, procs):
 
 def test_slow_reader_skips_to_newest_and_counts(node, procs):
     base = ring_base(node, "cam")
-    writer, (reader,) = start_ring(procs, base, "--frames", "400", "--rate", "400", "--slots", "16",
-                                   reader_args=("--frames", "400", "--delay", "0.02",
-                                                "--timeouts", "1"))
+    writer, (reader,) = start_ring(
+        procs,
+        base,
+        "--frames",
+        "400",
+        "--rate",
+        "400",
+        "--slots",
+        "16",
+        reader_args=("--frames", "400", "--delay", "0.02", "--timeouts", "1"),
+    )
     procs.result(writer)
     seen = procs.result(reader)
     assert seen["bad_content"] == 0
@@ -58,8 +76,7 @@ def test_slow_reader_skips_to_newest_and_counts(node, procs):
 
 def test_latest_policy_always_hands_out_the_newest(node):
     base = ring_base(node, "cam")
-    with RingWriter(base, np.uint8, (4, 4), slots=4) as w, \
-            RingReader(base, policy="latest") as r:
+    with RingWriter(base, np.uint8, (4, 4), slots=4) as w, RingReader(base, policy="latest") as r:
         for i in range(3):
             w.write(np.full((4, 4), i, np.uint8), i, (0, i))
         frame = r.wait(0)
@@ -70,10 +87,29 @@ def test_latest_policy_always_hands_out_the_newest(node):
 def test_torn_frames_are_detected_never_used(node, procs):
     base = ring_base(node, "cam")
     writer, (reader,) = start_ring(
-        procs, base, "--frames", "3000", "--slots", "2", "--pattern", "flat",
-        "--shapes", "256x512",
-        reader_args=("--frames", "3000", "--pattern", "flat", "--timeout", "0.5",
-                     "--timeouts", "1", "--delay", "0.002"))
+        procs,
+        base,
+        "--frames",
+        "3000",
+        "--slots",
+        "2",
+        "--pattern",
+        "flat",
+        "--shapes",
+        "256x512",
+        reader_args=(
+            "--frames",
+            "3000",
+            "--pattern",
+            "flat",
+            "--timeout",
+            "0.5",
+            "--timeouts",
+            "1",
+            "--delay",
+            "0.002",
+        ),
+    )
     procs.result(writer)
     seen = procs.result(reader)
     assert seen["torn"] > 0, "a writer lapping a 2-slot ring must tear some frames"
@@ -83,11 +119,17 @@ def test_torn_frames_are_detected_never_used(node, procs):
 
 def test_writer_killed_readers_time_out_cleanly(node, procs):
     base = ring_base(node, "cam")
-    writer, (reader,) = start_ring(procs, base, "--frames", "100000", "--rate", "200",
-                                   reader_args=("--frames", "100000", "--timeout", "0.3",
-                                                "--timeouts", "2"))
+    writer, (reader,) = start_ring(
+        procs,
+        base,
+        "--frames",
+        "100000",
+        "--rate",
+        "200",
+        reader_args=("--frames", "100000", "--timeout", "0.3", "--timeouts", "2"),
+    )
     procs.expect(reader, "first")
-    writer.kill()            # no chance to clean up
+    writer.kill()  # no chance to clean up
     writer.wait()
     seen = procs.result(reader)
     assert seen["timeouts"] == 2
@@ -100,8 +142,20 @@ def test_writer_killed_readers_time_out_cleanly(node, procs):
 def test_reader_killed_writer_and_other_readers_unaffected(node, procs):
     base = ring_base(node, "cam")
     writer, (victim, survivor) = start_ring(
-        procs, base, "--frames", "400", "--rate", "400", "--slots", "64", readers=2,
-        reader_args=("--frames", "400",))
+        procs,
+        base,
+        "--frames",
+        "400",
+        "--rate",
+        "400",
+        "--slots",
+        "64",
+        readers=2,
+        reader_args=(
+            "--frames",
+            "400",
+        ),
+    )
     procs.expect(victim, "first")
     victim.kill()
     assert procs.result(writer)["written"] == 400
@@ -113,9 +167,19 @@ def test_reader_killed_writer_and_other_readers_unaffected(node, procs):
 def test_geometry_change_opens_a_new_generation_readers_follow(node, procs):
     base = ring_base(node, "cam")
     writer, (reader,) = start_ring(
-        procs, base, "--frames", "90", "--rate", "300", "--slots", "64",
-        "--shapes", "48x64,16x32:u1,96x128:u2", "--hold",
-        reader_args=("--frames", "90"))
+        procs,
+        base,
+        "--frames",
+        "90",
+        "--rate",
+        "300",
+        "--slots",
+        "64",
+        "--shapes",
+        "48x64,16x32:u1,96x128:u2",
+        "--hold",
+        reader_args=("--frames", "90"),
+    )
     seen = procs.result(reader)
     procs.expect(writer, "held")
     writer.stdin.write("done\n")
@@ -129,17 +193,26 @@ def test_geometry_change_opens_a_new_generation_readers_follow(node, procs):
 
 def test_restarted_writer_is_followed_and_retires_the_old_ring(node, procs):
     base = ring_base(node, "cam")
-    first, (reader,) = start_ring(procs, base, "--frames", "20", "--slots", "64", "--hold",
-                                  "--keep", reader_args=("--frames", "40", "--timeout", "2"))
+    first, (reader,) = start_ring(
+        procs,
+        base,
+        "--frames",
+        "20",
+        "--slots",
+        "64",
+        "--hold",
+        "--keep",
+        reader_args=("--frames", "40", "--timeout", "2"),
+    )
     procs.expect(first, "held")
-    first.kill()                      # a crashed camera leaves its generation behind
+    first.kill()  # a crashed camera leaves its generation behind
     first.wait()
     assert generations(base) == [0]
     # the second writer holds its ring until the reader is done: a reader starved for longer
     # than the writer lives would find no successor left to follow
     second = procs.start("writer", base, "--frames", "20", "--slots", "64", "--hold")
     procs.expect(second, "ready")
-    assert generations(base) == [1]   # the new writer retired the stale generation
+    assert generations(base) == [1]  # the new writer retired the stale generation
     procs.go(second)
     procs.expect(second, "held")
     seen = procs.result(reader)
@@ -151,12 +224,16 @@ def test_restarted_writer_is_followed_and_retires_the_old_ring(node, procs):
 
 
 def test_reader_in_child_does_not_unlink_the_ring(node):
-    """pitfalls.md: a tracked attach in a child unlinks the segment when the child exits."""
+    """docs/pitfalls.md: a tracked attach in a child unlinks the segment when the child exits."""
     base = ring_base(node, "cam")
-    code = ("import sys; from shmcam.shm import RingReader; r = RingReader(sys.argv[1]); "
-            "f = r.latest(); print(f.pulse_id); r.close()")
-    control = ("import sys; from multiprocessing.shared_memory import SharedMemory; "
-               "SharedMemory(name=sys.argv[1]).close()")
+    code = (
+        "import sys; from shmcam.shm import RingReader; r = RingReader(sys.argv[1]); "
+        "f = r.latest(); print(f.pulse_id); r.close()"
+    )
+    control = (
+        "import sys; from multiprocessing.shared_memory import SharedMemory; "
+        "SharedMemory(name=sys.argv[1]).close()"
+    )
     with RingWriter(base, np.uint16, (8, 8)) as w:
         w.write(np.zeros((8, 8), np.uint16), 7, (0, 0))
         out = subprocess.run([sys.executable, "-c", code, base], capture_output=True, text=True)
@@ -164,16 +241,19 @@ def test_reader_in_child_does_not_unlink_the_ring(node):
         assert "leaked" not in out.stderr
         assert generations(base) == [0]
         # Control: the same attach through SharedMemory does unlink what it does not own.
-        subprocess.run([sys.executable, "-W", "ignore", "-c", control, w.name], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [sys.executable, "-W", "ignore", "-c", control, w.name], check=True, capture_output=True
+        )
         assert generations(base) == []
 
 
 def test_views_outlive_close_without_crashing(node):
     """Closing a reader while a frame view is held must not unmap it under the view."""
     base = ring_base(node, "cam")
-    code = ("import sys; from shmcam.shm import RingReader; r = RingReader(sys.argv[1]); "
-            "f = r.latest(); r.close(); import gc; gc.collect(); print(int(f.image.sum()))")
+    code = (
+        "import sys; from shmcam.shm import RingReader; r = RingReader(sys.argv[1]); "
+        "f = r.latest(); r.close(); import gc; gc.collect(); print(int(f.image.sum()))"
+    )
     with RingWriter(base, np.uint16, (8, 8)) as w:
         w.write(np.full((8, 8), 3, np.uint16), 1, (0, 0))
         out = subprocess.run([sys.executable, "-c", code, base], capture_output=True, text=True)
@@ -225,7 +305,7 @@ def test_missing_ring_and_bad_names_are_clear_errors(node):
 
 def test_no_room_in_dev_shm_is_a_clear_error_and_creates_nothing(node):
     base = ring_base(node, "huge")
-    too_big = segment.free_bytes() // 2 // 8 + 1   # uint64 elements: two slots exceed the space
+    too_big = segment.free_bytes() // 2 // 8 + 1  # uint64 elements: two slots exceed the space
     with pytest.raises(ShmError, match="not enough shared memory"):
         RingWriter(base, np.uint64, (too_big, 1), slots=2)
     assert generations(base) == []
@@ -234,10 +314,24 @@ def test_no_room_in_dev_shm_is_a_clear_error_and_creates_nothing(node):
 def test_c_reader_reads_frames_written_by_python(node, tmp_path):
     """The layout is a contract: a C program using include/shmcam/ring.h reads our frames."""
     from pathlib import Path
+
     root = Path(__file__).resolve().parents[1]
     exe = tmp_path / "ring_reader"
-    subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-I", str(root / "include"),
-                    str(root / "tests" / "c" / "ring_reader.c"), "-o", str(exe)], check=True)
+    subprocess.run(
+        [
+            "gcc",
+            "-O2",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-I",
+            str(root / "include"),
+            str(root / "tests" / "c" / "ring_reader.c"),
+            "-o",
+            str(exe),
+        ],
+        check=True,
+    )
     base = ring_base(node, "cam")
     with RingWriter(base, np.uint16, (48, 64), slots=8) as w:
         frames = [(np.arange(48 * 64, dtype=np.uint16).reshape(48, 64) * (i + 1)) for i in range(4)]
@@ -247,8 +341,12 @@ def test_c_reader_reads_frames_written_by_python(node, tmp_path):
         try:
             lines = [reader.stdout.readline().split() for _ in range(3)]
             assert reader.stdout.readline().strip() == "waiting"
-            w.write(frames[3], 1003, (1_700_000_000, 3),   # the C reader sleeps on the futex
-                    axes=(103.0, -0.5, 0.0, 1.0))
+            w.write(
+                frames[3],
+                1003,
+                (1_700_000_000, 3),  # the C reader sleeps on the futex
+                axes=(103.0, -0.5, 0.0, 1.0),
+            )
             lines.append(reader.stdout.readline().split())
             assert reader.wait(10) == 0
         finally:
@@ -279,4 +377,4 @@ def test_frames_carry_their_linear_axes(node):
         w.write(np.zeros((2, 3), np.uint8), 1, (0, 0), axes=(50.0, -0.5, 10.0, -0.25))
         w.write(np.zeros((2, 3), np.uint8), 2, (0, 0))
         assert r.wait(0).axes == (50.0, -0.5, 10.0, -0.25)
-        assert r.wait(0).axes is None           # uncalibrated: pixel numbers
+        assert r.wait(0).axes is None  # uncalibrated: pixel numbers

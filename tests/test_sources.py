@@ -9,13 +9,13 @@ import time
 import h5py
 import numpy as np
 import pytest
-
 from camera_harness import CameraProcess
 from ioc import Ioc, frame
+from supervisor_harness import receive, wait_for
+
 from shmcam.bsread import Sender
 from shmcam.shm import RingReader, ring_base
 from shmcam.sources.transforms import axis_arrays
-from supervisor_harness import receive, wait_for
 
 
 @pytest.fixture
@@ -82,7 +82,7 @@ def test_epics_camera_resize_wrong_sizes_and_ioc_restart(iocs, cameras):
     reader = camera.reader()
     try:
         first = frames(reader, 5)
-        for pulse_id, (sec, _), image, axes, _ in first:
+        for _pulse_id, (sec, _), image, axes, _ in first:
             assert image.shape == (960, 1280) and image.dtype == np.uint16
             assert_ioc_frame(image)
             assert abs(sec - time.time()) < 10 and axes == (0.0, 1.0, 0.0, 1.0)
@@ -92,9 +92,9 @@ def test_epics_camera_resize_wrong_sizes_and_ioc_restart(iocs, cameras):
         ioc.command("size 640 480")
         _, _, image, _, generation = until_shape(reader, (480, 640))
         assert_ioc_frame(image)
-        assert generation > first[-1][4]           # the reader followed a new generation
+        assert generation > first[-1][4]  # the reader followed a new generation
 
-        ioc.command("lie 800 600")         # 640x480 frames announced as 800x600
+        ioc.command("lie 800 600")  # 640x480 frames announced as 800x600
         wait_for(lambda: camera.counters()["errors"] >= 3, what="wrong-size frames counted")
         written = camera.counters()["frames_out"]
         assert reader.wait(0.3) is None and camera.counters()["frames_out"] == written
@@ -106,22 +106,24 @@ def test_epics_camera_resize_wrong_sizes_and_ioc_restart(iocs, cameras):
         assert "not connected: TST:FPICTURE" in camera.wait_state(False)
         ioc.start()
         assert camera.wait_state(True) == "connected"
-        pulse_id, _, image, _, _ = until_shape(reader, (960, 1280))   # the IOC's start size
+        pulse_id, _, image, _, _ = until_shape(reader, (960, 1280))  # the IOC's start size
         assert_ioc_frame(image)
-        assert pulse_id > before                   # the counter survived the reconnect
+        assert pulse_id > before  # the counter survived the reconnect
         assert camera.process.poll() is None
     finally:
         reader.close()
 
 
 def test_area_detector_pulse_ids_state_and_restart_through_the_supervisor(
-        supervisor, iocs, monkeypatch, node):
+    supervisor, iocs, monkeypatch, node
+):
     ioc = iocs("area_detector")
     for key, value in ioc.env.items():
-        monkeypatch.setenv(key, value)     # the supervisor passes its environment on
-    sup = supervisor(cameras={"ad": {"source_type": "area_detector", "source": "TST",
-                                     "no_client_timeout": 0}})
-    sup.call("GET", "/api/v1/cam/ad")      # starts the camera
+        monkeypatch.setenv(key, value)  # the supervisor passes its environment on
+    sup = supervisor(
+        cameras={"ad": {"source_type": "area_detector", "source": "TST", "no_client_timeout": 0}}
+    )
+    sup.call("GET", "/api/v1/cam/ad")  # starts the camera
 
     def online():
         return sup.call("GET", "/api/v1/cam/ad/is_online")
@@ -132,7 +134,7 @@ def test_area_detector_pulse_ids_state_and_restart_through_the_supervisor(
         got = frames(reader, 10)
         for pulse_id, _, image, _, _ in got:
             assert image.shape == (960, 1280)
-            assert_ioc_frame(image, pulse_id)    # the pulse id is the frame's UniqueId
+            assert_ioc_frame(image, pulse_id)  # the pulse id is the frame's UniqueId
         assert np.diff([g[0] for g in got]).min() >= 1
 
         ioc.command("size 1024 768")
@@ -148,7 +150,7 @@ def test_area_detector_pulse_ids_state_and_restart_through_the_supervisor(
         ioc.restart()
         pulse_id, _, image, _, _ = until_shape(reader, (960, 1280))
         assert_ioc_frame(image, pulse_id)
-        assert pulse_id < 100                      # the new IOC counts from 1
+        assert pulse_id < 100  # the new IOC counts from 1
         assert sup.call("GET", "/api/v1/cam/ad/is_online")["online"] is True
         logs = "\n".join(sup.call("GET", "/api/v1/logs/instance/ad")["logs"])
         assert "source offline: not connected: TST:image1:ArrayData" in logs
@@ -181,8 +183,14 @@ def test_bsread_source_keeps_pulse_ids_timestamps_and_axes(cameras, modes):
     thread = threading.Thread(target=bsread_sender, args=(sender, stop))
     thread.start()
     try:
-        camera = cameras({"source_type": "bsread", "source": sender.address,
-                          "source_mode": modes[1], "source_timeout": 0.5})
+        camera = cameras(
+            {
+                "source_type": "bsread",
+                "source": sender.address,
+                "source_mode": modes[1],
+                "source_timeout": 0.5,
+            }
+        )
         reader = camera.reader()
         try:
             got = frames(reader, 20)
@@ -198,22 +206,32 @@ def test_bsread_source_keeps_pulse_ids_timestamps_and_axes(cameras, modes):
         assert image.shape == (32, 48) and (image == p).all()
         assert axes == ((5.0, -0.5, 0.0, 2.0) if p % 2 == 0 else (0.0, 1.0, 0.0, 1.0))
     wait_for(lambda: camera.counters()["errors"] >= 2, what="wrong-size frames counted")
-    assert "no message from" in camera.wait_state(False)   # the sender is gone
+    assert "no message from" in camera.wait_state(False)  # the sender is gone
 
 
-def test_hdf5_replay_loops_at_frame_rate_with_transforms_background_and_axes(
-        cameras, tmp_path):
-    recorded = (np.arange(5, dtype=np.uint16)[:, None, None] * 100
-                + np.arange(48, dtype=np.uint16).reshape(6, 8))
+def test_hdf5_replay_loops_at_frame_rate_with_transforms_background_and_axes(cameras, tmp_path):
+    recorded = np.arange(5, dtype=np.uint16)[:, None, None] * 100 + np.arange(
+        48, dtype=np.uint16
+    ).reshape(6, 8)
     with h5py.File(tmp_path / "run.h5", "w") as f:
         f["/data/images"] = recorded
     (tmp_path / "backgrounds").mkdir()
     np.save(tmp_path / "backgrounds" / "bg1.npy", np.full((3, 4), 10, np.uint16))
-    calibration = {"reference_marker": [0, 0, 4, 2], "reference_marker_width": 2.0,
-                   "reference_marker_height": 1.0}
-    config = {"source_type": "hdf5", "source": f"{tmp_path / 'run.h5'}:/data/images",
-              "frame_rate": 40, "mirror_x": True, "rotate": 1, "roi": [2, 4, 1, 3],
-              "image_background": "bg1", "camera_calibration": calibration}
+    calibration = {
+        "reference_marker": [0, 0, 4, 2],
+        "reference_marker_width": 2.0,
+        "reference_marker_height": 1.0,
+    }
+    config = {
+        "source_type": "hdf5",
+        "source": f"{tmp_path / 'run.h5'}:/data/images",
+        "frame_rate": 40,
+        "mirror_x": True,
+        "rotate": 1,
+        "roi": [2, 4, 1, 3],
+        "image_background": "bg1",
+        "camera_calibration": calibration,
+    }
     camera = cameras(config)
     reader = camera.reader()
     try:
@@ -224,12 +242,12 @@ def test_hdf5_replay_loops_at_frame_rate_with_transforms_background_and_axes(
         reader.close()
     assert 20 / 1.6 / 40 < elapsed < 20 * 1.6 / 40, f"20 frames at 40 Hz took {elapsed:.2f} s"
 
-    def expected(k):   # mirror_x, rotate, roi rows 1..3 and columns 2..5, background 10
+    def expected(k):  # mirror_x, rotate, roi rows 1..3 and columns 2..5, background 10
         return np.clip(np.rot90(recorded[k][:, ::-1])[1:4, 2:6].astype(int) - 10, 0, None)
 
     k0 = next(k for k in range(5) if np.array_equal(got[0][2], expected(k)))
     for i, (_, _, image, axes, _) in enumerate(got):
-        assert np.array_equal(image, expected((k0 + i) % 5)), i      # looping, in order
+        assert np.array_equal(image, expected((k0 + i) % 5)), i  # looping, in order
         # marker origin (2, 1), pixels 0.5 x 0.5; the roi starts at (2, 1): x0 = y0 = 0
         assert axes == (0.0, -0.5, 0.0, -0.5)
     assert [g[0] for g in got] == sorted({g[0] for g in got})
@@ -260,8 +278,7 @@ class Source:
 def test_script_source_and_a_failing_source_retried_with_backoff(cameras, tmp_path):
     (tmp_path / "camera_scripts").mkdir()
     (tmp_path / "camera_scripts" / "counter").write_bytes(CAMERA_SCRIPT)
-    camera = cameras({"source_type": "script", "source": "counter", "frame_rate": 50,
-                      "fail_at": 4})
+    camera = cameras({"source_type": "script", "source": "counter", "frame_rate": 50, "fail_at": 4})
     reader = camera.reader()
     try:
         got = frames(reader, 5)
@@ -271,5 +288,5 @@ def test_script_source_and_a_failing_source_retried_with_backoff(cameras, tmp_pa
         assert image.dtype == np.uint8 and image.shape == (4, 6)
         assert pulse_id == 7000 + int(image[0, 0])
     assert (False, "RuntimeError: sensor unplugged") in camera.states
-    assert camera.states[-1] == (True, "scripted")     # created again, frames from 1 again
+    assert camera.states[-1] == (True, "scripted")  # created again, frames from 1 again
     assert any("source failed (RuntimeError: sensor unplugged)" in line for line in camera.log)

@@ -26,8 +26,12 @@ block.close()
 
 def test_counters_written_by_an_instance_are_read_by_a_monitor(node):
     name = stats_name(node, "pipe")
-    child = subprocess.Popen([sys.executable, "-c", WRITER, name], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", WRITER, name],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert child.stdout.readline().strip() == "ready"
         monitor = StatsBlock(name)
@@ -46,7 +50,7 @@ def test_counters_written_by_an_instance_are_read_by_a_monitor(node):
     finally:
         if child.poll() is None:
             child.kill()
-    assert segment.list_segments(name) == []   # the instance removed its block
+    assert segment.list_segments(name) == []  # the instance removed its block
 
 
 def test_empty_histogram_has_no_percentiles(node):
@@ -56,8 +60,10 @@ def test_empty_histogram_has_no_percentiles(node):
 
 
 def test_attaching_to_something_else_is_refused(node):
-    from shmcam.shm import RingWriter, ring_base
     import numpy as np
+
+    from shmcam.shm import RingWriter, ring_base
+
     with RingWriter(ring_base(node, "cam"), np.uint8, (2, 2)) as ring:
         with pytest.raises(segment.ShmError, match="not a shmcam statistics block"):
             StatsBlock(ring.name)
@@ -65,10 +71,16 @@ def test_attaching_to_something_else_is_refused(node):
 
 def test_sweeper_removes_only_segments_of_dead_owners(node):
     dead = stats_name(node, "dead")
-    subprocess.run([sys.executable, "-c",
-                    "import sys; from shmcam.shm import StatsBlock; "
-                    "StatsBlock(sys.argv[1], create=True)  # exits without closing", dead],
-                   check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from shmcam.shm import StatsBlock; "
+            "StatsBlock(sys.argv[1], create=True)  # exits without closing",
+            dead,
+        ],
+        check=True,
+    )
     with StatsBlock(stats_name(node, "alive"), create=True) as alive:
         assert remove_stale(f"shmcam.{node}.") == [dead]
         assert segment.list_segments(f"shmcam.{node}.") == [alive.name]

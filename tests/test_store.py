@@ -14,7 +14,8 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from shmcam.supervisor import arrays, store as store_module
+from shmcam.supervisor import arrays
+from shmcam.supervisor import store as store_module
 from shmcam.supervisor.errors import BadRequest, Conflict, NotFound
 from shmcam.supervisor.store import ConfigStore, check_name
 
@@ -37,13 +38,16 @@ def shipped(tmp_path):
     """etc/cameras/ with a valid and a broken shipped config."""
     cameras = tmp_path / "etc" / "cameras"
     cameras.mkdir(parents=True)
-    (cameras / "simcam.toml").write_text('source_type = "simulation"\nsize_x = 100\n'
-                                         '[camera_calibration]\nreference_marker = [0, 0]\n')
+    (cameras / "simcam.toml").write_text(
+        'source_type = "simulation"\nsize_x = 100\n'
+        "[camera_calibration]\nreference_marker = [0, 0]\n"
+    )
     (cameras / "broken.toml").write_text('source_type = "simulation\n')
     return cameras
 
 
 # --- configs ---------------------------------------------------------------------------------
+
 
 def test_config_round_trip_keeps_order_and_returns_fresh_copies(store, tmp_path):
     store.save_config("camera", "cam1", CAM)
@@ -112,8 +116,11 @@ def test_shipped_config_is_visible_overridden_reverted_and_undeletable(store, sh
     assert store.config_names("camera") == ["broken", "simcam"]
     assert store.is_shipped("camera", "simcam") and not store.is_shipped("camera", "other")
     original = store.get_config("camera", "simcam")
-    assert original == {"source_type": "simulation", "size_x": 100,
-                        "camera_calibration": {"reference_marker": [0, 0]}}
+    assert original == {
+        "source_type": "simulation",
+        "size_x": 100,
+        "camera_calibration": {"reference_marker": [0, 0]},
+    }
     store.save_config("camera", "simcam", dict(original, size_x=5))
     assert store.get_config("camera", "simcam")["size_x"] == 5
     assert store.config_names("camera") == ["broken", "simcam"]
@@ -139,13 +146,15 @@ def test_shipped_toml_dates_are_refused_by_file_name(store, shipped):
         store.get_config("camera", "dated")
 
 
-@pytest.mark.parametrize("config, problem", [
-    ({"a": {1, 2}}, "not JSON-serialisable: Object of type set"),
-    ({"a": float("nan")}, "not JSON-serialisable: Out of range float"),
-    ([1, 2], "must be a JSON object, got list"),
-])
-def test_a_failed_save_leaves_the_previous_file_and_no_temp_file(store, tmp_path, config,
-                                                                   problem):
+@pytest.mark.parametrize(
+    "config, problem",
+    [
+        ({"a": {1, 2}}, "not JSON-serialisable: Object of type set"),
+        ({"a": float("nan")}, "not JSON-serialisable: Out of range float"),
+        ([1, 2], "must be a JSON object, got list"),
+    ],
+)
+def test_a_failed_save_leaves_the_previous_file_and_no_temp_file(store, tmp_path, config, problem):
     store.save_config("camera", "cam1", CAM)
     before = tree(tmp_path)
     with pytest.raises(BadRequest, match=problem):
@@ -170,23 +179,42 @@ def test_a_write_failing_midway_leaves_the_old_file_and_no_temp_file(tmp_path):
 
 # --- names -----------------------------------------------------------------------------------
 
-BAD_NAMES = ["../x", "a/b", "..", ".hidden", "", "x" * 101, "a\x00b", "/etc/passwd", "-rf",
-             "a..b", "a b", "a\nb", "cam\\x", 5]
+BAD_NAMES = [
+    "../x",
+    "a/b",
+    "..",
+    ".hidden",
+    "",
+    "x" * 101,
+    "a\x00b",
+    "/etc/passwd",
+    "-rf",
+    "a..b",
+    "a b",
+    "a\nb",
+    "cam\\x",
+    5,
+]
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)
 def test_bad_names_are_refused_before_touching_anything(store, tmp_path, shipped, name):
     before = tree(tmp_path)
     calls = [
-        lambda: store.get_config("camera", name), lambda: store.is_shipped("camera", name),
+        lambda: store.get_config("camera", name),
+        lambda: store.is_shipped("camera", name),
         lambda: store.save_config("camera", name, CAM),
         lambda: store.delete_config("pipeline", name),
         lambda: store.config_history("camera", name),
         lambda: store.get_config_version("camera", name, "20240101T000000_000000Z"),
-        lambda: store.new_background_id(name), lambda: store.background_ids(name),
-        lambda: store.save_background(name, np.ones(2)), lambda: store.get_background(name),
-        lambda: store.latest_background(name), lambda: store.delete_background(name),
-        lambda: store.save_file("script", name, b"x"), lambda: store.get_file("lib", name),
+        lambda: store.new_background_id(name),
+        lambda: store.background_ids(name),
+        lambda: store.save_background(name, np.ones(2)),
+        lambda: store.get_background(name),
+        lambda: store.latest_background(name),
+        lambda: store.delete_background(name),
+        lambda: store.save_file("script", name, b"x"),
+        lambda: store.get_file("lib", name),
         lambda: store.delete_file("script", name),
     ]
     for call in calls:
@@ -221,6 +249,7 @@ def test_a_symlink_out_of_the_store_is_refused(store, tmp_path):
 
 # --- backgrounds -----------------------------------------------------------------------------
 
+
 def test_background_ids_are_camera_stamped_and_round_trip(store):
     background_id = store.new_background_id("cam1", datetime(2024, 1, 31, 8, 5, 3, 42))
     assert background_id == "cam1_20240131_080503_000042"
@@ -245,8 +274,11 @@ def test_background_ids_sort_by_time_and_do_not_mix_prefixed_cameras(store):
     cam_b = store.new_background_id("cam_b", datetime(2025, 1, 1))
     store.save_background(cam_b, np.zeros(2))
     store.save_background("my_reference", np.zeros(2))
-    expected = ["cam_20231231_235900_000000", "cam_20240301_090000_000000",
-                "cam_20240301_120000_000000"]
+    expected = [
+        "cam_20231231_235900_000000",
+        "cam_20240301_090000_000000",
+        "cam_20240301_120000_000000",
+    ]
     assert store.background_ids("cam") == expected
     assert store.background_ids("cam_b") == [cam_b]
     assert store.background_ids() == ["my_reference", *expected, cam_b]
@@ -256,6 +288,7 @@ def test_background_ids_sort_by_time_and_do_not_mix_prefixed_cameras(store):
 
 
 # --- scripts and libs ------------------------------------------------------------------------
+
 
 def test_scripts_keep_history_and_libs_round_trip(store, tmp_path):
     store.save_file("script", "fn.py", b"v1")
@@ -276,6 +309,7 @@ def test_scripts_keep_history_and_libs_round_trip(store, tmp_path):
 
 # --- safe arrays -----------------------------------------------------------------------------
 
+
 def test_npy_round_trip():
     image = np.arange(20, dtype=">u2").reshape(4, 5)
     buffer = io.BytesIO()
@@ -285,11 +319,15 @@ def test_npy_round_trip():
 
 
 @pytest.mark.parametrize("protocol", range(6))
-@pytest.mark.parametrize("array", [
-    np.arange(12, dtype=np.uint16).reshape(3, 4),
-    np.asfortranarray(np.linspace(0, 1, 6, dtype=np.float32).reshape(2, 3)),
-    np.zeros((0, 4), dtype=np.float32),
-], ids=["uint16", "float32-fortran", "empty"])
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(12, dtype=np.uint16).reshape(3, 4),
+        np.asfortranarray(np.linspace(0, 1, 6, dtype=np.float32).reshape(2, 3)),
+        np.zeros((0, 4), dtype=np.float32),
+    ],
+    ids=["uint16", "float32-fortran", "empty"],
+)
 def test_pickled_arrays_of_every_protocol_are_rebuilt(array, protocol):
     loaded = arrays.load_array(pickle.dumps(array, protocol=protocol))
     assert type(loaded) is np.ndarray and loaded.dtype == array.dtype
@@ -298,17 +336,20 @@ def test_pickled_arrays_of_every_protocol_are_rebuilt(array, protocol):
 
 def test_numpy1_module_names_are_accepted():
     data = pickle.dumps(np.arange(3, dtype=np.int32), protocol=2)
-    assert np.array_equal(arrays.load_array(data.replace(b"numpy._core", b"numpy.core")),
-                          [0, 1, 2])
+    assert np.array_equal(arrays.load_array(data.replace(b"numpy._core", b"numpy.core")), [0, 1, 2])
 
 
-@pytest.mark.parametrize("value, reason", [
-    ([1, 2], "decodes to list"), ({"a": 1}, "decodes to dict"),
-    (np.float32(1), r"names numpy\._?core\.multiarray\.scalar"),
-    (np.array([1, None], dtype=object), "not a plain numeric type"),
-    (np.zeros(2, dtype=[("a", "<i4")]), "structured"),
-    (np.ma.array([1, 2]), "names numpy.ma"),
-])
+@pytest.mark.parametrize(
+    "value, reason",
+    [
+        ([1, 2], "decodes to list"),
+        ({"a": 1}, "decodes to dict"),
+        (np.float32(1), r"names numpy\._?core\.multiarray\.scalar"),
+        (np.array([1, None], dtype=object), "not a plain numeric type"),
+        (np.zeros(2, dtype=[("a", "<i4")]), "structured"),
+        (np.ma.array([1, 2]), "names numpy.ma"),
+    ],
+)
 @pytest.mark.parametrize("protocol", [2, 5])
 def test_pickles_of_anything_but_plain_arrays_are_refused(value, reason, protocol):
     with pytest.raises(BadRequest, match=reason):
@@ -337,12 +378,16 @@ U8_PICKLE_2 = pickle.dumps(np.arange(2, dtype=np.uint8), 2)
 U8_PICKLE_3 = pickle.dumps(np.arange(4, dtype=np.uint8), 3)
 
 
-@pytest.mark.parametrize("forged, problem", [
-    (b"cnumpy\nndarray\n(I1000000000000\ntR.", "TypeError"),  # ndarray(10**12) called
-    (b"cnumpy._core.multiarray\n_reconstruct\n(I1\n(I0\ntVb\ntR.", "only plain numpy.ndarray"),
-    (U8_PICKLE_2.replace(b"latin1", b"rot_13"), "encoding 'rot_13'"),
-    (U8_PICKLE_3.replace(b"K\x04\x85", b"K\x09\x85"), "4 data bytes do not match shape"),
-], ids=["ndarray-call", "other-subtype", "other-codec", "lying-shape"])
+@pytest.mark.parametrize(
+    "forged, problem",
+    [
+        (b"cnumpy\nndarray\n(I1000000000000\ntR.", "TypeError"),  # ndarray(10**12) called
+        (b"cnumpy._core.multiarray\n_reconstruct\n(I1\n(I0\ntVb\ntR.", "only plain numpy.ndarray"),
+        (U8_PICKLE_2.replace(b"latin1", b"rot_13"), "encoding 'rot_13'"),
+        (U8_PICKLE_3.replace(b"K\x04\x85", b"K\x09\x85"), "4 data bytes do not match shape"),
+    ],
+    ids=["ndarray-call", "other-subtype", "other-codec", "lying-shape"],
+)
 def test_forged_reconstruction_calls_are_refused(forged, problem):
     with pytest.raises(BadRequest, match=problem):
         arrays.load_array(forged)
@@ -356,14 +401,17 @@ def npy(shape: tuple, descr: str, data: bytes) -> bytes:
     return buffer.getvalue() + data
 
 
-@pytest.mark.parametrize("upload, problem", [
-    (npy((10**13,), "|u1", b"1234"), "more than the limit"),
-    (npy((9,), "|u1", b"1234"), "truncated"),
-    (npy((2,), "|O", b"12345678" * 2), r"'\|O' is not a plain numeric type"),
-    (npy((2,), [("a", "<i4")], b"12345678"), "not a plain numeric type"),
-    (b"\x93NUMPY garbage", "bad .npy header"),
-    (b"plain text", "not a numpy array"),
-])
+@pytest.mark.parametrize(
+    "upload, problem",
+    [
+        (npy((10**13,), "|u1", b"1234"), "more than the limit"),
+        (npy((9,), "|u1", b"1234"), "truncated"),
+        (npy((2,), "|O", b"12345678" * 2), r"'\|O' is not a plain numeric type"),
+        (npy((2,), [("a", "<i4")], b"12345678"), "not a plain numeric type"),
+        (b"\x93NUMPY garbage", "bad .npy header"),
+        (b"plain text", "not a numpy array"),
+    ],
+)
 def test_bad_npy_is_refused_before_allocating(upload, problem):
     with pytest.raises(BadRequest, match=problem):
         arrays.load_array(upload)
@@ -376,19 +424,27 @@ def test_image_bytes_round_trip():
     assert base64.b64decode(payload["bytes"]) == image.T.copy().tobytes()
     loaded = arrays.array_from_image_bytes(payload)
     assert loaded.dtype == np.uint16 and np.array_equal(loaded, image.T)
-    uploaded = arrays.load_array(json.dumps(payload).encode())   # a PUT of what GET answered
+    uploaded = arrays.load_array(json.dumps(payload).encode())  # a PUT of what GET answered
     assert uploaded.dtype == np.uint16 and np.array_equal(uploaded, image.T)
     with pytest.raises(BadRequest, match="looks like JSON but is not"):
         arrays.load_array(b"{not json")
 
 
-@pytest.mark.parametrize("change, problem", [
-    ({"bytes": None}, "not valid base64"), ({"bytes": "***"}, "not valid base64"),
-    ({"dtype": "|O"}, "not a plain numeric type"), ({"dtype": "|V8"}, "not a plain numeric"),
-    ({"dtype": "nonsense"}, "invalid \"dtype\""), ({"dtype": 2}, "must be a string"),
-    ({"shape": [2, 2]}, "do not match shape"), ({"shape": [-2, -3]}, "invalid array shape"),
-    ({"shape": "2,3"}, "must be a list"), ({"shape": [10**6, 10**6]}, "more than the limit"),
-])
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        ({"bytes": None}, "not valid base64"),
+        ({"bytes": "***"}, "not valid base64"),
+        ({"dtype": "|O"}, "not a plain numeric type"),
+        ({"dtype": "|V8"}, "not a plain numeric"),
+        ({"dtype": "nonsense"}, 'invalid "dtype"'),
+        ({"dtype": 2}, "must be a string"),
+        ({"shape": [2, 2]}, "do not match shape"),
+        ({"shape": [-2, -3]}, "invalid array shape"),
+        ({"shape": "2,3"}, "must be a list"),
+        ({"shape": [10**6, 10**6]}, "more than the limit"),
+    ],
+)
 def test_bad_image_bytes_are_refused(change, problem):
     payload = arrays.image_bytes_payload(np.zeros((2, 3), dtype=np.uint16))
     with pytest.raises(BadRequest, match=problem):

@@ -8,7 +8,7 @@ import signal
 import struct
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import bitshuffle
@@ -16,15 +16,15 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers the bitshuffle filter for reading)
 import numpy as np
 import pytest
-
 from ringproc import pattern, timestamp
+from supervisor_harness import SIM_CAMERA, wait_for
+from worker_harness import WorkerProcess
+
 from shmcam.bsread import Compressed, Decoder, Encoder, Sender
 from shmcam.bsread.compression import compress
 from shmcam.shm import StatsBlock, ring_base, segment, stats_name
 from shmcam.workers import store_path
 from shmcam.workers.h5file import LayoutChange, StoreFile
-from supervisor_harness import SIM_CAMERA, wait_for
-from worker_harness import WorkerProcess
 
 # `python -m shmcam.workers pipeline`, as the supervisor starts it, after a prelude.
 LAUNCHER = """
@@ -43,18 +43,27 @@ resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
 class StoreProcess(WorkerProcess):
     """A store instance process with its spec on stdin, reports and log collected."""
 
-    def __init__(self, node: str, tmp: Path, config: dict, prelude: str = "",
-                 store_dir: Path | None = None):
+    def __init__(
+        self, node: str, tmp: Path, config: dict, prelude: str = "", store_dir: Path | None = None
+    ):
         config = {"pipeline_type": "store", **config}
-        stream = config.get("input_stream")     # resolved into `input` as the supervisor does
+        stream = config.get("input_stream")  # resolved into `input` as the supervisor does
         super().__init__(
             [sys.executable, "-c", LAUNCHER.format(prelude=prelude)],
-            {"node": node, "ring": None if stream else ring_base(node, "cam"),
-             "input": stream and {"stream": stream, "stream2": None,
-                                  "mode": config.get("input_mode") or "SUB"},
-             "stats": stats_name(node, "p-store"), "port": 0, "config": config,
-             "instance_id": "store1", "store_dir": str(store_dir or tmp / "store"),
-             "scripts_dir": str(tmp / "scripts"), "backgrounds_dir": str(tmp / "backgrounds")})
+            {
+                "node": node,
+                "ring": None if stream else ring_base(node, "cam"),
+                "input": stream
+                and {"stream": stream, "stream2": None, "mode": config.get("input_mode") or "SUB"},
+                "stats": stats_name(node, "p-store"),
+                "port": 0,
+                "config": config,
+                "instance_id": "store1",
+                "store_dir": str(store_dir or tmp / "store"),
+                "scripts_dir": str(tmp / "scripts"),
+                "backgrounds_dir": str(tmp / "backgrounds"),
+            },
+        )
 
     def ready(self) -> Path:
         return Path(self.wait_report("ready")["output_file"])
@@ -134,11 +143,23 @@ def assert_closed_cleanly(f: h5py.File, end: str) -> int:
 
 # --- from the camera ring -------------------------------------------------------------------
 
+
 def test_ring_frames_stored_pixel_exact_until_records(procs, stores, node):
     """`records` ends the run: the file is closed, the end reported, exit code 0. Each frame
     is pixel-exact with its pulse id, compressed as bsread does, one frame per chunk."""
-    ring = writer(procs, node, "--frames", "200", "--rate", "100", "--shapes", "48x64:u2",
-                  "--slots", "32", "--hold")
+    ring = writer(
+        procs,
+        node,
+        "--frames",
+        "200",
+        "--rate",
+        "100",
+        "--shapes",
+        "48x64:u2",
+        "--slots",
+        "32",
+        "--hold",
+    )
     store = stores({"camera_name": "cam", "records": 25})
     path = store.ready()
     assert path.parent == Path(store.spec["store_dir"]) / "store1" and path.suffix == ".h5"
@@ -155,7 +176,7 @@ def test_ring_frames_stored_pixel_exact_until_records(procs, stores, node):
         assert set(f["data"]) == {"width", "height", "timestamp", "image", "x_axis", "y_axis"}
         image = f["data/image/data"]
         assert image.chunks == (1, 48, 64) and image.dtype == np.dtype("<u2")
-        assert "32008" in image._filters          # bitshuffle, readable through hdf5plugin
+        assert "32008" in image._filters  # bitshuffle, readable through hdf5plugin
         pulse_ids = f["data/image/pulse_id"][()]
         assert (np.diff(pulse_ids) > 0).all()
         stamps = zip(f["data/image/timestamp"][()], f["data/image/timestamp_offset"][()])
@@ -205,8 +226,9 @@ def test_flushed_file_readable_during_the_run_and_after_a_crash(procs, stores, n
                 return len(f["data/image/pulse_id"])
         except (OSError, KeyError):
             return 0
+
     deadline = time.monotonic() + 10
-    while flushed_rows() != (written := store.counters()["frames_out"]):   # paused: stable
+    while flushed_rows() != (written := store.counters()["frames_out"]):  # paused: stable
         assert time.monotonic() < deadline, f"the file never showed the stored frames: {store.log}"
         time.sleep(0.1)
     assert written >= 5
@@ -222,8 +244,20 @@ def test_flushed_file_readable_during_the_run_and_after_a_crash(procs, stores, n
 
 def test_overwritten_frames_are_never_written(procs, stores, node):
     """A writer on a 2-slot ring laps the store: what is written is still exact."""
-    ring = writer(procs, node, "--frames", "500", "--rate", "1000", "--slots", "2",
-                  "--pattern", "flat", "--shapes", "960x1280:u1")
+    ring = writer(
+        procs,
+        node,
+        "--frames",
+        "500",
+        "--rate",
+        "1000",
+        "--slots",
+        "2",
+        "--pattern",
+        "flat",
+        "--shapes",
+        "960x1280:u1",
+    )
     store = stores({"camera_name": "cam"})
     path = store.ready()
     procs.go(ring)
@@ -255,8 +289,9 @@ def test_geometry_change_ends_the_run_cleanly(procs, stores, node):
 
 
 def test_pid_range_bounds_the_run(procs, stores, node):
-    ring = writer(procs, node, "--frames", "60", "--rate", "100", "--shapes", "8x8:u2",
-                  "--slots", "64")    # no frame missed even by a store held up for 0.5 s
+    ring = writer(
+        procs, node, "--frames", "60", "--rate", "100", "--shapes", "8x8:u2", "--slots", "64"
+    )  # no frame missed even by a store held up for 0.5 s
     store = stores({"camera_name": "cam", "pid_range": [1010, 1020]})
     path = store.ready()
     procs.go(ring)
@@ -268,6 +303,7 @@ def test_pid_range_bounds_the_run(procs, stores, node):
 
 
 # --- from a bsread stream --------------------------------------------------------------------
+
 
 def odd_blob(image: np.ndarray) -> bytes:
     """A valid bitshuffle_lz4 part with 4096-byte blocks: our own compression (8192-byte
@@ -292,10 +328,17 @@ def test_stream_bitshuffle_images_stored_as_sent(stores, sockets):
     while store.process.poll() is None:
         pid += 1
         image = rng.integers(0, 4000, (30, 40), dtype=np.uint16)
-        parts = encoder.encode({"image": image, "x_axis": np.arange(40, dtype=np.float32),
-                                "intensity": int(image.sum()), "note": f"pulse {pid}",
-                                "maybe": None if pid % 3 else 1.5},
-                               pid, (1_700_000_000, pid))
+        parts = encoder.encode(
+            {
+                "image": image,
+                "x_axis": np.arange(40, dtype=np.float32),
+                "intensity": int(image.sum()),
+                "note": f"pulse {pid}",
+                "maybe": None if pid % 3 else 1.5,
+            },
+            pid,
+            (1_700_000_000, pid),
+        )
         if pid % 2:
             parts[2] = odd_blob(image)
         sent[pid] = (image, bytes(parts[2]))
@@ -325,14 +368,16 @@ def test_stream_bitshuffle_images_stored_as_sent(stores, sockets):
         assert list(maybe["pulse_id"]) == list(pulse_ids[first:])
         assert list(maybe["is_data_present"]) == [int(not p % 3) for p in pulse_ids[first:]]
         assert list(maybe["data"][maybe["is_data_present"] == 1]) == [1.5] * sum(
-            not p % 3 for p in pulse_ids[first:])
+            not p % 3 for p in pulse_ids[first:]
+        )
 
 
 def test_stream_plain_images_are_compressed_into_chunks(stores, sockets):
     """A PUSH stream without compression (input_mode PULL): images are stored bitshuffled."""
     sender = sockets(mode="PUSH", block=True, send_timeout=10)
-    store = stores({"camera_name": "cam", "input_stream": sender.address, "input_mode": "PULL",
-                    "records": 5})
+    store = stores(
+        {"camera_name": "cam", "input_stream": sender.address, "input_mode": "PULL", "records": 5}
+    )
     path = store.ready()
     images = [np.full((20, 30), i, np.int32) - 7 for i in range(5)]
     for i, image in enumerate(images):
@@ -349,16 +394,27 @@ def test_stream_plain_images_are_compressed_into_chunks(stores, sockets):
 
 # --- through the supervisor ------------------------------------------------------------------
 
+
 def test_store_pipelines_started_through_the_supervisor(supervisor):
     """A store of the camera's ring, and one of a processing pipeline's compressed stream (a
     cascade), each ending after `records`, their files where the instance info says."""
     sup = supervisor(cameras={"sim": SIM_CAMERA})
-    sup.call("POST", "/api/v1/pipeline", params={"instance_id": "proc"},
-             json={"camera_name": "sim", "data_compression": True, "no_client_timeout": 0})
-    for instance_id, config in (("frames", {"camera_name": "sim"}),
-                                ("results", {"input_pipeline": "proc"})):
-        sup.call("POST", "/api/v1/pipeline", params={"instance_id": instance_id},
-                 json={**config, "pipeline_type": "store", "records": 8})
+    sup.call(
+        "POST",
+        "/api/v1/pipeline",
+        params={"instance_id": "proc"},
+        json={"camera_name": "sim", "data_compression": True, "no_client_timeout": 0},
+    )
+    for instance_id, config in (
+        ("frames", {"camera_name": "sim"}),
+        ("results", {"input_pipeline": "proc"}),
+    ):
+        sup.call(
+            "POST",
+            "/api/v1/pipeline",
+            params={"instance_id": instance_id},
+            json={**config, "pipeline_type": "store", "records": 8},
+        )
 
     def ended(path: str) -> dict | None:
         report = sup.call("GET", path + "/exitcode")
@@ -368,7 +424,7 @@ def test_store_pipelines_started_through_the_supervisor(supervisor):
     for instance_id in ("frames", "results"):
         path = f"/api/v1/pipeline/instance/{instance_id}"
         files[instance_id] = Path(sup.call("GET", path + "/info")["info"]["output_file"])
-        report = wait_for(lambda: ended(path), what=f"{instance_id} to finish")
+        report = wait_for(lambda path=path: ended(path), what=f"{instance_id} to finish")
         assert (report["exitcode"], report["finished"]) == (0, "8 records sent"), report
         assert files[instance_id].parent == sup.data_dir / "store" / instance_id
     with h5py.File(files["frames"], "r") as f:
@@ -381,16 +437,28 @@ def test_store_pipelines_started_through_the_supervisor(supervisor):
         assert {"image", "x_profile", "intensity", "processing_parameters"} <= set(f["data"])
         images, profiles = f["data/image/data"][()], f["data/x_profile/data"][()]
         assert images.shape == (8, 240, 320)
-        assert np.array_equal(images.sum(axis=1), profiles)   # the stream's own x_profile
+        assert np.array_equal(images.sum(axis=1), profiles)  # the stream's own x_profile
 
 
 # --- bad names, unwritable directories, full disks ------------------------------------------
 
+
 def test_output_file_rule():
     for good in ("{instance_id}/{time}.h5", "run_1/cam:1.hdf5", "a+b-c.h5"):
         assert store_path.check_output_file(good) == good
-    for bad in ("../x.h5", "/abs.h5", "a/../x.h5", "a/.hidden.h5", "x.txt", "{user}.h5",
-                "a//b.h5", "a\\b.h5", "", 3, "/".join("a" * 9) + ".h5"):
+    for bad in (
+        "../x.h5",
+        "/abs.h5",
+        "a/../x.h5",
+        "a/.hidden.h5",
+        "x.txt",
+        "{user}.h5",
+        "a//b.h5",
+        "a\\b.h5",
+        "",
+        3,
+        "/".join("a" * 9) + ".h5",
+    ):
         with pytest.raises(ValueError, match="output_file"):
             store_path.check_output_file(bad)
 
@@ -399,9 +467,11 @@ def test_output_file_stays_in_the_store(tmp_path):
     store = tmp_path / "store"
     (store / "out").mkdir(parents=True)
     (store / "out" / "link").symlink_to(tmp_path)
-    start = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=timezone.utc)
-    assert store_path.run_path(store, None, "cam1", start) == \
-        store / "cam1" / "20240506_070809_123456.h5"
+    start = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+    assert (
+        store_path.run_path(store, None, "cam1", start)
+        == store / "cam1" / "20240506_070809_123456.h5"
+    )
     with pytest.raises(ValueError, match="leads out of the store"):
         store_path.run_path(store, "out/link/x.h5", "cam1", start)
     with pytest.raises(ValueError, match="invalid output_file"):
@@ -409,8 +479,9 @@ def test_output_file_stays_in_the_store(tmp_path):
 
 
 def test_bad_output_file_refused_by_the_worker(stores, tmp_path):
-    store = stores({"camera_name": "cam", "input_stream": "tcp://127.0.0.1:1",
-                    "output_file": "../escape.h5"})
+    store = stores(
+        {"camera_name": "cam", "input_stream": "tcp://127.0.0.1:1", "output_file": "../escape.h5"}
+    )
     error = store.wait_report("error")
     assert "invalid output_file '../escape.h5'" in error
     assert store.wait() == 1
@@ -420,8 +491,9 @@ def test_bad_output_file_refused_by_the_worker(stores, tmp_path):
 def test_an_existing_file_is_never_overwritten(stores, tmp_path):
     (tmp_path / "store").mkdir()
     (tmp_path / "store" / "fixed.h5").write_bytes(b"precious")
-    store = stores({"camera_name": "cam", "input_stream": "tcp://127.0.0.1:1",
-                    "output_file": "fixed.h5"})
+    store = stores(
+        {"camera_name": "cam", "input_stream": "tcp://127.0.0.1:1", "output_file": "fixed.h5"}
+    )
     assert "exists: a store never overwrites a file" in store.wait_report("error")
     assert store.wait() == 1
     assert (tmp_path / "store" / "fixed.h5").read_bytes() == b"precious"
@@ -429,16 +501,17 @@ def test_an_existing_file_is_never_overwritten(stores, tmp_path):
 
 def test_unwritable_store_directory(stores, tmp_path):
     (tmp_path / "plain_file").write_text("not a directory")
-    store = stores({"camera_name": "cam", "input_stream": "tcp://127.0.0.1:1"},
-                   store_dir=tmp_path / "plain_file" / "store")
+    store = stores(
+        {"camera_name": "cam", "input_stream": "tcp://127.0.0.1:1"},
+        store_dir=tmp_path / "plain_file" / "store",
+    )
     error = store.wait_report("error")
     assert "plain_file" in error and "Not a directory" in error
     assert store.wait() == 1
 
 
 def test_too_little_free_space_refuses_to_start(stores, tmp_path):
-    store = stores({"camera_name": "cam", "input_stream": "tcp://127.0.0.1:1",
-                    "min_free_mb": 1e12})
+    store = stores({"camera_name": "cam", "input_stream": "tcp://127.0.0.1:1", "min_free_mb": 1e12})
     assert "less than min_free_mb 1e+12" in store.wait_report("error")
     assert store.wait() == 1
     assert not (tmp_path / "store").exists()
@@ -464,11 +537,13 @@ def test_free_space_guard_ends_the_run_with_a_valid_file(procs, stores, node):
 def test_failing_writes_end_the_run_with_one_error(stores, sockets):
     """Writes beyond the file size limit fail as on a full disk: one error report, exit 1."""
     sender = sockets(mode="PUSH", block=True, send_timeout=1)
-    store = stores({"camera_name": "cam", "input_stream": sender.address, "input_mode": "PULL"},
-                   prelude=DISK_FULL.format(limit=1 << 20))
+    store = stores(
+        {"camera_name": "cam", "input_stream": sender.address, "input_mode": "PULL"},
+        prelude=DISK_FULL.format(limit=1 << 20),
+    )
     path = store.ready()
     rng = np.random.default_rng(2)
-    for pid in range(40):          # 40 incompressible 128 kB frames: 5 MB > 1 MB
+    for pid in range(40):  # 40 incompressible 128 kB frames: 5 MB > 1 MB
         if not sender.send({"image": rng.integers(0, 1 << 16, (256, 256), np.uint16)}, pid, 0.0):
             break
         if store.process.poll() is not None:
@@ -481,30 +556,33 @@ def test_failing_writes_end_the_run_with_one_error(stores, sockets):
 
 # --- the codec and file layers on their own -------------------------------------------------
 
+
 def test_decoder_keeps_chosen_compressed_channels_as_they_arrived():
     image = np.arange(600, dtype=">u2").reshape(20, 30)
-    parts = Encoder("bitshuffle_lz4").encode({"image": image, "profile": np.arange(30.0),
-                                              "n": 3}, 7, (1, 2))
+    parts = Encoder("bitshuffle_lz4").encode(
+        {"image": image, "profile": np.arange(30.0), "n": 3}, 7, (1, 2)
+    )
     wanted = []
-    decoder = Decoder(raw=lambda name, shape, codec: wanted.append((name, shape, codec)) or
-                      name == "image")
+    decoder = Decoder(
+        raw=lambda name, shape, codec: wanted.append((name, shape, codec)) or name == "image"
+    )
     message = decoder.decode(parts)
     raw = message.data["image"]
     assert isinstance(raw, Compressed) and raw.codec == "bitshuffle_lz4"
-    assert raw.data.obj is parts[2] and bytes(raw.data) == parts[2]     # the part itself
+    assert raw.data.obj is parts[2] and bytes(raw.data) == parts[2]  # the part itself
     assert np.shares_memory(np.frombuffer(raw.data, np.uint8), np.frombuffer(parts[2], np.uint8))
     assert raw.dtype == np.dtype(">u2") and raw.shape == (20, 30)
     assert np.array_equal(message.data["profile"], np.arange(30.0)) and message.data["n"] == 3
     assert wanted == [("image", (20, 30), "bitshuffle_lz4"), ("profile", (30,), "bitshuffle_lz4")]
     decoder.decode(parts)
-    assert len(wanted) == 2            # asked once per data header, not per message
+    assert len(wanted) == 2  # asked once per data header, not per message
 
     broken = list(parts)
     broken[2] = bytes(parts[2][:12]) + b"\xff\xff\xff\xff" + bytes(parts[2][16:])
     message = decoder.decode(broken)
     assert message.data["image"] is None and "block 0 claims" in message.errors["image"]
     plain = Decoder(raw=lambda *_: True).decode(Encoder().encode({"image": image}, 1, 0.0))
-    assert isinstance(plain.data["image"], np.ndarray)     # nothing compressed to keep
+    assert isinstance(plain.data["image"], np.ndarray)  # nothing compressed to keep
     lz4_parts = Encoder("lz4").encode({"image": image}, 1, 0.0)
     kept = Decoder(raw=lambda *_: True).decode(lz4_parts).data["image"]
     assert kept.codec == "lz4" and bytes(kept.data) == bytes(lz4_parts[2])

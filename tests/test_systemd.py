@@ -19,7 +19,7 @@ from shmcam.supervisor.settings import Settings
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "systemd" / "shmcam-supervisor.service"
 SYSUSERS = ROOT / "systemd" / "sysusers.d" / "shmcam.conf"
-INSTALLED_SHMCAM = "/opt/shmcam/bin/shmcam"     # the venv of README's "Deploy on a node"
+INSTALLED_SHMCAM = "/opt/shmcam/bin/shmcam"  # the venv of README's "Deploy on a node"
 
 
 def render(tmp_path: Path, extra: str = "") -> Path:
@@ -29,14 +29,12 @@ def render(tmp_path: Path, extra: str = "") -> Path:
     shmcam = Path(sys.executable).parent / "shmcam"
     assert shmcam.is_file(), f"{shmcam} is missing: is shmcam installed in this venv?"
     unit = tmp_path / UNIT.name
-    unit.write_text(text.replace(f"ExecStart={INSTALLED_SHMCAM} ", f"ExecStart={shmcam} ")
-                    + extra)
+    unit.write_text(text.replace(f"ExecStart={INSTALLED_SHMCAM} ", f"ExecStart={shmcam} ") + extra)
     return unit
 
 
 def analyze(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["systemd-analyze", *args], capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(["systemd-analyze", *args], capture_output=True, text=True, timeout=60)
 
 
 def directives(path: Path) -> dict[str, list[str]]:
@@ -70,15 +68,17 @@ def test_security_exposure_stays_low(tmp_path):
     assert result.returncode == 0, result.stderr
     level = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
     assert level, result.stdout
-    assert float(level.group(1)) <= 2.0, result.stdout   # 1.9 "OK" when written
+    assert float(level.group(1)) <= 2.0, result.stdout  # 1.9 "OK" when written
 
 
 def test_unit_runs_the_supervisor_as_the_issue_asks():
     unit = directives(UNIT)
-    service = {key.partition(".")[2]: values for key, values in unit.items()
-               if key.startswith("Service.")}
-    assert service["ExecStart"] == [f"{INSTALLED_SHMCAM} supervisor --config "
-                                    f"/etc/shmcam/shmcam.toml"]
+    service = {
+        key.partition(".")[2]: values for key, values in unit.items() if key.startswith("Service.")
+    }
+    assert service["ExecStart"] == [
+        f"{INSTALLED_SHMCAM} supervisor --config /etc/shmcam/shmcam.toml"
+    ]
     assert service["User"] == ["shmcam"] and "DynamicUser" not in service
     assert service["Restart"] == ["on-failure"]
     # SIGTERM to the supervisor alone, which stops its instances (killing one that does not
@@ -103,15 +103,23 @@ def test_sysusers_creates_a_system_user(tmp_path):
     """systemd-sysusers applies the file to an empty root: a system uid (logind's RemoveIPC
     spares it), no login shell, the data directory as home."""
     (tmp_path / "etc").mkdir()
-    result = subprocess.run(["systemd-sysusers", f"--root={tmp_path}", "-"],
-                            input=SYSUSERS.read_text(), capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        ["systemd-sysusers", f"--root={tmp_path}", "-"],
+        input=SYSUSERS.read_text(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
-    users = {line.split(":")[0]: line.split(":") for line in
-             (tmp_path / "etc" / "passwd").read_text().splitlines()}
+    users = {
+        line.split(":")[0]: line.split(":")
+        for line in (tmp_path / "etc" / "passwd").read_text().splitlines()
+    }
     name, _, uid, gid, _, home, shell = users["shmcam"]
     assert 0 < int(uid) < 1000
     assert (home, shell) == ("/var/lib/shmcam", "/usr/sbin/nologin")
-    groups = {line.split(":")[0]: line.split(":")[2] for line in
-              (tmp_path / "etc" / "group").read_text().splitlines()}
+    groups = {
+        line.split(":")[0]: line.split(":")[2]
+        for line in (tmp_path / "etc" / "group").read_text().splitlines()
+    }
     assert groups["shmcam"] == gid

@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shmcam.sources.transforms import (CameraTransform, axis_arrays, binning, camera_axes,
-                                       linear_axes, transform)
+from shmcam.sources.transforms import (
+    CameraTransform,
+    axis_arrays,
+    binning,
+    camera_axes,
+    linear_axes,
+    transform,
+)
 from shmcam.supervisor import validation
 from shmcam.supervisor.errors import BadRequest
 
@@ -15,7 +21,7 @@ IMAGE = np.arange(12, dtype=np.uint16).reshape(3, 4)
 
 
 def test_binning_sums_or_averages_whole_blocks_into_uint16():
-    assert binning(IMAGE, 2, 2).tolist() == [[10, 18]]            # the last row is cropped
+    assert binning(IMAGE, 2, 2).tolist() == [[10, 18]]  # the last row is cropped
     assert binning(IMAGE, 2, 2, mean=True).tolist() == [[2, 4]]
     assert binning(IMAGE, 2, 2).dtype == np.uint16
     assert binning(np.full((2, 2), 40000, np.uint16), 2, 2).tolist() == [[65535]]
@@ -23,15 +29,18 @@ def test_binning_sums_or_averages_whole_blocks_into_uint16():
     assert binning(np.full((2, 2), 0.25, np.float32), 2, 2).tolist() == [[1.0]]
 
 
-@pytest.mark.parametrize("config, expected", [
-    ({"mirror_x": True}, [[3, 2, 1, 0], [7, 6, 5, 4], [11, 10, 9, 8]]),
-    ({"mirror_y": True}, [[8, 9, 10, 11], [4, 5, 6, 7], [0, 1, 2, 3]]),
-    ({"rotate": 1}, [[3, 7, 11], [2, 6, 10], [1, 5, 9], [0, 4, 8]]),       # counter-clockwise
-    ({"rotate": 2}, [[11, 10, 9, 8], [7, 6, 5, 4], [3, 2, 1, 0]]),
-    ({"rotate": -1}, [[8, 4, 0], [9, 5, 1], [10, 6, 2], [11, 7, 3]]),
-    ({"roi": [1, 2, 1, 1]}, [[5, 6]]),
-    ({"roi": [3, 2, 1, 5]}, [[2, 3], [6, 7], [10, 11]]),   # sizes, then offsets clipped
-])
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        ({"mirror_x": True}, [[3, 2, 1, 0], [7, 6, 5, 4], [11, 10, 9, 8]]),
+        ({"mirror_y": True}, [[8, 9, 10, 11], [4, 5, 6, 7], [0, 1, 2, 3]]),
+        ({"rotate": 1}, [[3, 7, 11], [2, 6, 10], [1, 5, 9], [0, 4, 8]]),  # counter-clockwise
+        ({"rotate": 2}, [[11, 10, 9, 8], [7, 6, 5, 4], [3, 2, 1, 0]]),
+        ({"rotate": -1}, [[8, 4, 0], [9, 5, 1], [10, 6, 2], [11, 7, 3]]),
+        ({"roi": [1, 2, 1, 1]}, [[5, 6]]),
+        ({"roi": [3, 2, 1, 5]}, [[2, 3], [6, 7], [10, 11]]),  # sizes, then offsets clipped
+    ],
+)
 def test_mirror_rotate_and_roi_are_views_of_the_source_frame(config, expected):
     out = transform(IMAGE, config)
     assert out.tolist() == expected
@@ -60,15 +69,23 @@ def test_background_is_subtracted_last_without_negatives_and_checked_for_shape()
 def test_axes_are_pixel_numbers_of_the_binned_rotated_image_offset_by_the_roi():
     assert camera_axes({}, 4, 3) == (0.0, 1.0, 0.0, 1.0)
     # binned 2x3, rotated 3x2, roi from x=1
-    assert camera_axes({"binning_x": 2, "rotate": 1, "roi": [1, 1, 0, 2]}, 4, 3) == \
-        (1.0, 1.0, 0.0, 1.0)
+    assert camera_axes({"binning_x": 2, "rotate": 1, "roi": [1, 1, 0, 2]}, 4, 3) == (
+        1.0,
+        1.0,
+        0.0,
+        1.0,
+    )
     assert camera_axes({"mirror_x": True, "mirror_y": True}, 4, 3) == (0.0, 1.0, 0.0, 1.0)
 
 
 def test_calibrated_axes_descend_from_the_marker_centre():
-    calibration = {"reference_marker": [10, 20, 110, 70], "reference_marker_width": 200.0,
-                   "reference_marker_height": 100.0, "angle_horizontal": 60.0,
-                   "angle_vertical": None}
+    calibration = {
+        "reference_marker": [10, 20, 110, 70],
+        "reference_marker_width": 200.0,
+        "reference_marker_height": 100.0,
+        "angle_horizontal": 60.0,
+        "angle_vertical": None,
+    }
     # origin (60, 45); pixel sizes 200/100*cos(60°) = 1.0 and 100/50 = 2.0
     x0, dx, y0, dy = camera_axes({"camera_calibration": calibration}, 200, 100)
     assert (x0, y0, dy) == pytest.approx((60.0, 90.0, -2.0)) and dx == pytest.approx(-1.0)
@@ -79,7 +96,7 @@ def test_calibrated_axes_descend_from_the_marker_centre():
     config = {"camera_calibration": calibration, "roi": [10, 50, 0, 100]}
     assert camera_axes(config, 200, 100)[0] == pytest.approx(50.0)
     defaults = camera_axes({"camera_calibration": {"reference_marker_width": 50.0}}, 8, 8)
-    assert defaults == pytest.approx((25.0, -0.5, 50.0, -1.0))   # marker [0, 0, 100, 100]
+    assert defaults == pytest.approx((25.0, -0.5, 50.0, -1.0))  # marker [0, 0, 100, 100]
 
 
 def test_linear_axes_from_arrays_and_a_sources_axes_only_without_geometry_changes():
@@ -91,24 +108,31 @@ def test_linear_axes_from_arrays_and_a_sources_axes_only_without_geometry_change
     assert CameraTransform({"rotate": 1}).axes(4, 3, own) == (0.0, 1.0, 0.0, 1.0)
 
 
-@pytest.mark.parametrize("config, key", [
-    ({"roi": [0, 0, 0, 4]}, "roi"),
-    ({"roi": [0, 2, 0]}, "roi"),
-    ({"binning_x": 0}, "binning_x"),
-    ({"rotate": "90"}, "rotate"),
-    ({"mirror_y": "yes"}, "mirror_y"),
-    ({"image_background": 3}, "image_background"),
-    ({"camera_calibration": {"reference_marker": [0, 0, 0, 10]}},
-     "camera_calibration.reference_marker"),
-    ({"camera_calibration": {"reference_marker_width": -1}},
-     "camera_calibration.reference_marker_width"),
-    ({"source_type": "hdf5", "source": "frames.h5"}, "source"),
-    ({"source_type": "bsread", "source": "host:9000"}, "source"),
-    ({"source_type": "epics"}, "source"),
-    ({"source_type": "bsread", "source": "tcp://h:1", "source_mode": "PUSH"}, "source_mode"),
-    ({"source_type": "area_detector", "source": "AD", "pulse_id_pv": "Id"}, "pulse_id_pv"),
-    ({"source_type": "gige"}, "source_type"),
-])
+@pytest.mark.parametrize(
+    "config, key",
+    [
+        ({"roi": [0, 0, 0, 4]}, "roi"),
+        ({"roi": [0, 2, 0]}, "roi"),
+        ({"binning_x": 0}, "binning_x"),
+        ({"rotate": "90"}, "rotate"),
+        ({"mirror_y": "yes"}, "mirror_y"),
+        ({"image_background": 3}, "image_background"),
+        (
+            {"camera_calibration": {"reference_marker": [0, 0, 0, 10]}},
+            "camera_calibration.reference_marker",
+        ),
+        (
+            {"camera_calibration": {"reference_marker_width": -1}},
+            "camera_calibration.reference_marker_width",
+        ),
+        ({"source_type": "hdf5", "source": "frames.h5"}, "source"),
+        ({"source_type": "bsread", "source": "host:9000"}, "source"),
+        ({"source_type": "epics"}, "source"),
+        ({"source_type": "bsread", "source": "tcp://h:1", "source_mode": "PUSH"}, "source_mode"),
+        ({"source_type": "area_detector", "source": "AD", "pulse_id_pv": "Id"}, "pulse_id_pv"),
+        ({"source_type": "gige"}, "source_type"),
+    ],
+)
 def test_bad_camera_keys_are_refused_by_name(config, key):
     with pytest.raises(BadRequest, match=rf"camera config: {key} must be"):
         validation.camera(config)

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from supervisor_harness import SIM_CAMERA, Supervisor, receive, wait_for
 
 from shmcam.processing import compiled, functions
 from shmcam.processing.standard import StandardProcessing
 from shmcam.sources.simulation import beam_frames
-from supervisor_harness import SIM_CAMERA, Supervisor, receive, wait_for
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "user-functions.md"
 CAM = {**SIM_CAMERA, "no_client_timeout": 0}
@@ -27,7 +27,7 @@ FRAME = beam_frames(64, 48, "uint16", count=1)[0]
 AXES = (np.linspace(-3.0, 3.0, 64, dtype=np.float32), np.arange(48, dtype=np.float32)[::-1])
 TIMESTAMP = (1700000000, 250000000)
 
-ECHO = b'''
+ECHO = b"""
 def process_image(image, pulse_id, timestamp, x_axis, y_axis, parameters):
     try:
         image[0, 0] = 0
@@ -35,16 +35,17 @@ def process_image(image, pulse_id, timestamp, x_axis, y_axis, parameters):
     except ValueError:
         writable = False
     return {"image": image, "x_axis": x_axis, "y_axis": y_axis, "writable": writable}
-'''
-SIGNATURE = ("PyObject *process_image(PyArrayObject *image, uint64_t pulse_id, double timestamp,"
-             " PyArrayObject *x_axis, PyArrayObject *y_axis, PyObject *parameters,"
-             " PyObject *bsdata)")
+"""
+SIGNATURE = (
+    "PyObject *process_image(PyArrayObject *image, uint64_t pulse_id, double timestamp,"
+    " PyArrayObject *x_axis, PyArrayObject *y_axis, PyObject *parameters,"
+    " PyObject *bsdata)"
+)
 C_NULL = f"{SIGNATURE}\n{{\n    return NULL;\n}}\n".encode()
-C_UNDECLARED = f"{SIGNATURE}\n{{\n    return Py_BuildValue(\"{{s:i}}\", \"n\", foo);\n}}\n"\
-    .encode()
+C_UNDECLARED = f'{SIGNATURE}\n{{\n    return Py_BuildValue("{{s:i}}", "n", foo);\n}}\n'.encode()
 # Segfaults (a real invalid access, not a signal) once the data file named by the config's
 # crash_marker appears in the libs folder; removes it first, so a restart runs normally.
-C_CRASH = f'''#include <stdio.h>
+C_CRASH = f"""#include <stdio.h>
 #include <stdlib.h>
 
 {SIGNATURE}
@@ -61,7 +62,7 @@ C_CRASH = f'''#include <stdio.h>
     }}
     return Py_BuildValue("{{s:K}}", "pulse", (unsigned long long)pulse_id);
 }}
-'''.encode()
+""".encode()
 
 
 def doc_example(language: str, name: str) -> bytes:
@@ -116,20 +117,28 @@ def node_with_scripts(tmp_path, node, scripts: dict, **kwargs):
 
 # --- the wrapper: pre-processing, read-only, results ---------------------------------------------
 
-@pytest.mark.parametrize("config", [
-    {},
-    {"binning_x": 2, "binning_y": 3, "mirror_x": True},
-    {"image_region_of_interest": [5, 30, 4, 20], "image_threshold": 40,
-     "rotation": {"angle": 90, "mode": "ortho"}},
-    {"image_background_enable": "signed", "mirror_y": True, "image_scale": 0.5},
-    {"rotation": 10, "image_offset": 3.0}])
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {},
+        {"binning_x": 2, "binning_y": 3, "mirror_x": True},
+        {
+            "image_region_of_interest": [5, 30, 4, 20],
+            "image_threshold": 40,
+            "rotation": {"angle": 90, "mode": "ortho"},
+        },
+        {"image_background_enable": "signed", "mirror_y": True, "image_scale": 0.5},
+        {"rotation": 10, "image_offset": 3.0},
+    ],
+)
 def test_a_user_function_gets_the_standard_pre_processing(tmp_path, config, restore_imports):
     function = functions.resolve("echo", scripts_dir(tmp_path, {"echo.py": ECHO}))
     background = np.full(FRAME.shape, 30.0)
     parameters = {**config, "background_data": background}
     if "image_background_enable" in config:
         parameters["image_background"] = "b"
-    image = FRAME.copy()            # writable, as a frame the function must not change
+    image = FRAME.copy()  # writable, as a frame the function must not change
     got = function(image, 7, TIMESTAMP, *AXES, parameters)
     standard = StandardProcessing()(FRAME, 7, TIMESTAMP, *AXES, parameters)
     for key in ("image", "x_axis", "y_axis"):
@@ -142,12 +151,12 @@ def test_a_user_function_gets_the_standard_pre_processing(tmp_path, config, rest
 
 
 def test_averaging_holds_frames_back_and_state_follows_the_config(tmp_path, restore_imports):
-    counter = b'''
+    counter = b"""
 calls = []
 def process_image(image, pulse_id, timestamp, x_axis, y_axis, parameters, bsdata=None):
     calls.append(pulse_id)
     return {"mean": image, "calls": list(calls), "bsdata": bsdata}
-'''
+"""
     function = functions.resolve("counter.py", scripts_dir(tmp_path, {"counter.py": counter}))
     parameters = {"averaging": 2}
     assert function(FRAME, 1, TIMESTAMP, *AXES, parameters) is None
@@ -159,19 +168,19 @@ def process_image(image, pulse_id, timestamp, x_axis, y_axis, parameters, bsdata
 
 
 def test_junk_results_raise_a_type_error_naming_the_function(tmp_path, restore_imports):
-    junk = b'''
+    junk = b"""
 def process_image(image, pulse_id, timestamp, x_axis, y_axis, parameters):
     return None if pulse_id == 0 else [1, 2]
-'''
+"""
     function = functions.resolve("junk", scripts_dir(tmp_path, {"junk": junk}))
     assert function(FRAME, 0, TIMESTAMP, *AXES, {}) is None
-    with pytest.raises(TypeError, match="function 'junk' returned a list; a user function "
-                                        "returns a dict"):
+    with pytest.raises(
+        TypeError, match="function 'junk' returned a list; a user function returns a dict"
+    ):
         function(FRAME, 1, TIMESTAMP, *AXES, {})
 
 
-def test_unknown_names_and_scripts_without_process_image_are_refused(tmp_path,
-                                                                     restore_imports):
+def test_unknown_names_and_scripts_without_process_image_are_refused(tmp_path, restore_imports):
     scripts = scripts_dir(tmp_path, {"empty.py": b"x = 1\n"})
     with pytest.raises(ValueError, match="script empty.py defines no process_image"):
         functions.resolve("empty", scripts)
@@ -183,26 +192,34 @@ def test_unknown_names_and_scripts_without_process_image_are_refused(tmp_path,
     assert functions.resolve("minimal", scripts).__module__ == "shmcam.processing.minimal"
 
 
-def test_stream_functions_are_called_as_they_are_and_c_is_for_images(tmp_path,
-                                                                       restore_imports):
+def test_stream_functions_are_called_as_they_are_and_c_is_for_images(tmp_path, restore_imports):
     stream = b"def process(data, pulse_id, timestamp, parameters):\n    return 'as is'\n"
     scripts = scripts_dir(tmp_path, {"stream.py": stream, "image.c": C_NULL})
     assert functions.resolve("stream", scripts, "process")({}, 1, TIMESTAMP, {}) == "as is"
-    with pytest.raises(ValueError, match="image.c is a C user function, which defines "
-                                         "process_image; a process function must be a "
-                                         "Python script"):
+    with pytest.raises(
+        ValueError,
+        match="image.c is a C user function, which defines "
+        "process_image; a process function must be a "
+        "Python script",
+    ):
         functions.resolve("image", scripts, "process")
 
 
 # --- C: the documented example, the build, its errors and its cache ------------------------------
 
+
 def test_the_documented_c_example_matches_its_python_twin(tmp_path, restore_imports):
-    scripts = scripts_dir(tmp_path, {"beam.py": doc_example("python", "beam.py"),
-                                     "beam.c": doc_example("c", "beam.c")})
+    scripts = scripts_dir(
+        tmp_path,
+        {"beam.py": doc_example("python", "beam.py"), "beam.c": doc_example("c", "beam.c")},
+    )
     python = functions.resolve("beam.py", scripts)
     c = functions.resolve("beam.c", scripts)
-    for config in ({}, {"beam_threshold": 50, "image_region_of_interest": [10, 40, 3, 30]},
-                   {"binning_x": 2, "image_scale": 0.25, "mirror_y": True}):
+    for config in (
+        {},
+        {"beam_threshold": 50, "image_region_of_interest": [10, 40, 3, 30]},
+        {"binning_x": 2, "image_scale": 0.25, "mirror_y": True},
+    ):
         expected = python(FRAME, 5, TIMESTAMP, *AXES, config)
         got = c(FRAME, 5, TIMESTAMP, *AXES, config)
         assert got.keys() == expected.keys()
@@ -214,23 +231,30 @@ def test_the_documented_c_example_matches_its_python_twin(tmp_path, restore_impo
     # the module itself has the Python signature, bsdata optional, and checks its arguments
     module = compiled.load(scripts / "beam.c", functions.cache_dir(scripts))
     assert module(FRAME, 5, TIMESTAMP, *AXES, {}, None)["intensity"] == FRAME.sum()
-    assert module(image=FRAME, pulse_id=5, timestamp=1.5, x_axis=AXES[0], y_axis=AXES[1],
-                  parameters={})["intensity"] == FRAME.sum()
+    assert (
+        module(
+            image=FRAME, pulse_id=5, timestamp=1.5, x_axis=AXES[0], y_axis=AXES[1], parameters={}
+        )["intensity"]
+        == FRAME.sum()
+    )
     with pytest.raises(TypeError, match="argument 1 must be numpy.ndarray, not list"):
         module([[1]], 5, TIMESTAMP, *AXES, {})
 
 
 def test_c_build_errors_say_what_is_wrong_and_cache_nothing(tmp_path):
     cache = tmp_path / "cache"
+    undefined = f"double helper(double);\n{SIGNATURE} {{ return PyFloat_FromDouble(helper(1)); }}\n"
     cases = {
         C_UNDECLARED: r"bad\.c:3:40: error: 'foo' undeclared",
         b"int x;\n": r"bad\.c defines no process_image function; define\nPyObject "
-                     r"\*process_image\(PyArrayObject \*image",
-        b"PyObject *process_image(PyObject *image) { return image; }\n":
-            r"bad\.c:1:11: error: conflicting types for 'process_image'",
-        f"double helper(double);\n{SIGNATURE} {{ return PyFloat_FromDouble(helper(1)); }}\n"
-        .encode(): r"bad\.c compiled but does not load:\nImportError: shmcam_c_\w+\.[\w.-]+"
-                   r"\.so: undefined symbol: helper",
+        r"\*process_image\(PyArrayObject \*image",
+        b"PyObject *process_image(PyObject *image) { return image; }\n": (
+            r"bad\.c:1:11: error: conflicting types for 'process_image'"
+        ),
+        undefined.encode(): (
+            r"bad\.c compiled but does not load:\nImportError: shmcam_c_\w+\.[\w.-]+"
+            r"\.so: undefined symbol: helper"
+        ),
         f"{SIGNATURE} {{ }}\n".encode(): r"error: control reaches end of non-void function",
     }
     for source, message in cases.items():
@@ -242,12 +266,18 @@ def test_c_build_errors_say_what_is_wrong_and_cache_nothing(tmp_path):
 
 
 def test_a_compiler_over_its_time_limit_is_killed(tmp_path):
-    with pytest.raises(compiled.CompileError, match=r"slow\.c does not compile: gave up "
-                                                    r"after 0\.05 s"):
+    with pytest.raises(
+        compiled.CompileError,
+        match=r"slow\.c does not compile: gave up "
+        r"after 0\.05 s",
+    ):
         compiled.build(C_NULL, "slow.c", tmp_path, timeout=0.05)
     assert list(tmp_path.iterdir()) == []
-    wait_for(lambda: subprocess.run(["pgrep", "-f", str(tmp_path)]).returncode == 1,
-             timeout=5, what="the killed compiler's processes to be gone")
+    wait_for(
+        lambda: subprocess.run(["pgrep", "-f", str(tmp_path)]).returncode == 1,
+        timeout=5,
+        what="the killed compiler's processes to be gone",
+    )
 
 
 def test_builds_are_cached_by_content_and_headers(tmp_path, restore_imports):
@@ -258,7 +288,7 @@ def test_builds_are_cached_by_content_and_headers(tmp_path, restore_imports):
     first = compiled.build(source.encode(), "gain.c", cache, libs)
     stamp = first.stat().st_mtime_ns
     assert compiled.build(source.encode(), "other_name.c", cache, libs) == first
-    assert first.stat().st_mtime_ns == stamp        # not rebuilt
+    assert first.stat().st_mtime_ns == stamp  # not rebuilt
     (libs / "gain.h").write_text("#define GAIN 3\n")
     second = compiled.build(source.encode(), "gain.c", cache, libs)
     assert second != first and sorted(cache.iterdir()) == sorted([first, second])
@@ -269,12 +299,14 @@ def test_builds_are_cached_by_content_and_headers(tmp_path, restore_imports):
 
 def test_a_null_result_without_an_exception_is_a_system_error(tmp_path, restore_imports):
     function = functions.resolve("null", scripts_dir(tmp_path, {"null.c": C_NULL}))
-    with pytest.raises(SystemError, match="process_image returned NULL without setting an "
-                                          "exception"):
+    with pytest.raises(
+        SystemError, match="process_image returned NULL without setting an exception"
+    ):
         function(FRAME, 0, TIMESTAMP, *AXES, {})
 
 
 # --- live: uploads, pipelines, reload, libs, failures --------------------------------------------
+
 
 def test_c_upload_builds_once_and_its_pipeline_streams(supervisor):
     sup = supervisor(cameras={"sim": CAM})
@@ -282,10 +314,18 @@ def test_c_upload_builds_once_and_its_pipeline_streams(supervisor):
     sup.call("PUT", "/api/v1/pipeline/script/beam.c/script_bytes", data=source)
     built = list((sup.data_dir / "cache" / "c").glob("*.so"))
     assert len(built) == 1
-    created = sup.call("POST", "/api/v1/pipeline", params={"instance_id": "c"},
-                       json={"camera_name": "sim", "function": "beam", "beam_threshold": 20,
-                             "image_region_of_interest": [100, 120, 50, 80],
-                             "no_client_timeout": 0})
+    created = sup.call(
+        "POST",
+        "/api/v1/pipeline",
+        params={"instance_id": "c"},
+        json={
+            "camera_name": "sim",
+            "function": "beam",
+            "beam_threshold": 20,
+            "image_region_of_interest": [100, 120, 50, 80],
+            "no_client_timeout": 0,
+        },
+    )
     for message in receive(created["stream"], 3):
         image = message.data["image"]
         assert image.shape == (80, 120)
@@ -293,29 +333,40 @@ def test_c_upload_builds_once_and_its_pipeline_streams(supervisor):
         np.testing.assert_array_equal(message.data["x_profile"], pixels.sum(axis=0))
         np.testing.assert_array_equal(message.data["y_axis"], np.arange(50, 130))
         assert message.data["x_center_of_mass"] == pytest.approx(
-            pixels.sum(axis=0) @ np.arange(100, 220) / pixels.sum())
+            pixels.sum(axis=0) @ np.arange(100, 220) / pixels.sum()
+        )
     assert list((sup.data_dir / "cache" / "c").glob("*.so")) == built
-    assert not any("from beam.c" in line        # compiled.build's "built <module> from"
-                   for line in sup.call("GET", "/api/v1/logs/instance/c")["logs"])
+    assert not any(
+        "from beam.c" in line  # compiled.build's "built <module> from"
+        for line in sup.call("GET", "/api/v1/logs/instance/c")["logs"]
+    )
     assert info(sup, "c")["statistics"]["errors"] == 0
 
 
 def test_uploads_that_cannot_load_are_400_and_store_nothing(supervisor):
     sup = supervisor(cameras={"sim": CAM})
-    answer = sup.call("PUT", "/api/v1/pipeline/script/bad.c/script_bytes", data=C_UNDECLARED,
-                      expect=400)
-    assert "bad.c does not compile:\nbad.c: In function 'process_image':\nbad.c:3:40: error: " \
-           "'foo' undeclared" in answer["status"], answer
+    answer = sup.call(
+        "PUT", "/api/v1/pipeline/script/bad.c/script_bytes", data=C_UNDECLARED, expect=400
+    )
+    assert (
+        "bad.c does not compile:\nbad.c: In function 'process_image':\nbad.c:3:40: error: "
+        "'foo' undeclared" in answer["status"]
+    ), answer
     assert answer["status"].endswith("nothing was stored")
-    answer = sup.call("PUT", "/api/v1/pipeline/script/bad.py/script_bytes",
-                      data=b"def process_image(:\n", expect=400)
-    assert "script bad.py is not valid Python: invalid syntax (bad.py, line 1)" \
-        in answer["status"]
-    sup.call("PUT", "/api/v1/pipeline/script/bad%2E%2Ec/script_bytes", data=C_UNDECLARED,
-             expect=400)
+    answer = sup.call(
+        "PUT",
+        "/api/v1/pipeline/script/bad.py/script_bytes",
+        data=b"def process_image(:\n",
+        expect=400,
+    )
+    assert "script bad.py is not valid Python: invalid syntax (bad.py, line 1)" in answer["status"]
+    sup.call(
+        "PUT", "/api/v1/pipeline/script/bad%2E%2Ec/script_bytes", data=C_UNDECLARED, expect=400
+    )
     assert sup.call("GET", "/api/v1/pipeline/script")["scripts"] == []
-    assert {p.relative_to(sup.data_dir).parts[0] for p in sup.data_dir.rglob("*")
-            if p.is_file()} <= {"cameras"}
+    assert {
+        p.relative_to(sup.data_dir).parts[0] for p in sup.data_dir.rglob("*") if p.is_file()
+    } <= {"cameras"}
     # libs are data: stored as they are, never compiled
     sup.call("PUT", "/api/v1/pipeline/lib/notes.c/lib_bytes", data=b"not C at all")
     assert sup.call("GET", "/api/v1/pipeline/lib")["libs"] == ["notes.c"]
@@ -323,32 +374,37 @@ def test_uploads_that_cannot_load_are_400_and_store_nothing(supervisor):
 
 def test_reload_imports_the_edited_script_and_its_libs(supervisor):
     sup = supervisor(cameras={"sim": CAM})
-    script = b'''import os
+    script = b"""import os
 import calibration
 
 def process_image(image, pulse_id, timestamp, x_axis, y_axis, parameters):
     with open(os.path.join(os.environ["SHMCAM_LIBS"], "factor.txt")) as file:
         factor = float(file.read())
     return {"version": VERSION, "gain": calibration.GAIN, "factor": factor}
-'''
+"""
     sup.call("PUT", "/api/v1/pipeline/lib/calibration.py/lib_bytes", data=b"GAIN = 1.5\n")
     sup.call("PUT", "/api/v1/pipeline/lib/factor.txt/lib_bytes", data=b"0.25\n")
-    sup.call("PUT", "/api/v1/pipeline/script/versioned.py/script_bytes",
-             data=b"VERSION = 1\n" + script)
-    created = sup.call("POST", "/api/v1/pipeline", params={"instance_id": "r"},
-                       json={"camera_name": "sim", "function": "versioned",
-                             "no_client_timeout": 0})
+    sup.call(
+        "PUT", "/api/v1/pipeline/script/versioned.py/script_bytes", data=b"VERSION = 1\n" + script
+    )
+    created = sup.call(
+        "POST",
+        "/api/v1/pipeline",
+        params={"instance_id": "r"},
+        json={"camera_name": "sim", "function": "versioned", "no_client_timeout": 0},
+    )
 
     def latest():
         data = receive(created["stream"], 1)[0].data
         return data["version"], data["gain"], data["factor"]
 
     assert latest() == (1, 1.5, 0.25)
-    sup.call("PUT", "/api/v1/pipeline/script/versioned.py/script_bytes",
-             data=b"VERSION = 2\n" + script)
+    sup.call(
+        "PUT", "/api/v1/pipeline/script/versioned.py/script_bytes", data=b"VERSION = 2\n" + script
+    )
     sup.call("PUT", "/api/v1/pipeline/lib/calibration.py/lib_bytes", data=b"GAIN = 3.0\n")
     sup.call("POST", "/api/v1/pipeline/instance/r/config", json={"max_frame_rate": 100})
-    assert receive(created["stream"], 10)[-1].data["version"] == 1   # no reload: old code
+    assert receive(created["stream"], 10)[-1].data["version"] == 1  # no reload: old code
     sup.call("POST", "/api/v1/pipeline/instance/r/config", json={"reload": True})
     assert wait_for(lambda: latest() == (2, 3.0, 0.25), what="the reloaded script")
     assert info(sup, "r")["statistics"]["errors"] == 0
@@ -356,7 +412,7 @@ def process_image(image, pulse_id, timestamp, x_axis, y_axis, parameters):
 
 def test_python_errors_and_junk_are_counted_while_the_stream_goes_on(supervisor):
     sup = supervisor(cameras={"sim": CAM})
-    flaky = b'''
+    flaky = b"""
 def process_image(image, pulse_id, timestamp, x_axis, y_axis, parameters):
     step = (pulse_id // 2) % 5      # a 50 Hz camera: pulse ids step by 2
     if step == 1:
@@ -364,19 +420,26 @@ def process_image(image, pulse_id, timestamp, x_axis, y_axis, parameters):
     if step == 2:
         return "junk"
     return {"pulse": pulse_id}
-'''
+"""
     sup.call("PUT", "/api/v1/pipeline/script/flaky.py/script_bytes", data=flaky)
-    created = sup.call("POST", "/api/v1/pipeline", params={"instance_id": "f"},
-                       json={"camera_name": "sim", "function": "flaky",
-                             "no_client_timeout": 0})
+    created = sup.call(
+        "POST",
+        "/api/v1/pipeline",
+        params={"instance_id": "f"},
+        json={"camera_name": "sim", "function": "flaky", "no_client_timeout": 0},
+    )
     messages = receive(created["stream"], 30)
-    errors = {m.pulse_id: json.loads(m.data["processing_parameters"]).get("processing_error")
-              for m in messages}
+    errors = {
+        m.pulse_id: json.loads(m.data["processing_parameters"]).get("processing_error")
+        for m in messages
+    }
     for pulse_id, error in errors.items():
         step = (pulse_id // 2) % 5
-        assert error == {1: "RuntimeError: user code failed",
-                         2: "TypeError: function 'flaky.py' returned a str; a user function "
-                            "returns a dict of channels, or None to drop the frame"}.get(step)
+        assert error == {
+            1: "RuntimeError: user code failed",
+            2: "TypeError: function 'flaky.py' returned a str; a user function "
+            "returns a dict of channels, or None to drop the frame",
+        }.get(step)
     assert {(p // 2) % 5 for p in errors} == {0, 1, 2, 3, 4}
     statistics = info(sup, "f")["statistics"]
     assert statistics["errors"] >= sum(e is not None for e in errors.values())
@@ -385,55 +448,93 @@ def process_image(image, pulse_id, timestamp, x_axis, y_axis, parameters):
 
 def test_a_c_function_that_does_not_compile_stops_its_pipeline_not_the_node(tmp_path, node):
     broken = {"camera_name": "sim", "function": "broken.c"}
-    with node_with_scripts(tmp_path, node, {"broken.c": C_UNDECLARED},
-                           cameras={"sim": CAM}, permanent={"perm": "broken"},
-                           pipelines={"broken": broken}) as sup:
-        answer = sup.call("POST", "/api/v1/pipeline", params={"instance_id": "once"},
-                          json=broken, expect=400)
-        assert "pipeline once did not start: CompileError: broken.c does not compile:" \
-               in answer["status"] and "'foo' undeclared" in answer["status"], answer
+    with node_with_scripts(
+        tmp_path,
+        node,
+        {"broken.c": C_UNDECLARED},
+        cameras={"sim": CAM},
+        permanent={"perm": "broken"},
+        pipelines={"broken": broken},
+    ) as sup:
+        answer = sup.call(
+            "POST", "/api/v1/pipeline", params={"instance_id": "once"}, json=broken, expect=400
+        )
+        assert (
+            "pipeline once did not start: CompileError: broken.c does not compile:"
+            in answer["status"]
+            and "'foo' undeclared" in answer["status"]
+        ), answer
         records = sup.call("GET", "/api/v1/logs")["logs"]
-        assert any(r["name"] == "shmcam.instance.once" and "'foo' undeclared" in r["message"]
-                   for r in records)
+        assert any(
+            r["name"] == "shmcam.instance.once" and "'foo' undeclared" in r["message"]
+            for r in records
+        )
         # the permanent one stays known, with the compiler's message in its own log
-        lines = wait_for(lambda: [line for line in sup.call(
-            "GET", "/api/v1/logs/instance/perm")["logs"] if "'foo' undeclared" in line],
-            what="the compile error in the permanent instance's log")
+        lines = wait_for(
+            lambda: [
+                line
+                for line in sup.call("GET", "/api/v1/logs/instance/perm")["logs"]
+                if "'foo' undeclared" in line
+            ],
+            what="the compile error in the permanent instance's log",
+        )
         assert "broken.c:3:40: error" in lines[0]
         assert sup.process.poll() is None
         assert sup.call("GET", "/api/v1/cam/sim")["stream"]
 
 
 def test_a_segfault_kills_only_its_pipeline_and_a_permanent_one_restarts(tmp_path, node):
-    crashy = {"camera_name": "sim", "function": "crash.c", "crash_marker": "keeper.crash",
-              "no_client_timeout": 0}
-    with node_with_scripts(tmp_path, node, {"crash.c": C_CRASH}, cameras={"sim": CAM},
-                           permanent={"keeper": "crashy"},
-                           pipelines={"crashy": crashy}) as sup:
+    crashy = {
+        "camera_name": "sim",
+        "function": "crash.c",
+        "crash_marker": "keeper.crash",
+        "no_client_timeout": 0,
+    }
+    with node_with_scripts(
+        tmp_path,
+        node,
+        {"crash.c": C_CRASH},
+        cameras={"sim": CAM},
+        permanent={"keeper": "crashy"},
+        pipelines={"crashy": crashy},
+    ) as sup:
         keeper = wait_for(lambda: _running(sup, "keeper"), what="the permanent instance")
         assert receive(keeper["stream_address"], 2)
-        victim = sup.call("POST", "/api/v1/pipeline", params={"instance_id": "victim"},
-                          json={**crashy, "crash_marker": "victim.crash"})
-        sibling = sup.call("POST", "/api/v1/pipeline", params={"instance_id": "sibling"},
-                           json={"camera_name": "sim", "function": "minimal",
-                                 "no_client_timeout": 0})
+        victim = sup.call(
+            "POST",
+            "/api/v1/pipeline",
+            params={"instance_id": "victim"},
+            json={**crashy, "crash_marker": "victim.crash"},
+        )
+        sibling = sup.call(
+            "POST",
+            "/api/v1/pipeline",
+            params={"instance_id": "sibling"},
+            json={"camera_name": "sim", "function": "minimal", "no_client_timeout": 0},
+        )
         assert receive(victim["stream"], 2)
         sibling_pid = info(sup, "sibling")["statistics"]["pid"]
         for marker in ("keeper.crash", "victim.crash"):
             sup.call("PUT", f"/api/v1/pipeline/lib/{marker}/lib_bytes", data=b"crash")
-        exit_code = wait_for(lambda: sup.call(
-            "GET", "/api/v1/pipeline/instance/victim/exitcode")["exitcode"],
-            what="the victim's exit code")
+        exit_code = wait_for(
+            lambda: sup.call("GET", "/api/v1/pipeline/instance/victim/exitcode")["exitcode"],
+            what="the victim's exit code",
+        )
         assert exit_code == -signal.SIGSEGV
         victim_log = "\n".join(sup.call("GET", "/api/v1/logs/instance/victim")["logs"])
         assert "Fatal Python error: Segmentation fault" in victim_log
-        assert "user.py\", line" in victim_log, victim_log   # where it called the function
-        restarted = wait_for(lambda: (i := _running(sup, "keeper"))
-                             and i["statistics"]["pid"] != keeper["statistics"]["pid"] and i,
-                             what="the permanent instance to restart")
+        assert 'user.py", line' in victim_log, victim_log  # where it called the function
+        restarted = wait_for(
+            lambda: (
+                (i := _running(sup, "keeper"))
+                and i["statistics"]["pid"] != keeper["statistics"]["pid"]
+                and i
+            ),
+            what="the permanent instance to restart",
+        )
         assert restarted["statistics"]["restarts"] == 1
         assert [m.data["pulse"] for m in receive(restarted["stream_address"], 2)]
-        assert sup.call("GET", "/api/v1/pipeline/lib")["libs"] == []   # both crashed once
+        assert sup.call("GET", "/api/v1/pipeline/lib")["libs"] == []  # both crashed once
         assert f"pipeline keeper died (exit code {-signal.SIGSEGV})" in sup.log()
         assert not info(sup, "victim")["is_stream_active"]
         assert receive(sibling["stream"], 5)
@@ -444,8 +545,8 @@ def test_a_segfault_kills_only_its_pipeline_and_a_permanent_one_restarts(tmp_pat
 def _running(sup, instance_id):
     """The instance's info once it is running, else None."""
     import requests
-    answer = requests.get(f"{sup.url}/api/v1/pipeline/instance/{instance_id}/info",
-                          timeout=10)
+
+    answer = requests.get(f"{sup.url}/api/v1/pipeline/instance/{instance_id}/info", timeout=10)
     if answer.status_code != 200:
         return None
     found = answer.json()["info"]

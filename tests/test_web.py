@@ -17,16 +17,22 @@ from selenium.common.exceptions import NoSuchElementException, StaleElementRefer
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-
 from supervisor_harness import SIM_CAMERA, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-CHROMIUM_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--no-first-run", "--disable-component-update", "--disable-sync",
-                 "--window-size=1600,1000")
-CAMERA = {**SIM_CAMERA, "no_client_timeout": 0}   # stays up without stream clients
-WIDE_CAMERA = {**CAMERA, "size_x": 1700, "size_y": 60}   # wider than the preview's 800 px
+CHROMIUM_ARGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1600,1000",
+)
+CAMERA = {**SIM_CAMERA, "no_client_timeout": 0}  # stays up without stream clients
+WIDE_CAMERA = {**CAMERA, "size_x": 1700, "size_y": 60}  # wider than the preview's 800 px
 TOKEN = "web-test-token"
 
 
@@ -35,8 +41,10 @@ def browser(tmp_path):
     """A headless Chromium with a fresh profile; quit, and its processes gone, at the end."""
     for path in (CHROMIUM, CHROMEDRIVER):
         if not os.access(path, os.X_OK):
-            pytest.fail(f"{path} is missing: `make browser` (part of `make test`) installs "
-                        f"Debian's chromium and chromium-driver")
+            pytest.fail(
+                f"{path} is missing: `make browser` (part of `make test`) installs "
+                f"Debian's chromium and chromium-driver"
+            )
     profile = tmp_path / "chromium-profile"
     options = Options()
     options.binary_location = CHROMIUM
@@ -109,9 +117,12 @@ def message(driver) -> tuple[str, str]:
 
 
 def preview_size(driver) -> tuple[int, int]:
-    return tuple(driver.execute_script(
-        "const img = document.getElementById('preview-img');"
-        "return img.complete ? [img.naturalWidth, img.naturalHeight] : [0, 0];"))
+    return tuple(
+        driver.execute_script(
+            "const img = document.getElementById('preview-img');"
+            "return img.complete ? [img.naturalWidth, img.naturalHeight] : [0, 0];"
+        )
+    )
 
 
 def camera_pid(sup) -> int | None:
@@ -120,8 +131,9 @@ def camera_pid(sup) -> int | None:
 
 
 def test_page_shows_a_running_camera_with_live_rates_preview_and_log(
-        supervisor, browser, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)   # the static files are found through the package, not the cwd
+    supervisor, browser, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # the static files are found through the package, not the cwd
     sup = supervisor(cameras={"sim": CAMERA, "wide": WIDE_CAMERA})
     stream = sup.call("GET", "/api/v1/cam/sim")["stream"]
     page = requests.get(sup.url + "/", timeout=10)
@@ -130,7 +142,7 @@ def test_page_shows_a_running_camera_with_live_rates_preview_and_log(
 
     open_page(browser, sup)
     assert browser.find_element(By.ID, "node-name").text == sup.node
-    assert not browser.find_element(By.ID, "token-form").is_displayed()   # no token here
+    assert not browser.find_element(By.ID, "token-form").is_displayed()  # no token here
     wait_for(lambda: row(browser, "camera:sim"), what="the camera's row")
     assert cell(browser, "camera:sim", "kind") == "camera"
     assert cell(browser, "camera:sim", "state").startswith("running")
@@ -144,11 +156,15 @@ def test_page_shows_a_running_camera_with_live_rates_preview_and_log(
     wait_for(lambda: 2 < fps_in(browser, "camera:sim") < 15, what="the camera's new rate")
 
     row(browser, "camera:sim").find_element(By.CSS_SELECTOR, "button.preview").click()
-    wait_for(lambda: preview_size(browser) == (SIM_CAMERA["size_x"], SIM_CAMERA["size_y"]),
-             what="the preview image")
+    wait_for(
+        lambda: preview_size(browser) == (SIM_CAMERA["size_x"], SIM_CAMERA["size_y"]),
+        what="the preview image",
+    )
     shown = browser.find_element(By.ID, "preview-img").get_attribute("src")
-    wait_for(lambda: browser.find_element(By.ID, "preview-img").get_attribute("src") != shown,
-             what="the next preview image")
+    wait_for(
+        lambda: browser.find_element(By.ID, "preview-img").get_attribute("src") != shown,
+        what="the next preview image",
+    )
     assert "camera sim" in browser.find_element(By.ID, "preview-title").text
 
     # a wide camera is previewed downscaled by the node, to every 3rd pixel of its 1700
@@ -158,11 +174,16 @@ def test_page_shows_a_running_camera_with_live_rates_preview_and_log(
     wait_for(lambda: preview_size(browser) == (567, 20), what="the downscaled preview")
     assert "1700 px wide, shown 1:3" in browser.find_element(By.ID, "preview-status").text
 
-    wait_for(lambda: f"node {sup.node}: REST API on" in browser.find_element(By.ID, "log").text,
-             what="the server log")
+    wait_for(
+        lambda: f"node {sup.node}: REST API on" in browser.find_element(By.ID, "log").text,
+        what="the server log",
+    )
     # script errors and blocked content (CSP); failed requests are the other tests' business
-    errors = [entry for entry in browser.get_log("browser")
-              if entry["level"] == "SEVERE" and entry["source"] != "network"]
+    errors = [
+        entry
+        for entry in browser.get_log("browser")
+        if entry["level"] == "SEVERE" and entry["source"] != "network"
+    ]
     assert not errors, f"the page logged errors: {errors}"
 
 
@@ -175,8 +196,9 @@ def test_stop_needs_the_node_token_and_changes_nothing_without_it(supervisor, br
     assert browser.find_element(By.ID, "token-form").is_displayed()
 
     click_stop(browser, "camera:sim")
-    kind, text = wait_for(lambda: message(browser)[0] == "error" and message(browser),
-                          what="the refusal")
+    kind, text = wait_for(
+        lambda: message(browser)[0] == "error" and message(browser), what="the refusal"
+    )
     assert "refused (HTTP 401)" in text and "needs its token" in text
     token = browser.find_element(By.ID, "token")
     token.send_keys("not-the-token")
@@ -196,20 +218,34 @@ def test_stop_needs_the_node_token_and_changes_nothing_without_it(supervisor, br
 
 
 def test_start_buttons_start_a_camera_and_a_saved_pipeline(supervisor, browser):
-    sup = supervisor(cameras={"sim": CAMERA},
-                     pipelines={"beam": {"camera_name": "sim", "no_client_timeout": 0,
-                                         "image_region_of_interest": [10, 100, 20, 50]}})
+    sup = supervisor(
+        cameras={"sim": CAMERA},
+        pipelines={
+            "beam": {
+                "camera_name": "sim",
+                "no_client_timeout": 0,
+                "image_region_of_interest": [10, 100, 20, 50],
+            }
+        },
+    )
     open_page(browser, sup)
     assert browser.find_element(By.ID, "no-instances").is_displayed()
-    wait_for(lambda: browser.find_element(By.ID, "start-camera").get_attribute("value") == "sim"
-             and browser.find_element(By.ID, "start-pipeline").get_attribute("value") == "beam",
-             what="the saved configs in the start lists")
+    wait_for(
+        lambda: (
+            browser.find_element(By.ID, "start-camera").get_attribute("value") == "sim"
+            and browser.find_element(By.ID, "start-pipeline").get_attribute("value") == "beam"
+        ),
+        what="the saved configs in the start lists",
+    )
 
     browser.find_element(By.ID, "start-camera-button").click()
     wait_for(lambda: row(browser, "camera:sim"), what="the started camera's row")
     browser.find_element(By.ID, "start-pipeline-button").click()
-    kind, text = wait_for(lambda: message(browser)[0] != "busy" and message(browser),
-                          timeout=60, what="the pipeline's start")
+    kind, text = wait_for(
+        lambda: message(browser)[0] != "busy" and message(browser),
+        timeout=60,
+        what="the pipeline's start",
+    )
     assert kind == "ok" and text.startswith("pipeline beam running, stream tcp://"), text
     wait_for(lambda: row(browser, "pipeline:beam"), what="the pipeline's row")
     info = sup.call("GET", "/api/v1/pipeline/info")["info"]["active_instances"]

@@ -17,12 +17,20 @@ class WorkerProcess:
         self.reports: queue.Queue = queue.Queue()
         self.log: list[str] = []
         self.process = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
-                            **(env or {})})
-        self._threads = [threading.Thread(target=self._read, args=(stream, handle), daemon=True)
-                         for stream, handle in ((self.process.stdout, self._report),
-                                                (self.process.stderr, self.log.append))]
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})},
+        )
+        self._threads = [
+            threading.Thread(target=self._read, args=(stream, handle), daemon=True)
+            for stream, handle in (
+                (self.process.stdout, self._report),
+                (self.process.stderr, self.log.append),
+            )
+        ]
         for thread in self._threads:
             thread.start()
         self.send(spec)

@@ -24,8 +24,15 @@ import numpy as np
 from .errors import BsreadError
 
 __all__ = [
-    "BITSHUFFLE_LZ4", "CODECS", "LZ4", "NONE",
-    "block_elems", "check_compressed", "codec_name", "compress", "decompress",
+    "BITSHUFFLE_LZ4",
+    "CODECS",
+    "LZ4",
+    "NONE",
+    "block_elems",
+    "check_compressed",
+    "codec_name",
+    "compress",
+    "decompress",
 ]
 
 NONE = "none"
@@ -88,8 +95,9 @@ def compress(array: np.ndarray, codec: str, big_endian: bool = False) -> bytes |
     raise ValueError(f"unknown bsread compression {codec!r}")
 
 
-def decompress(part: memoryview, codec: str, itemsize: int, nbytes: int | None = None,
-               big_endian: bool = False) -> memoryview | bytes | np.ndarray:
+def decompress(
+    part: memoryview, codec: str, itemsize: int, nbytes: int | None = None, big_endian: bool = False
+) -> memoryview | bytes | np.ndarray:
     """The raw bytes of a received data part, validated.
 
     ``nbytes`` is the size the data header implies (shape x itemsize), or None when it does not
@@ -110,7 +118,9 @@ def _check_size(size: int, itemsize: int, nbytes: int | None) -> None:
     if nbytes is not None and size != nbytes:
         raise BsreadError(f"{size} bytes of data where the header's shape needs {nbytes}")
     if nbytes is None and size > UNSIZED_LIMIT:
-        raise BsreadError(f"{size} bytes of data exceed the limit of {UNSIZED_LIMIT} for a channel without shape")
+        raise BsreadError(
+            f"{size} bytes of data exceed the limit of {UNSIZED_LIMIT} for a channel without shape"
+        )
     if size % itemsize:
         raise BsreadError(f"{size} bytes of data are not a whole number of {itemsize}-byte items")
 
@@ -147,22 +157,27 @@ def _check_lz4(part: memoryview, itemsize: int, nbytes: int | None, big_endian: 
     return size
 
 
-def _bitshuffle_decompress(part: memoryview, itemsize: int, nbytes: int | None) -> memoryview | bytes | np.ndarray:
+def _bitshuffle_decompress(
+    part: memoryview, itemsize: int, nbytes: int | None
+) -> memoryview | bytes | np.ndarray:
     size, block_bytes = _check_bitshuffle(part, itemsize, nbytes)
     if size == 0:
         return b""
-    body = part[_BITSHUFFLE_HEADER.size:]
+    body = part[_BITSHUFFLE_HEADER.size :]
     n, block = size // itemsize, block_bytes // itemsize
     if n < 8:  # no block at all: the elements follow raw
         return body
     try:
-        return bitshuffle.decompress_lz4(np.frombuffer(body, np.uint8), (n,), np.dtype(f"u{itemsize}"), block)
+        return bitshuffle.decompress_lz4(
+            np.frombuffer(body, np.uint8), (n,), np.dtype(f"u{itemsize}"), block
+        )
     except RuntimeError as error:
         raise BsreadError(f"corrupt bitshuffle_lz4 data: {error}") from None
 
 
-def check_compressed(part: memoryview, codec: str, itemsize: int, nbytes: int | None = None,
-                     big_endian: bool = False) -> int:
+def check_compressed(
+    part: memoryview, codec: str, itemsize: int, nbytes: int | None = None, big_endian: bool = False
+) -> int:
     """Validate a compressed part's framing without decompressing it; its uncompressed size.
 
     For a part that is kept compressed (e.g. written as an HDF5 chunk): whoever decompresses
@@ -179,15 +194,19 @@ def _check_bitshuffle(part: memoryview, itemsize: int, nbytes: int | None) -> tu
     """(uncompressed size, block size in bytes) of a bitshuffle_lz4 part whose header, block
     lengths and raw tail are consistent; size 0 is an empty value."""
     if len(part) < _BITSHUFFLE_HEADER.size:
-        raise BsreadError(f"bitshuffle_lz4 part of {len(part)} bytes is shorter than its 12-byte header")
+        raise BsreadError(
+            f"bitshuffle_lz4 part of {len(part)} bytes is shorter than its 12-byte header"
+        )
     size, block_bytes = _BITSHUFFLE_HEADER.unpack_from(part)
     if size == 0:
         return 0, block_bytes
     _check_claim(size, itemsize, nbytes, len(part))
     if not 0 < block_bytes <= MAX_BLOCK_BYTES or block_bytes % (8 * itemsize):
-        raise BsreadError(f"bitshuffle block size {block_bytes} bytes is not a positive multiple of "
-                          f"8 {itemsize}-byte items up to {MAX_BLOCK_BYTES}")
-    body = part[_BITSHUFFLE_HEADER.size:]
+        raise BsreadError(
+            f"bitshuffle block size {block_bytes} bytes is not a positive multiple of "
+            f"8 {itemsize}-byte items up to {MAX_BLOCK_BYTES}"
+        )
+    body = part[_BITSHUFFLE_HEADER.size :]
     n, block = size // itemsize, block_bytes // itemsize
     if n < 8:
         _check_size(len(body), itemsize, size)
@@ -204,14 +223,20 @@ def _check_blocks(body: memoryview, n: int, block: int, itemsize: int) -> None:
         sizes.append((rest - rest % 8) * itemsize)
     end = len(body) - (n % 8) * itemsize  # where the raw tail starts
     if end < 5 * len(sizes):
-        raise BsreadError(f"bitshuffle_lz4 part of {len(body) + 12} bytes is too short for {len(sizes)} blocks")
+        raise BsreadError(
+            f"bitshuffle_lz4 part of {len(body) + 12} bytes is too short for {len(sizes)} blocks"
+        )
     pos = 0
     for index, block_size in enumerate(sizes):
         if pos + 4 > end:
             raise BsreadError(f"bitshuffle_lz4 data end in block {index} of {len(sizes)}")
         (length,) = _BLOCK_LENGTH.unpack_from(body, pos)
         if not 0 < length <= block_size + block_size // 255 + 16:  # LZ4_compressBound
-            raise BsreadError(f"bitshuffle_lz4 block {index} claims {length} compressed bytes for {block_size}")
+            raise BsreadError(
+                f"bitshuffle_lz4 block {index} claims {length} compressed bytes for {block_size}"
+            )
         pos += 4 + length
     if pos != end:
-        raise BsreadError(f"bitshuffle_lz4 blocks end at byte {pos + 12}, the raw tail at byte {end + 12}")
+        raise BsreadError(
+            f"bitshuffle_lz4 blocks end at byte {pos + 12}, the raw tail at byte {end + 12}"
+        )

@@ -77,7 +77,9 @@ class Decoder:
     def decode(self, parts: Sequence[Any]) -> Message:
         """Decode one message; raise BsreadError saying why when it must be rejected."""
         if len(parts) < 2:
-            raise BsreadError(f"a bsread message has at least 2 parts (main and data header), got {len(parts)}")
+            raise BsreadError(
+                f"a bsread message has at least 2 parts (main and data header), got {len(parts)}"
+            )
         pulse_id, global_timestamp, hash_, dh_codec = _main_header(_buffer(parts[0]))
         changed = hash_ != self._hash
         if changed:
@@ -85,7 +87,10 @@ class Decoder:
             self._hash = hash_
         channels = self._channels
         if len(parts) > 2 + 2 * len(channels):
-            raise BsreadError(f"{len(parts)} parts for {len(channels)} channels: at most {2 + 2 * len(channels)} allowed")
+            raise BsreadError(
+                f"{len(parts)} parts for {len(channels)} channels: "
+                f"at most {2 + 2 * len(channels)} allowed"
+            )
 
         data: dict[str, Any] = {}
         timestamps: dict[str, tuple[int, int] | None] = {}
@@ -116,10 +121,15 @@ class Decoder:
     def _pick_raw(self, channels: tuple[_Channel, ...]) -> tuple[_Channel, ...]:
         if self._raw is None:
             return channels
-        return tuple(channel._replace(raw=True)
-                     if channel.codec != NONE and channel.shape is not None and not channel.problem
-                     and self._raw(channel.name, channel.shape, channel.codec) else channel
-                     for channel in channels)
+        return tuple(
+            channel._replace(raw=True)
+            if channel.codec != NONE
+            and channel.shape is not None
+            and not channel.problem
+            and self._raw(channel.name, channel.shape, channel.codec)
+            else channel
+            for channel in channels
+        )
 
 
 def _buffer(part: Any) -> memoryview:
@@ -128,13 +138,18 @@ def _buffer(part: Any) -> memoryview:
         view = memoryview(part)
         return view if view.ndim == 1 and view.itemsize == 1 else view.cast("B")
     except (TypeError, ValueError):
-        raise BsreadError(f"a part of type {type(part).__name__} is not a contiguous buffer") from None
+        raise BsreadError(
+            f"a part of type {type(part).__name__} is not a contiguous buffer"
+        ) from None
 
 
 def _json(raw: Any, what: str) -> Any:
     try:
         return json.loads(str(raw, "utf-8"))
-    except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    except (
+        ValueError,
+        RecursionError,
+    ) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise BsreadError(f"{what} is not UTF-8 JSON: {error}") from None
 
 
@@ -158,7 +173,9 @@ def _main_header(part: memoryview) -> tuple[int, tuple[int, int], str, str]:
     sec = stamp.get("sec", stamp.get("epoch")) if isinstance(stamp, dict) else None
     ns = stamp.get("ns") if isinstance(stamp, dict) else None
     if not (_is_int(sec) and _is_int(ns)):
-        raise BsreadError(f"main header global_timestamp {stamp!r} has no integer sec (or epoch) and ns")
+        raise BsreadError(
+            f"main header global_timestamp {stamp!r} has no integer sec (or epoch) and ns"
+        )
     dh_codec = header.get("dh_compression") or NONE
     if dh_codec not in CODECS:
         raise BsreadError(f"unknown data header compression {dh_codec!r}")
@@ -196,22 +213,30 @@ def _channel(index: int, entry: Any) -> _Channel:
     if codec not in CODECS:
         return _Channel(name, problem=f"unknown compression {codec!r}")
     shape = entry.get("shape")
-    if shape is not None and not (isinstance(shape, list) and all(_is_int(n) and n >= 0 for n in shape)):
+    if shape is not None and not (
+        isinstance(shape, list) and all(_is_int(n) and n >= 0 for n in shape)
+    ):
         return _Channel(name, problem=f"shape {shape!r} is not a list of sizes")
     string = type_name.lower() == "string"
     if string or shape is None or shape == [1]:  # not reshaped (spec section 5)
         return _Channel(name, dtype, None, None, codec, big_endian, string)
     numpy_shape = tuple(reversed(shape))  # bsread lists the fastest axis first
-    return _Channel(name, dtype, numpy_shape, math.prod(numpy_shape) * dtype.itemsize, codec, big_endian)
+    return _Channel(
+        name, dtype, numpy_shape, math.prod(numpy_shape) * dtype.itemsize, codec, big_endian
+    )
 
 
 def _value(part: memoryview, channel: _Channel) -> Any:
     if channel.problem:
         raise BsreadError(channel.problem)
     if channel.raw:
-        size = check_compressed(part, channel.codec, channel.dtype.itemsize, channel.nbytes, channel.big_endian)
+        size = check_compressed(
+            part, channel.codec, channel.dtype.itemsize, channel.nbytes, channel.big_endian
+        )
         return Compressed(part, channel.codec, channel.dtype, channel.shape) if size else None
-    raw = decompress(part, channel.codec, channel.dtype.itemsize, channel.nbytes, channel.big_endian)
+    raw = decompress(
+        part, channel.codec, channel.dtype.itemsize, channel.nbytes, channel.big_endian
+    )
     if not len(raw):  # a compressed empty value
         return None
     if channel.string:

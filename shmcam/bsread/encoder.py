@@ -72,24 +72,32 @@ class Encoder:
     stream's format under its receivers.
     """
 
-    def __init__(self, compression: object = None, header_compression: object = None,
-                 channel_meta: Mapping[str, Mapping[str, Any]] | None = None,
-                 create_header: str = "on_change") -> None:
+    def __init__(
+        self,
+        compression: object = None,
+        header_compression: object = None,
+        channel_meta: Mapping[str, Mapping[str, Any]] | None = None,
+        create_header: str = "on_change",
+    ) -> None:
         if create_header not in CREATE_HEADER:
-            raise ValueError(f"create_header must be one of {', '.join(CREATE_HEADER)}, "
-                             f"not {create_header!r}")
+            raise ValueError(
+                f"create_header must be one of {', '.join(CREATE_HEADER)}, not {create_header!r}"
+            )
         self.create_header = create_header
         self.compression = codec_name(compression)
         self.header_compression = codec_name(header_compression)
-        self._declared = {name: self._declare(name, meta) for name, meta in (channel_meta or {}).items()}
+        self._declared = {
+            name: self._declare(name, meta) for name, meta in (channel_meta or {}).items()
+        }
         self._known: dict[str, _Spec] = {name: d.spec for name, d in self._declared.items()}
         self._format: tuple[_Spec, ...] | None = None
         self._header = b""
         self._hash = ""
-        self.header_changes = 0       # formats seen: the first header counts as a change
+        self.header_changes = 0  # formats seen: the first header counts as a change
 
-    def encode(self, data: Mapping[str, Any], pulse_id: int,
-               timestamp: tuple[int, int] | float) -> list[bytes | memoryview]:
+    def encode(
+        self, data: Mapping[str, Any], pulse_id: int, timestamp: tuple[int, int] | float
+    ) -> list[bytes | memoryview]:
         """The parts of one message: main header, data header, then data and timestamp per channel.
 
         ``data`` maps channel names to values in message order: None, str, bool, int, float,
@@ -115,12 +123,16 @@ class Encoder:
             specs.append(spec)
             arrays.append(array)
         if not specs:
-            raise BsreadError("a bsread message needs at least one channel with a known type; "
-                              f"got none among {list(data)}")
+            raise BsreadError(
+                "a bsread message needs at least one channel with a known type; "
+                f"got none among {list(data)}"
+            )
         if tuple(specs) != self._format:
             if self.create_header == "once" and self._format is not None:
-                raise BsreadError("create_header is 'once' and this message's channels differ "
-                                  f"from the stream's first ({[s.name for s in specs]})")
+                raise BsreadError(
+                    "create_header is 'once' and this message's channels differ "
+                    f"from the stream's first ({[s.name for s in specs]})"
+                )
             self._build_header(tuple(specs))
         elif self.create_header == "always":
             self._build_header(self._format)
@@ -128,14 +140,21 @@ class Encoder:
         main = {"htype": "bsr_m-1.1"}
         if self.header_compression != NONE:
             main["dh_compression"] = self.header_compression
-        main.update(hash=self._hash, pulse_id=operator.index(pulse_id), global_timestamp={"sec": sec, "ns": ns})
+        main.update(
+            hash=self._hash,
+            pulse_id=operator.index(pulse_id),
+            global_timestamp={"sec": sec, "ns": ns},
+        )
         stamps = {encoding: packer.pack(sec, ns) for encoding, packer in _TIMESTAMP.items()}
         parts: list[bytes | memoryview] = [json.dumps(main).encode(), self._header]
         for spec, array in zip(specs, arrays):
             if array is None:
                 parts += (b"", b"")
             else:
-                parts += (compress(array, spec.compression, spec.encoding == "big"), stamps[spec.encoding])
+                parts += (
+                    compress(array, spec.compression, spec.encoding == "big"),
+                    stamps[spec.encoding],
+                )
         return parts
 
     def _declare(self, name: str, meta: Mapping[str, Any]) -> _Declared:
@@ -145,13 +164,19 @@ class Encoder:
         try:
             dtype = None if type_name == "string" else numpy_dtype(type_name, encoding == "big")
         except (KeyError, AttributeError):
-            raise ValueError(f"channel_meta[{name!r}] needs a bsread 'type', not {type_name!r}") from None
+            raise ValueError(
+                f"channel_meta[{name!r}] needs a bsread 'type', not {type_name!r}"
+            ) from None
         if encoding not in _TIMESTAMP:
-            raise ValueError(f"channel_meta[{name!r}]: encoding {encoding!r} is neither 'little' nor 'big'")
+            raise ValueError(
+                f"channel_meta[{name!r}]: encoding {encoding!r} is neither 'little' nor 'big'"
+            )
         if shape is not None and not all(isinstance(size, int) and size >= 0 for size in shape):
             raise ValueError(f"channel_meta[{name!r}]: shape {shape!r} is not a list of sizes")
         compression = codec_name(meta["compression"]) if "compression" in meta else self.compression
-        spec = _Spec(name, type_name, None if shape is None else tuple(shape), encoding, compression)
+        spec = _Spec(
+            name, type_name, None if shape is None else tuple(shape), encoding, compression
+        )
         return _Declared(dict(meta), dtype, spec)
 
     def _convert(self, name: str, value: Any) -> tuple[_Spec, np.ndarray]:
@@ -161,7 +186,9 @@ class Encoder:
             if declared is None:
                 array, shape = _as_array(value)
                 type_name = "string" if isinstance(value, str) else bsread_type(array.dtype)
-                return _Spec(name, type_name, shape, encoding_of(array.dtype), self.compression), array
+                return _Spec(
+                    name, type_name, shape, encoding_of(array.dtype), self.compression
+                ), array
             array, shape = _as_array(value, declared.dtype)
         except (TypeError, ValueError, OverflowError) as error:
             raise type(error)(f"channel {name!r}: {error}") from None
@@ -169,8 +196,10 @@ class Encoder:
         if (declared.dtype is None) != isinstance(value, str):
             raise TypeError(f"channel {name!r} is declared {spec.type}, got {type(value).__name__}")
         if spec.shape is not None and spec.shape != shape:
-            raise ValueError(f"channel {name!r}: value of bsread shape {list(shape)} where {list(spec.shape)} "
-                             "is declared; declare the new shape (new Encoder) instead")
+            raise ValueError(
+                f"channel {name!r}: value of bsread shape {list(shape)} where {list(spec.shape)} "
+                "is declared; declare the new shape (new Encoder) instead"
+            )
         return spec, array
 
     def _build_header(self, specs: tuple[_Spec, ...]) -> None:
@@ -187,7 +216,12 @@ class Encoder:
         """One channel of the data header, in the key order the reference sender writes."""
         declared = self._declared.get(spec.name)
         if declared is None:  # built from the value
-            entry = {"name": spec.name, "type": spec.type, "shape": list(spec.shape), "encoding": spec.encoding}
+            entry = {
+                "name": spec.name,
+                "type": spec.type,
+                "shape": list(spec.shape),
+                "encoding": spec.encoding,
+            }
             if self.compression != NONE:
                 entry["compression"] = self.compression
             return entry
@@ -214,7 +248,14 @@ def _as_array(value: Any, dtype: np.dtype | None = None) -> tuple[np.ndarray, tu
     elif isinstance(value, (list, tuple)):
         array = np.array(value, dtype)
     else:
-        default = next((numpy_type for python_type, numpy_type in _PYTHON_TYPES if isinstance(value, python_type)), None)
+        default = next(
+            (
+                numpy_type
+                for python_type, numpy_type in _PYTHON_TYPES
+                if isinstance(value, python_type)
+            ),
+            None,
+        )
         if default is None:
             raise TypeError(f"bsread cannot send a {type(value).__name__}")
         array = np.array(value, dtype or default)

@@ -48,7 +48,9 @@ RETRY_INTERVAL = 0.002
 _DEFAULT: Any = object()
 
 
-def _new_socket(context: zmq.Context | None, mode: str, modes: Mapping[str, int], linger: float) -> zmq.Socket:
+def _new_socket(
+    context: zmq.Context | None, mode: str, modes: Mapping[str, int], linger: float
+) -> zmq.Socket:
     kind = modes.get(mode.upper())
     if kind is None:
         raise ValueError(f"mode {mode!r}: use one of {', '.join(modes)}")
@@ -92,10 +94,21 @@ class Sender:
     It is done when ZMQ no longer references the message's buffers (see module docstring).
     """
 
-    def __init__(self, address: str | int = "tcp://*:9999", *, mode: str = "PUB", bind: bool = True,
-                 queue_size: int = 10, block: bool = False, send_timeout: float | None = None,
-                 latest_wins: bool = False, track: bool = False, encoder: Encoder | None = None,
-                 linger: float = 1.0, context: zmq.Context | None = None) -> None:
+    def __init__(
+        self,
+        address: str | int = "tcp://*:9999",
+        *,
+        mode: str = "PUB",
+        bind: bool = True,
+        queue_size: int = 10,
+        block: bool = False,
+        send_timeout: float | None = None,
+        latest_wins: bool = False,
+        track: bool = False,
+        encoder: Encoder | None = None,
+        linger: float = 1.0,
+        context: zmq.Context | None = None,
+    ) -> None:
         if latest_wins and (block or track):
             raise ValueError("latest_wins sends from its own thread: it cannot block or track")
         self.encoder = encoder or Encoder()
@@ -117,7 +130,9 @@ class Sender:
         # The monitor starts before bind/connect, so that no connection goes uncounted.
         self._monitor = self._socket.get_monitor_socket(_CLIENT_UP | zmq.EVENT_DISCONNECTED)
         try:
-            self.address = _attach(self._socket, f"tcp://*:{address}" if isinstance(address, int) else address, bind)
+            self.address = _attach(
+                self._socket, f"tcp://*:{address}" if isinstance(address, int) else address, bind
+            )
         except zmq.ZMQError:
             self._socket.disable_monitor()
             self._monitor.close(linger=0)
@@ -128,10 +143,14 @@ class Sender:
             self._pending: Sequence[Any] | None = None
             self._stopping = False
             self._wakeup = threading.Condition()
-            self._worker = threading.Thread(target=self._run_latest, name=f"bsread {self.address}", daemon=True)
+            self._worker = threading.Thread(
+                target=self._run_latest, name=f"bsread {self.address}", daemon=True
+            )
             self._worker.start()
 
-    def send(self, data: Mapping[str, Any], pulse_id: int, timestamp: tuple[int, int] | float) -> bool:
+    def send(
+        self, data: Mapping[str, Any], pulse_id: int, timestamp: tuple[int, int] | float
+    ) -> bool:
         """Encode and send one message (see ``Encoder.encode``); False if it was dropped."""
         return self.send_parts(self.encoder.encode(data, pulse_id, timestamp))
 
@@ -172,7 +191,8 @@ class Sender:
         return 0.0 if self.clients else time.monotonic() - self._idle_since
 
     def wait_for_clients(self, count: int, timeout: float) -> bool:
-        """Wait until exactly ``count`` peers are connected; False if ``timeout`` seconds pass first."""
+        """Wait until exactly ``count`` peers are connected; False if ``timeout`` seconds pass
+        first."""
         deadline = time.monotonic() + timeout
         with self._monitor_lock:
             while True:
@@ -183,7 +203,8 @@ class Sender:
                 self._monitor.poll(remaining * 1000)
 
     def close(self) -> None:
-        """Stop the latest-wins thread (its waiting message counts as dropped) and close the sockets."""
+        """Stop the latest-wins thread (its waiting message counts as dropped) and close the
+        sockets."""
         if self._closed:
             return
         self._closed = True
@@ -210,11 +231,19 @@ class Sender:
         """Hand one message to ZMQ: False, with nothing queued, if ZMQ refuses its first part."""
         socket, track, last = self._socket, self._track, len(parts) - 1
         try:
-            trackers = [socket.send(parts[0], first_flags | (zmq.SNDMORE if last else 0), copy=False, track=track)]
+            trackers = [
+                socket.send(
+                    parts[0], first_flags | (zmq.SNDMORE if last else 0), copy=False, track=track
+                )
+            ]
         except zmq.Again:
             return False
         for index in range(1, last + 1):
-            trackers.append(socket.send(parts[index], zmq.SNDMORE if index < last else 0, copy=False, track=track))
+            trackers.append(
+                socket.send(
+                    parts[index], zmq.SNDMORE if index < last else 0, copy=False, track=track
+                )
+            )
         self.sent += 1
         if track:
             self.tracker = zmq.MessageTracker(*trackers)
@@ -260,9 +289,18 @@ class Receiver:
     skipped. ``received`` counts the messages returned.
     """
 
-    def __init__(self, address: str, *, mode: str = "SUB", bind: bool = False, queue_size: int = 100,
-                 timeout: float | None = 1.0, decoder: Decoder | None = None, linger: float = 1.0,
-                 context: zmq.Context | None = None) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        mode: str = "SUB",
+        bind: bool = False,
+        queue_size: int = 100,
+        timeout: float | None = 1.0,
+        decoder: Decoder | None = None,
+        linger: float = 1.0,
+        context: zmq.Context | None = None,
+    ) -> None:
         self.decoder = decoder or Decoder()
         self.timeout = timeout
         self.received = 0
@@ -287,7 +325,11 @@ class Receiver:
         timeout = self.timeout if timeout is _DEFAULT else timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            wait = None if deadline is None else math.ceil(max(0.0, deadline - time.monotonic()) * 1000)
+            wait = (
+                None
+                if deadline is None
+                else math.ceil(max(0.0, deadline - time.monotonic()) * 1000)
+            )
             if not self._socket.poll(wait):
                 return None
             parts = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
@@ -295,7 +337,9 @@ class Receiver:
                 message = self.decoder.decode(parts)
             except BsreadError as error:
                 self.rejected += 1
-                log.warning("%s: rejected a message of %d parts: %s", self.address, len(parts), error)
+                log.warning(
+                    "%s: rejected a message of %d parts: %s", self.address, len(parts), error
+                )
                 continue
             self.received += 1
             return message

@@ -14,9 +14,18 @@ __all__ = ["TYPE_CODES", "bsread_type", "encoding_of", "numpy_dtype"]
 
 #: bsread type name -> numpy type code (without byte order).
 TYPE_CODES = {
-    "int8": "i1", "uint8": "u1", "int16": "i2", "uint16": "u2",
-    "int32": "i4", "uint32": "u4", "int64": "i8", "uint64": "u8",
-    "float32": "f4", "float64": "f8", "bool": "?", "string": "u1",
+    "int8": "i1",
+    "uint8": "u1",
+    "int16": "i2",
+    "uint16": "u2",
+    "int32": "i4",
+    "uint32": "u4",
+    "int64": "i8",
+    "uint64": "u8",
+    "float32": "f4",
+    "float64": "f8",
+    "bool": "?",
+    "string": "u1",
 }
 
 # (dtype.kind, itemsize) -> bsread name; the byte order is carried by "encoding" instead.

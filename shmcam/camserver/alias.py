@@ -33,7 +33,7 @@ class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path=None, target=None):
         if fullname != ALIAS and not fullname.startswith(ALIAS + "."):
             return None
-        real = TARGET + fullname[len(ALIAS):]
+        real = TARGET + fullname[len(ALIAS) :]
         try:
             found = importlib.util.find_spec(real)
         except ModuleNotFoundError:
@@ -41,7 +41,8 @@ class _Finder(importlib.abc.MetaPathFinder):
         if found is None:
             return None
         return importlib.util.spec_from_loader(
-            fullname, _Loader(real), is_package=found.submodule_search_locations is not None)
+            fullname, _Loader(real), is_package=found.submodule_search_locations is not None
+        )
 
 
 def install() -> None:

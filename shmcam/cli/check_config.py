@@ -22,15 +22,25 @@ SETTINGS_FILE = "shmcam.toml"
 
 
 def add_parser(commands) -> None:
-    p = commands.add_parser("check-config", help="validate a node's config directory",
-                            description=__doc__)
-    p.add_argument("config_dir", nargs="?", type=Path, metavar="DIR",
-                   default=node_settings.DEFAULT_CONFIG.parent,
-                   help=f"directory of {SETTINGS_FILE}, cameras/ and pipelines/ "
-                        f"(default {node_settings.DEFAULT_CONFIG.parent})")
-    p.add_argument("--data-dir", type=Path, metavar="DATA_DIR",
-                   help="data directory holding the backgrounds and scripts configs name "
-                        f"(default: data_dir of {SETTINGS_FILE})")
+    p = commands.add_parser(
+        "check-config", help="validate a node's config directory", description=__doc__
+    )
+    p.add_argument(
+        "config_dir",
+        nargs="?",
+        type=Path,
+        metavar="DIR",
+        default=node_settings.DEFAULT_CONFIG.parent,
+        help=f"directory of {SETTINGS_FILE}, cameras/ and pipelines/ "
+        f"(default {node_settings.DEFAULT_CONFIG.parent})",
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DATA_DIR",
+        help="data directory holding the backgrounds and scripts configs name "
+        f"(default: data_dir of {SETTINGS_FILE})",
+    )
     p.set_defaults(run=run)
 
 
@@ -38,12 +48,13 @@ def add_parser(commands) -> None:
 class Report:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    checked: dict[str, int] = field(default_factory=dict)   # how many of what were checked
+    checked: dict[str, int] = field(default_factory=dict)  # how many of what were checked
 
 
 @dataclass(frozen=True)
 class Known:
     """What configs may refer to; None where the data directory cannot tell."""
+
     cameras: list[str]
     pipelines: list[str]
     scripts: list[str] | None
@@ -59,19 +70,24 @@ def check(config_dir: Path, data_dir: Path | None = None) -> Report:
         return report
     settings = _settings(config_dir / SETTINGS_FILE, data_dir, report)
     if settings.config_dir.resolve() != config_dir.resolve():
-        report.notes.append(f"the supervisor reads its cameras/ and pipelines/ from "
-                            f"config_dir {settings.config_dir}, not from {config_dir}")
+        report.notes.append(
+            f"the supervisor reads its cameras/ and pipelines/ from "
+            f"config_dir {settings.config_dir}, not from {config_dir}"
+        )
     if data_dir is not None and not data_dir.is_dir():
         report.problems.append(f"--data-dir {data_dir}: no such directory")
-    files = {kind: _config_files(config_dir / subdir, report)
-             for kind, subdir in CONFIG_KINDS.items()}
+    files = {
+        kind: _config_files(config_dir / subdir, report) for kind, subdir in CONFIG_KINDS.items()
+    }
     known = _known(ConfigStore(settings.data_dir, config_dir), files, report)
     for kind, paths in files.items():
         for path in paths:
             report.problems += _config_problems(kind, path, known)
     report.problems += _permanent_problems(settings, config_dir / SETTINGS_FILE, known)
-    report.checked = {**{f"{kind} config": len(paths) for kind, paths in files.items()},
-                      "permanent instance": len(settings.permanent)}
+    report.checked = {
+        **{f"{kind} config": len(paths) for kind, paths in files.items()},
+        "permanent instance": len(settings.permanent),
+    }
     return report
 
 
@@ -98,17 +114,27 @@ def _known(store: ConfigStore, files: dict[str, list[Path]], report: Report) -> 
     directory exists: a node that never ran has none, and checks that need them are skipped."""
     backgrounds_dir = store.data_dir / "backgrounds"
     if not store.data_dir.is_dir():
-        report.notes.append(f"no data directory {store.data_dir}: backgrounds and uploaded "
-                            f"functions were not checked")
+        report.notes.append(
+            f"no data directory {store.data_dir}: backgrounds and uploaded "
+            f"functions were not checked"
+        )
     else:
         try:
-            return Known(store.config_names("camera"), store.config_names("pipeline"),
-                         store.file_names("script"), set(store.background_ids()),
-                         backgrounds_dir)
+            return Known(
+                store.config_names("camera"),
+                store.config_names("pipeline"),
+                store.file_names("script"),
+                set(store.background_ids()),
+                backgrounds_dir,
+            )
         except OSError as error:
             report.problems.append(f"data directory {store.data_dir}: {error}")
-    return Known(*(sorted(path.stem for path in files[kind]) for kind in CONFIG_KINDS),
-                 None, None, backgrounds_dir)
+    return Known(
+        *(sorted(path.stem for path in files[kind]) for kind in CONFIG_KINDS),
+        None,
+        None,
+        backgrounds_dir,
+    )
 
 
 def _config_files(directory: Path, report: Report) -> list[Path]:
@@ -154,15 +180,20 @@ def _config_problems(kind: str, path: Path, known: Known) -> list[str]:
         if known.scripts is not None:
             attempt(validation.function_available, known.scripts)
     background = config.get("image_background")
-    if known.backgrounds is not None and isinstance(background, str) and background \
-            and background not in known.backgrounds:
-        problems.append(f"{path}: {kind} config: image_background {background!r} is not a "
-                        f"stored background (none such in {known.backgrounds_dir})")
+    if (
+        known.backgrounds is not None
+        and isinstance(background, str)
+        and background
+        and background not in known.backgrounds
+    ):
+        problems.append(
+            f"{path}: {kind} config: image_background {background!r} is not a "
+            f"stored background (none such in {known.backgrounds_dir})"
+        )
     return problems
 
 
-def _permanent_problems(settings: node_settings.Settings, path: Path,
-                        known: Known) -> list[str]:
+def _permanent_problems(settings: node_settings.Settings, path: Path, known: Known) -> list[str]:
     problems = []
     for instance_id, config_name in settings.permanent.items():
         where = f"{path}: permanent {instance_id!r}"
@@ -171,8 +202,10 @@ def _permanent_problems(settings: node_settings.Settings, path: Path,
         except ValueError as error:
             problems.append(f"{where}: {error} (instance ids name shared-memory segments)")
         if config_name not in known.pipelines:
-            problems.append(f"{where}: no pipeline config named {config_name!r}; known "
-                            f"pipeline configs: {', '.join(known.pipelines) or 'none'}")
+            problems.append(
+                f"{where}: no pipeline config named {config_name!r}; known "
+                f"pipeline configs: {', '.join(known.pipelines) or 'none'}"
+            )
     return problems
 
 
@@ -189,7 +222,10 @@ def _count(count: int, what: str) -> str:
 
 def run(args) -> int:
     report = check(args.config_dir, args.data_dir)
-    for line in [*report.problems, *(f"note: {note}" for note in report.notes),
-                 summary(args.config_dir, report)]:
+    for line in [
+        *report.problems,
+        *(f"note: {note}" for note in report.notes),
+        summary(args.config_dir, report),
+    ]:
         print(line)
     return 1 if report.problems else 0

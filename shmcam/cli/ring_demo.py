@@ -22,14 +22,19 @@ RING = "camera"
 
 
 def add_parser(commands) -> None:
-    p = commands.add_parser("ring-demo", help="a simulated camera ring with reader processes",
-                            description=__doc__)
+    p = commands.add_parser(
+        "ring-demo", help="a simulated camera ring with reader processes", description=__doc__
+    )
     p.add_argument("--size", default="1280x960", help="frame size WxH (default 1280x960)")
     p.add_argument("--rate", type=float, default=100.0, help="frames per second (default 100)")
     p.add_argument("--readers", type=int, default=3, help="reader processes (default 3)")
     p.add_argument("--slots", type=int, default=8, help="ring depth in frames (default 8)")
-    p.add_argument("--seconds", type=float, default=0,
-                   help="stop after this many seconds (default: run until Ctrl-C)")
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=0,
+        help="stop after this many seconds (default: run until Ctrl-C)",
+    )
     p.set_defaults(run=run)
 
 
@@ -45,8 +50,10 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def writer_main(node, size, rate, slots, ready, stop) -> None:
     frames = beam_frames(*size, count=16)
-    with RingWriter(ring_base(node, RING), frames[0].dtype, frames[0].shape, slots) as ring, \
-            StatsBlock(stats_name(node, RING), create=True) as stats:
+    with (
+        RingWriter(ring_base(node, RING), frames[0].dtype, frames[0].shape, slots) as ring,
+        StatsBlock(stats_name(node, RING), create=True) as stats,
+    ):
         ready.set()
         pacer = Pacer(rate)
         n = 0
@@ -61,15 +68,17 @@ def writer_main(node, size, rate, slots, ready, stop) -> None:
 
 def reader_main(node, index, stop) -> None:
     name = f"reader{index}"
-    with RingReader(ring_base(node, RING), timeout=10) as ring, \
-            StatsBlock(stats_name(node, name), create=True) as stats:
+    with (
+        RingReader(ring_base(node, RING), timeout=10) as ring,
+        StatsBlock(stats_name(node, name), create=True) as stats,
+    ):
         while not stop.is_set():
             frame = ring.wait(timeout=0.2)
             if frame is None:
                 continue
             t0 = time.perf_counter_ns()
             row = frame.image[frame.image.shape[0] // 2]
-            int(row.sum())                      # the "processing": a profile of one row
+            int(row.sum())  # the "processing": a profile of one row
             if ring.validate(frame):
                 stats.add("frames_out")
                 stats.record_time(time.perf_counter_ns() - t0)
@@ -86,22 +95,28 @@ def run(args) -> int:
     node = f"demo{os.getpid()}"
     ctx = multiprocessing.get_context("spawn")
     stop, ready = ctx.Event(), ctx.Event()
-    writer = ctx.Process(target=writer_main, args=(node, size, args.rate, args.slots, ready, stop),
-                         name="writer")
+    writer = ctx.Process(
+        target=writer_main, args=(node, size, args.rate, args.slots, ready, stop), name="writer"
+    )
     procs = [writer]
     # Ctrl-C goes to the whole process group; let the children stop through the event instead.
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         writer.start()
-        procs += [ctx.Process(target=reader_main, args=(node, i, stop), name=f"reader{i}")
-                  for i in range(args.readers)]
+        procs += [
+            ctx.Process(target=reader_main, args=(node, i, stop), name=f"reader{i}")
+            for i in range(args.readers)
+        ]
         signal.signal(signal.SIGINT, previous)
         if not ready.wait(60):
             raise SystemExit("the writer did not start (see the log above)")
         for p in procs[1:]:
             p.start()
-        print(f"ring {ring_base(node, RING)}: {size[0]}x{size[1]} uint16 at {args.rate:g} Hz, "
-              f"{args.readers} readers (Ctrl-C to stop)", flush=True)
+        print(
+            f"ring {ring_base(node, RING)}: {size[0]}x{size[1]} uint16 at {args.rate:g} Hz, "
+            f"{args.readers} readers (Ctrl-C to stop)",
+            flush=True,
+        )
         monitor(node, procs, args.seconds)
     except KeyboardInterrupt:
         pass
@@ -141,8 +156,10 @@ def monitor(node: str, procs, seconds: float) -> None:
             snap = blocks[name].snapshot()
             if name in last:
                 rate = (snap["frames_out"] - last[name]) / (now - t_last)
-                parts.append(f"{name} {rate:6.1f} fps" + (
-                    "" if name == RING else f" missed {snap['dropped']} torn {snap['torn']}"))
+                parts.append(
+                    f"{name} {rate:6.1f} fps"
+                    + ("" if name == RING else f" missed {snap['dropped']} torn {snap['torn']}")
+                )
             last[name] = snap["frames_out"]
         t_last = now
         load = sum(p.cpu_percent() for p in cpu.values())

@@ -24,26 +24,41 @@ import urllib.request
 from shmcam.supervisor import settings as node_settings
 
 COLUMNS = (  # header, width, row key, format; the name takes what the terminal has left
-    ("K", 1, "kind", "{:.1}"), ("S", 1, "state", "{:.1}"), ("CPU%", 4, "cpu", "{:4.0f}"),
-    ("MEM", 4, "memory_mb", "{:4.0f}"), ("IN/s", 5, "fps_in", "{:5.1f}"),
-    ("OUT/s", 5, "fps_out", "{:5.1f}"), ("DROP", 5, "dropped", "{:5d}"),
-    ("TORN", 4, "torn", "{:4d}"), ("ERR", 4, "errors", "{:4d}"), ("P50", 4, "p50", "{:4.1f}"),
-    ("P99", 4, "p99", "{:4.1f}"), ("CL", 2, "clients", "{:2d}"),
-    ("FILL", 4, "ring_fill", "{:4.0%}"), ("PID", 7, "pid", "{:7d}"),
+    ("K", 1, "kind", "{:.1}"),
+    ("S", 1, "state", "{:.1}"),
+    ("CPU%", 4, "cpu", "{:4.0f}"),
+    ("MEM", 4, "memory_mb", "{:4.0f}"),
+    ("IN/s", 5, "fps_in", "{:5.1f}"),
+    ("OUT/s", 5, "fps_out", "{:5.1f}"),
+    ("DROP", 5, "dropped", "{:5d}"),
+    ("TORN", 4, "torn", "{:4d}"),
+    ("ERR", 4, "errors", "{:4d}"),
+    ("P50", 4, "p50", "{:4.1f}"),
+    ("P99", 4, "p99", "{:4.1f}"),
+    ("CL", 2, "clients", "{:2d}"),
+    ("FILL", 4, "ring_fill", "{:4.0%}"),
+    ("PID", 7, "pid", "{:7d}"),
 )
-NAME_WIDTH = 11          # at least; 80 columns leave 79 for a line, so that it never wraps
+NAME_WIDTH = 11  # at least; 80 columns leave 79 for a line, so that it never wraps
 NAME_WIDTH_MAX = 32
 STATE_LETTERS = {"running": "R", "starting": "S", "ended": "E", "failed": "F"}
-RATE_SAMPLE = 0.5     # seconds between the two samples of --once and --json
+RATE_SAMPLE = 0.5  # seconds between the two samples of --once and --json
 SORT_KEYS = {"c": "cpu", "f": "fps_out", "d": "dropped", "e": "errors", "n": "name"}
 
 
 def add_parser(commands) -> None:
-    p = commands.add_parser("top", help="live view of a node's instances", description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = commands.add_parser(
+        "top",
+        help="live view of a node's instances",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("url", nargs="?", help="supervisor URL (default: from the node config)")
-    p.add_argument("--config", default=str(node_settings.DEFAULT_CONFIG),
-                   help="node config used to find the local supervisor")
+    p.add_argument(
+        "--config",
+        default=str(node_settings.DEFAULT_CONFIG),
+        help="node config used to find the local supervisor",
+    )
     p.add_argument("--once", action="store_true", help="print one table and exit")
     p.add_argument("--json", action="store_true", help="print one JSON document and exit")
     p.add_argument("--interval", type=float, default=1.0, help="refresh period in seconds")
@@ -81,15 +96,27 @@ def snapshot(url: str, previous: dict | None = None) -> dict:
         totals = {k: info[k] for k in ("cpu", "memory", "tx", "rx")}
         for name, instance in info["active_instances"].items():
             s = instance["statistics"]
-            rows.append({
-                "name": name, "kind": kind, "state": instance.get("state", "running"),
-                "pid": s["pid"] or 0, "cpu": s["cpu"] or 0.0,
-                "memory_mb": (s["memory"] or 0) / 2**20, "fps_in": s["fps_in"],
-                "fps_out": s["fps_out"], "dropped": s["dropped"], "torn": s["torn"],
-                "errors": s["errors"], "p50": s["processing_ms_p50"] or 0.0,
-                "p99": s["processing_ms_p99"] or 0.0, "clients": s["clients"],
-                "lag": s["lag"], "ring_fill": s.get("ring_fill"),
-                "stream": instance["stream_address"]})
+            rows.append(
+                {
+                    "name": name,
+                    "kind": kind,
+                    "state": instance.get("state", "running"),
+                    "pid": s["pid"] or 0,
+                    "cpu": s["cpu"] or 0.0,
+                    "memory_mb": (s["memory"] or 0) / 2**20,
+                    "fps_in": s["fps_in"],
+                    "fps_out": s["fps_out"],
+                    "dropped": s["dropped"],
+                    "torn": s["torn"],
+                    "errors": s["errors"],
+                    "p50": s["processing_ms_p50"] or 0.0,
+                    "p99": s["processing_ms_p99"] or 0.0,
+                    "clients": s["clients"],
+                    "lag": s["lag"],
+                    "ring_fill": s.get("ring_fill"),
+                    "stream": instance["stream_address"],
+                }
+            )
     totals["time"] = time.monotonic()
     if previous is not None:
         seconds = max(1e-3, totals["time"] - previous["node"]["time"])
@@ -122,16 +149,30 @@ def table(data: dict, sort: str = "name", columns: int = 80) -> list[str]:
     node = data["node"]
     fixed = sum(width + 1 for _, width, _, _ in COLUMNS)
     name = min(NAME_WIDTH_MAX, max(NAME_WIDTH, columns - 1 - fixed))
-    node_line = (f"{data['url'].split('://')[-1]}  CPU {node['cpu']:.0f}% mem "
-                 f"{node['memory']:.0f}% net in {_rate(node, 'rx')} out {_rate(node, 'tx')}  "
-                 f"{len(data['instances'])} instances")
-    lines = [node_line[:max(columns - 1, fixed + name)],
-             " ".join([f"{'NAME':<{name}}", *(f"{h:<{w}}" if w < 2 else f"{h:>{w}}"
-                                               for h, w, _, _ in COLUMNS)])]
+    node_line = (
+        f"{data['url'].split('://')[-1]}  CPU {node['cpu']:.0f}% mem "
+        f"{node['memory']:.0f}% net in {_rate(node, 'rx')} out {_rate(node, 'tx')}  "
+        f"{len(data['instances'])} instances"
+    )
+    lines = [
+        node_line[: max(columns - 1, fixed + name)],
+        " ".join(
+            [
+                f"{'NAME':<{name}}",
+                *(f"{h:<{w}}" if w < 2 else f"{h:>{w}}" for h, w, _, _ in COLUMNS),
+            ]
+        ),
+    ]
     rows = sorted(data["instances"], key=lambda r: r[sort], reverse=sort != "name")
     for row in rows:
-        lines.append(" ".join([f"{row['name']:<{name}.{name}}",
-                               *(_cell(row, key, w, fmt) for _, w, key, fmt in COLUMNS)]))
+        lines.append(
+            " ".join(
+                [
+                    f"{row['name']:<{name}.{name}}",
+                    *(_cell(row, key, w, fmt) for _, w, key, fmt in COLUMNS),
+                ]
+            )
+        )
     return lines
 
 
@@ -140,10 +181,13 @@ def run(args) -> int:
     try:
         if args.json or args.once:
             first = snapshot(url)
-            time.sleep(RATE_SAMPLE)      # network rates need two samples
+            time.sleep(RATE_SAMPLE)  # network rates need two samples
             data = snapshot(url, first)
-            print(json.dumps(data) if args.json else
-                  "\n".join(table(data, columns=shutil.get_terminal_size().columns)))
+            print(
+                json.dumps(data)
+                if args.json
+                else "\n".join(table(data, columns=shutil.get_terminal_size().columns))
+            )
         else:
             curses.wrapper(live, url, args.interval)
     except Unreachable as error:
@@ -173,8 +217,10 @@ def live(screen, url: str, interval: float) -> None:
             except Unreachable as error:
                 message, data = str(error), None
             screen.erase()
-            for y, line in enumerate(lines[:height - 1]):
+            for y, line in enumerate(lines[: height - 1]):
                 screen.addnstr(y, 0, line, width - 1, curses.A_REVERSE if y == 1 else 0)
-            footer = message or f"sorted by {sort} | q quit, c cpu, f fps, d drops, e errors, n name"
+            footer = (
+                message or f"sorted by {sort} | q quit, c cpu, f fps, d drops, e errors, n name"
+            )
             screen.addnstr(height - 1, 0, footer, width - 1, curses.A_BOLD)
             screen.refresh()

@@ -47,7 +47,7 @@ class MovingMean:
         if self.total is None or self.total.shape != frame.shape:
             self.window.clear()
             self.total = np.zeros(frame.shape)
-        frame = np.array(frame)     # the caller's array may be a ring slot, reused soon
+        frame = np.array(frame)  # the caller's array may be a ring slot, reused soon
         self.window.append(frame)
         self.total += frame
         if len(self.window) > self.n:

@@ -31,11 +31,15 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-TIMEOUT = 30.0              # seconds for gcc, and again for the load check
-MESSAGE_LINES = 20          # of the compiler's output, in errors
+TIMEOUT = 30.0  # seconds for gcc, and again for the load check
+MESSAGE_LINES = 20  # of the compiler's output, in errors
 # Mistakes that compile with a warning in C but crash at run time: errors here.
-STRICT = ("-Werror=implicit-function-declaration", "-Werror=return-type",
-          "-Werror=incompatible-pointer-types", "-Werror=int-conversion")
+STRICT = (
+    "-Werror=implicit-function-declaration",
+    "-Werror=return-type",
+    "-Werror=incompatible-pointer-types",
+    "-Werror=int-conversion",
+)
 
 PROTOTYPE = """\
 PyObject *process_image(PyArrayObject *image, uint64_t pulse_id, double timestamp,
@@ -108,9 +112,11 @@ PyMODINIT_FUNC PyInit_$module(void)
 
 # Imports the built module in a fresh interpreter: unresolved symbols and a failing init show
 # here, before the module is cached, and never in the process that asked for the build.
-LOAD_CHECK = ("import importlib.util, sys; "
-              "spec = importlib.util.spec_from_file_location(sys.argv[1], sys.argv[2]); "
-              "spec.loader.exec_module(importlib.util.module_from_spec(spec))")
+LOAD_CHECK = (
+    "import importlib.util, sys; "
+    "spec = importlib.util.spec_from_file_location(sys.argv[1], sys.argv[2]); "
+    "spec.loader.exec_module(importlib.util.module_from_spec(spec))"
+)
 
 
 class CompileError(ValueError):
@@ -129,8 +135,9 @@ def load(path: Path, cache: Path, headers: Path | None = None):
     return extension.process_image
 
 
-def build(source: bytes, name: str, cache: Path, headers: Path | None = None,
-          timeout: float = TIMEOUT) -> Path:
+def build(
+    source: bytes, name: str, cache: Path, headers: Path | None = None, timeout: float = TIMEOUT
+) -> Path:
     """The extension module built from source (named `name` in messages), from the cache if
     it was built before. `headers` is a folder the source may #include from (the libs).
     CompileError if it does not compile, link or load; nothing is cached then."""
@@ -147,9 +154,14 @@ def build(source: bytes, name: str, cache: Path, headers: Path | None = None,
         unit.write_bytes(_unit(source, name, module))
         built = work / target.name
         _run([*flags, str(unit), "-o", str(built)], name, "does not compile", timeout, work)
-        _run([sys.executable, "-c", LOAD_CHECK, module, str(built)], name,
-             "compiled but does not load", timeout, work)
-        os.replace(built, target)    # atomic: a concurrent build of the same key is harmless
+        _run(
+            [sys.executable, "-c", LOAD_CHECK, module, str(built)],
+            name,
+            "compiled but does not load",
+            timeout,
+            work,
+        )
+        os.replace(built, target)  # atomic: a concurrent build of the same key is harmless
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log.info("built %s from %s", target, name)
@@ -165,27 +177,50 @@ def _unit(source: bytes, name: str, module: str) -> bytes:
     if not source.endswith(b"\n"):
         source += b"\n"
     shown = name.replace("\\", "_").replace('"', "_")
-    return (HEADER.encode() + f'#line 1 "{shown}"\n'.encode() + source
-            + WRAPPER.substitute(module=module, source=shown).encode())
+    return (
+        HEADER.encode()
+        + f'#line 1 "{shown}"\n'.encode()
+        + source
+        + WRAPPER.substitute(module=module, source=shown).encode()
+    )
 
 
 def _flags(headers: Path | None) -> list[str]:
     """gcc as sysconfig builds extensions (LDSHARED compiles and links in one step)."""
     var = sysconfig.get_config_var
     paths = sysconfig.get_paths()
-    includes = dict.fromkeys([paths["include"], paths["platinclude"], np.get_include(),
-                              *([str(headers)] if headers is not None else [])])
-    return [*shlex.split(var("LDSHARED")), *shlex.split(var("CFLAGS") or ""),
-            *shlex.split(var("CCSHARED") or ""), "-fvisibility=hidden",
-            "-fdiagnostics-color=never", *STRICT,
-            *(f"-I{include}" for include in includes)]
+    includes = dict.fromkeys(
+        [
+            paths["include"],
+            paths["platinclude"],
+            np.get_include(),
+            *([str(headers)] if headers is not None else []),
+        ]
+    )
+    return [
+        *shlex.split(var("LDSHARED")),
+        *shlex.split(var("CFLAGS") or ""),
+        *shlex.split(var("CCSHARED") or ""),
+        "-fvisibility=hidden",
+        "-fdiagnostics-color=never",
+        *STRICT,
+        *(f"-I{include}" for include in includes),
+    ]
 
 
 def _key(source: bytes, flags: list[str], headers: Path | None) -> str:
     """Content hash of everything the built module depends on."""
     digest = hashlib.sha256()
-    for part in (source, HEADER, WRAPPER.template, LOAD_CHECK, sys.version,
-                 sysconfig.get_config_var("EXT_SUFFIX"), np.__version__, *flags):
+    for part in (
+        source,
+        HEADER,
+        WRAPPER.template,
+        LOAD_CHECK,
+        sys.version,
+        sysconfig.get_config_var("EXT_SUFFIX"),
+        np.__version__,
+        *flags,
+    ):
         digest.update(part if isinstance(part, bytes) else part.encode())
         digest.update(b"\0")
     if headers is not None and headers.is_dir():
@@ -198,10 +233,16 @@ def _run(command: list[str], name: str, failure: str, timeout: float, cwd: Path)
     """Run a build step in its own process group (gcc's children die with it on timeout);
     CompileError with the first lines of its output if it fails."""
     try:
-        process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True, errors="replace",
-                                   env=dict(os.environ, LC_ALL="C", TMPDIR=str(cwd)),
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            env=dict(os.environ, LC_ALL="C", TMPDIR=str(cwd)),
+            start_new_session=True,
+        )
     except OSError as error:
         raise CompileError(f"{name}: cannot run {command[0]} on this node: {error}") from None
     try:
@@ -211,7 +252,7 @@ def _run(command: list[str], name: str, failure: str, timeout: float, cwd: Path)
         process.communicate()
         raise CompileError(f"{name} {failure}: gave up after {timeout:g} s") from None
     if process.returncode != 0:
-        shown = output.replace(f"{cwd}{os.sep}", "")   # the build folder is gone after
+        shown = output.replace(f"{cwd}{os.sep}", "")  # the build folder is gone after
         raise CompileError(f"{name} {failure}:\n{_explain(shown, name)}")
 
 
@@ -219,8 +260,10 @@ def _explain(output: str, name: str) -> str:
     """The first lines of a failed step, or what they mean where they are obscure."""
     lines = [line for line in output.splitlines() if line.strip()]
     if any("undefined reference to `process_image'" in line for line in lines):
-        return (f"{name} defines no process_image function; define\n{PROTOTYPE}\n"
-                f"(see docs/user-functions.md)")
+        return (
+            f"{name} defines no process_image function; define\n{PROTOTYPE}\n"
+            f"(see docs/user-functions.md)"
+        )
     if lines and lines[-1].startswith("ImportError"):
-        return lines[-1]     # the load check's traceback says no more than its last line
+        return lines[-1]  # the load check's traceback says no more than its last line
     return "\n".join(lines[:MESSAGE_LINES])

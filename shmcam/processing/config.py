@@ -1,4 +1,4 @@
-"""The processing keys of a pipeline config (spec/processing.md), parsed with their defaults.
+"""The processing keys of a pipeline config (docs/spec/processing.md), parsed with their defaults.
 
 The standard function runs from these settings, and the supervisor validates configs with the
 same parser: a config accepted when it is set is one the function can run. A null value
@@ -20,9 +20,10 @@ ROTATION_ORDERS = (0, 1)
 @dataclass(frozen=True)
 class Rotation:
     """Rotation by any angle (counter-clockwise, degrees) about the centre."""
+
     angle: float
-    order: int      # 0 nearest, 1 linear
-    fill: float     # the value of points from outside the image
+    order: int  # 0 nearest, 1 linear
+    fill: float  # the value of points from outside the image
 
 
 @dataclass(frozen=True)
@@ -33,24 +34,24 @@ class GoodRegion:
 
 @dataclass(frozen=True)
 class Slices:
-    number: int     # odd: an even number_of_slices gets one more, for a middle band
+    number: int  # odd: an even number_of_slices gets one more, for a middle band
     scale: float
     orientation: str
 
 
 @dataclass(frozen=True)
 class Settings:
-    averaging: int = 0                      # > 1 block mean, < -1 moving mean, else none
-    binning: tuple[int, int] = (1, 1)       # (x, y)
+    averaging: int = 0  # > 1 block mean, < -1 moving mean, else none
+    binning: tuple[int, int] = (1, 1)  # (x, y)
     binning_mean: bool = False
-    background: str | None = None           # stored background id
-    background_mode: str | None = None      # None, "subtract", "signed" or "passive"
+    background: str | None = None  # stored background id
+    background_mode: str | None = None  # None, "subtract", "signed" or "passive"
     mirror_x: bool = False
     mirror_y: bool = False
-    quarter_turns: int = 0                  # "ortho" rotation, counter-clockwise
-    rotation: Rotation | None = None        # any other rotation
+    quarter_turns: int = 0  # "ortho" rotation, counter-clockwise
+    rotation: Rotation | None = None  # any other rotation
     roi: tuple[int, int, int, int] | None = None
-    threshold: float | None = None          # only when > 0
+    threshold: float | None = None  # only when > 0
     image_averaging: int = 1
     scale: float | None = None
     offset: float | None = None
@@ -60,8 +61,7 @@ class Settings:
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) \
-        and math.isfinite(value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _is_integer(value) -> bool:
@@ -84,8 +84,9 @@ def _number(config, key, default=None, prefix=""):
 
 def _integer(config, key, default=None, positive=False, prefix=""):
     if positive:
-        return _get(config, key, lambda v: _is_integer(v) and v > 0, "a positive integer",
-                    default, prefix)
+        return _get(
+            config, key, lambda v: _is_integer(v) and v > 0, "a positive integer", default, prefix
+        )
     return _get(config, key, _is_integer, "an integer", default, prefix)
 
 
@@ -98,8 +99,10 @@ def _section(config, key, defaults) -> dict | None:
     section = _get(config, key, lambda v: isinstance(v, dict), "an object")
     if section is None:
         return None
-    return {name: default if section.get(name) is None else section[name]
-            for name, default in defaults.items()}
+    return {
+        name: default if section.get(name) is None else section[name]
+        for name, default in defaults.items()
+    }
 
 
 def _is_fill(value) -> bool:
@@ -117,40 +120,71 @@ def _rotation(config) -> tuple[int, Rotation | None]:
     if _is_number(value):
         value = {"angle": value}
     elif value is not None and not isinstance(value, dict):
-        raise ValueError(f"rotation must be a number of degrees or an object "
-                         f"{{angle, order, mode}}, got {value!r}")
+        raise ValueError(
+            f"rotation must be a number of degrees or an object "
+            f"{{angle, order, mode}}, got {value!r}"
+        )
     value = value or {}
     angle = _number(value, "angle", 0, prefix="rotation.")
-    order = _get(value, "order", lambda v: _is_integer(v) and v in ROTATION_ORDERS,
-                 "0 (nearest) or 1 (linear)", 1, prefix="rotation.")
-    mode = _get(value, "mode", lambda v: v == "ortho" or _is_fill(v),
-                "'ortho' or a fill value such as '0.0'", "0.0", prefix="rotation.")
+    order = _get(
+        value,
+        "order",
+        lambda v: _is_integer(v) and v in ROTATION_ORDERS,
+        "0 (nearest) or 1 (linear)",
+        1,
+        prefix="rotation.",
+    )
+    mode = _get(
+        value,
+        "mode",
+        lambda v: v == "ortho" or _is_fill(v),
+        "'ortho' or a fill value such as '0.0'",
+        "0.0",
+        prefix="rotation.",
+    )
     if angle == 0:
         return 0, None
     if mode == "ortho":
         if angle % 90:
-            raise ValueError(f"rotation.angle must be a multiple of 90 with mode 'ortho', "
-                             f"got {angle!r}")
+            raise ValueError(
+                f"rotation.angle must be a multiple of 90 with mode 'ortho', got {angle!r}"
+            )
         return int(angle // 90) % 4, None
     return 0, Rotation(float(angle), order, float(mode))
 
 
 def _roi(config) -> tuple[int, int, int, int] | None:
     def valid(v):
-        return (isinstance(v, (list, tuple)) and len(v) == 4 and all(map(_is_integer, v))
-                and v[1] > 0 and v[3] > 0)
-    roi = _get(config, "image_region_of_interest", valid,
-               "[offset_x, size_x, offset_y, size_y] (integers, sizes > 0)")
+        return (
+            isinstance(v, (list, tuple))
+            and len(v) == 4
+            and all(map(_is_integer, v))
+            and v[1] > 0
+            and v[3] > 0
+        )
+
+    roi = _get(
+        config,
+        "image_region_of_interest",
+        valid,
+        "[offset_x, size_x, offset_y, size_y] (integers, sizes > 0)",
+    )
     return None if roi is None else tuple(roi)
 
 
 def _background(config) -> tuple[str | None, str | None]:
-    enable = _get(config, "image_background_enable",
-                  lambda v: isinstance(v, bool) or v in ("signed", "passive"),
-                  "true, false, 'signed' or 'passive'")
-    background = _get(config, "image_background",
-                      lambda v: isinstance(v, str) and v and "/" not in v and v[0] != ".",
-                      "a stored background id")
+    enable = _get(
+        config,
+        "image_background_enable",
+        lambda v: isinstance(v, bool) or v in ("signed", "passive"),
+        "true, false, 'signed' or 'passive'",
+    )
+    background = _get(
+        config,
+        "image_background",
+        lambda v: isinstance(v, str) and v and "/" not in v and v[0] != ".",
+        "a stored background id",
+    )
     return background, "subtract" if enable is True else enable or None
 
 
@@ -160,8 +194,13 @@ def _slices(config) -> Slices | None:
         return None
     number = _integer(slices, "number_of_slices", positive=True, prefix="image_slices.")
     scale = _number(slices, "scale", prefix="image_slices.")
-    orientation = _get(slices, "orientation", lambda v: v in ORIENTATIONS,
-                       " or ".join(ORIENTATIONS), prefix="image_slices.")
+    orientation = _get(
+        slices,
+        "orientation",
+        lambda v: v in ORIENTATIONS,
+        " or ".join(ORIENTATIONS),
+        prefix="image_slices.",
+    )
     return Slices(number + 1 - number % 2, float(scale), orientation)
 
 
@@ -169,8 +208,10 @@ def _good_region(config) -> GoodRegion | None:
     region = _section(config, "image_good_region", GOOD_REGION)
     if region is None:
         return None
-    return GoodRegion(float(_number(region, "threshold", prefix="image_good_region.")),
-                      float(_number(region, "gfscale", prefix="image_good_region.")))
+    return GoodRegion(
+        float(_number(region, "threshold", prefix="image_good_region.")),
+        float(_number(region, "gfscale", prefix="image_good_region.")),
+    )
 
 
 def parse(config: dict) -> Settings:
@@ -180,8 +221,10 @@ def parse(config: dict) -> Settings:
     threshold = _number(config, "image_threshold")
     return Settings(
         averaging=_integer(config, "averaging", 0),
-        binning=(_integer(config, "binning_x", 1, positive=True),
-                 _integer(config, "binning_y", 1, positive=True)),
+        binning=(
+            _integer(config, "binning_x", 1, positive=True),
+            _integer(config, "binning_y", 1, positive=True),
+        ),
         binning_mean=_flag(config, "binning_mean"),
         background=background,
         background_mode=background_mode,
@@ -194,8 +237,9 @@ def parse(config: dict) -> Settings:
         image_averaging=_integer(config, "image_averaging", 1),
         scale=_number(config, "image_scale"),
         offset=_number(config, "image_offset"),
-        fw_threshold=_get(config, "fw_threshold", lambda v: _is_number(v) and 0 <= v <= 1,
-                          "a number from 0 to 1"),
+        fw_threshold=_get(
+            config, "fw_threshold", lambda v: _is_number(v) and 0 <= v <= 1, "a number from 0 to 1"
+        ),
         good_region=_good_region(config),
         slices=_slices(config),
     )

@@ -1,7 +1,7 @@
 """Least-squares fits in numba (scipy is not a dependency): a profile's Gaussian, and a line.
 
 The Gaussian fit is Levenberg-Marquardt with MINPACK's scaled damping and its ftol/xtol tests
-(scipy's curve_fit runs MINPACK), from the starting values of spec/processing.md. A fit that
+(scipy's curve_fit runs MINPACK), from the starting values of docs/spec/processing.md. A fit that
 does not converge reports those starting values, as CamServer does when curve_fit gives up.
 Profiles and axes are float64 and C-contiguous (gauss_fits converts), so each compiles once.
 """
@@ -13,16 +13,16 @@ import math
 import numpy as np
 from numba import njit
 
-TOLERANCE = 1.49012e-8      # curve_fit's ftol and xtol
-MAX_EVALUATIONS = 200       # trial points; beam profiles converge within about 5
+TOLERANCE = 1.49012e-8  # curve_fit's ftol and xtol
+MAX_EVALUATIONS = 200  # trial points; beam profiles converge within about 5
 DAMPING_START, DAMPING_MAX = 1e-3, 1e16
 # Sums may be reordered (vectorised); NaN and inf keep their meaning (no "nnan", "ninf").
 REORDER = {"reassoc", "contract", "arcp"}
 # exp_negative: x = k ln2 + r with |r| <= ln2/2 (Cody-Waite), exp(r) by its Taylor series to
 # r^12 (truncation below 2e-16), 2^k from a table
 LOG2_E, LN2_HIGH, LN2_LOW = 1.4426950408889634, 6.93147180369123816490e-01, 1.9082149292705877e-10
-TAYLOR = tuple(1.0 / math.factorial(n) for n in range(12, -1, -1))   # highest power first
-POWERS_OF_2 = 2.0 ** np.arange(-1075, 1)        # 2^-1075 rounds to 0: exp(-745) and below
+TAYLOR = tuple(1.0 / math.factorial(n) for n in range(12, -1, -1))  # highest power first
+POWERS_OF_2 = 2.0 ** np.arange(-1075, 1)  # 2^-1075 rounds to 0: exp(-745) and below
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
@@ -35,7 +35,7 @@ def exp_negative(x):
     series = TAYLOR[0]
     for n in range(1, len(TAYLOR)):
         series = series * r + TAYLOR[n]
-    value = series * POWERS_OF_2[int(k) + 1075]      # a valid index even for NaN
+    value = series * POWERS_OF_2[int(k) + 1075]  # a valid index even for NaN
     return value if x == x else x
 
 
@@ -48,7 +48,7 @@ def start_values(profile, axis):
     amplitude = profile[peak] - offset
     if amplitude == 0:
         return offset, amplitude, axis[peak], 1.0
-    area = 0.0    # trapezoid integral of (profile - offset) over the axis
+    area = 0.0  # trapezoid integral of (profile - offset) over the axis
     for i in range(1, profile.size):
         area += (axis[i] - axis[i - 1]) * (profile[i] + profile[i - 1] - 2 * offset) / 2
     return offset, amplitude, axis[peak], area / (amplitude * math.sqrt(2 * math.pi))
@@ -69,7 +69,7 @@ def _evaluate(profile, axis, x, jtj, jtr, gauss):
         d = axis[i] - mean
         e = gauss[i]
         r = profile[i] - (offset + amplitude * e)
-        d_mean = amplitude * e * d * inverse       # derivatives of the model
+        d_mean = amplitude * e * d * inverse  # derivatives of the model
         d_sigma = d_mean * d / sigma
         sse += r * r
         s12 += e
@@ -100,7 +100,7 @@ def _solve(m, b):
     n = b.size
     for k in range(n):
         pivot = k + np.argmax(np.abs(m[k:, k]))
-        if not abs(m[pivot, k]) > 0:      # zero or NaN
+        if not abs(m[pivot, k]) > 0:  # zero or NaN
             return b, False
         if pivot != k:
             for j in range(n):
@@ -142,7 +142,7 @@ def _least_squares(profile, axis, x):
     jtj, jtr = np.empty((4, 4)), np.empty(4)
     trial_jtj, trial_jtr = np.empty((4, 4)), np.empty(4)
     gauss = np.empty(profile.size)
-    scale = np.zeros(4)       # MINPACK's diag: the largest column norms seen so far
+    scale = np.zeros(4)  # MINPACK's diag: the largest column norms seen so far
     sse = _evaluate(profile, axis, x, jtj, jtr, gauss)
     damping = DAMPING_START
     for _ in range(MAX_EVALUATIONS):
@@ -227,8 +227,14 @@ def gauss_curve(axis, offset, amplitude, mean, sigma):
 def fitted(profile, axis):
     """gauss_fit's (offset, amplitude, mean, sigma, converged) and the fitted curve."""
     offset, amplitude, mean, sigma, converged = gauss_fit(profile, axis)
-    return (offset, amplitude, mean, sigma, converged,
-            gauss_curve(axis, offset, amplitude, mean, sigma))
+    return (
+        offset,
+        amplitude,
+        mean,
+        sigma,
+        converged,
+        gauss_curve(axis, offset, amplitude, mean, sigma),
+    )
 
 
 @njit(cache=True, nogil=True)

@@ -22,9 +22,9 @@ from pathlib import Path
 # Built-in functions by name, imported only by the pipelines that use them (the supervisor
 # checks names without importing numba kernels).
 BUILTIN = {"standard": "shmcam.processing.standard", "minimal": "shmcam.processing.minimal"}
-DEFAULT = "standard"     # CamServer's default
+DEFAULT = "standard"  # CamServer's default
 IMAGE_ENTRY = "process_image"
-SUFFIXES = ("", ".py", ".c")     # the order a function name is looked up in
+SUFFIXES = ("", ".py", ".c")  # the order a function name is looked up in
 LIBS_ENV = "SHMCAM_LIBS"
 
 
@@ -57,11 +57,14 @@ def resolve(name: str | None, scripts_dir: Path, entry: str = IMAGE_ENTRY):
         if candidate.is_file() and candidate.parent == scripts_dir:
             function = _load(candidate, scripts_dir, entry)
             if entry != IMAGE_ENTRY:
-                return function     # stream data and generators are not images
-            from .user import UserFunction    # numba kernels: only in pipelines that need them
+                return function  # stream data and generators are not images
+            from .user import UserFunction  # numba kernels: only in pipelines that need them
+
             return UserFunction(function, candidate.name)
-    raise ValueError(f"function {name!r} is neither built in ({', '.join(BUILTIN)}) "
-                     f"nor an uploaded script in {scripts_dir}")
+    raise ValueError(
+        f"function {name!r} is neither built in ({', '.join(BUILTIN)}) "
+        f"nor an uploaded script in {scripts_dir}"
+    )
 
 
 def _load(path: Path, scripts_dir: Path, entry: str):
@@ -69,16 +72,19 @@ def _load(path: Path, scripts_dir: Path, entry: str):
     os.environ[LIBS_ENV] = str(libs)
     if is_c(path.name):
         if entry != IMAGE_ENTRY:
-            raise ValueError(f"{path.name} is a C user function, which defines "
-                             f"{IMAGE_ENTRY}; a {entry} function must be a Python script")
+            raise ValueError(
+                f"{path.name} is a C user function, which defines "
+                f"{IMAGE_ENTRY}; a {entry} function must be a Python script"
+            )
         from . import compiled
+
         return compiled.load(path, cache_dir(scripts_dir), libs)
     _import_from(libs)
     # Uploaded scripts need not end in .py: name the loader explicitly.
     loader = importlib.machinery.SourceFileLoader(f"shmcam_user_{path.stem}", str(path))
     spec = importlib.util.spec_from_loader(loader.name, loader)
     module = importlib.util.module_from_spec(spec)
-    sys.modules[loader.name] = module    # as imported modules are (dataclasses, pickle)
+    sys.modules[loader.name] = module  # as imported modules are (dataclasses, pickle)
     spec.loader.exec_module(module)
     function = getattr(module, entry, None)
     if not callable(function):
@@ -95,7 +101,7 @@ def _import_from(libs: Path) -> None:
         origin = getattr(module, "__file__", None)
         if origin and Path(origin).is_relative_to(libs):
             del sys.modules[name]
-    importlib.invalidate_caches()     # libs uploaded since the last import are found
+    importlib.invalidate_caches()  # libs uploaded since the last import are found
 
 
 def check(file_name: str, code: bytes, scripts_dir: Path) -> None:
@@ -104,9 +110,10 @@ def check(file_name: str, code: bytes, scripts_dir: Path) -> None:
     Python script is compiled to bytecode, not run."""
     if is_c(file_name):
         from . import compiled
+
         compiled.build(code, file_name, cache_dir(scripts_dir), libs_dir(scripts_dir))
         return
     try:
         compile(code, file_name, "exec", dont_inherit=True)
-    except (SyntaxError, ValueError) as error:     # ValueError: null bytes
+    except (SyntaxError, ValueError) as error:  # ValueError: null bytes
         raise ValueError(f"script {file_name} is not valid Python: {error}") from None

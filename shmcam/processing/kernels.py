@@ -28,8 +28,9 @@ def profiles(image):
 
 
 @njit(cache=True, nogil=True)
-def pixel_pass(source, rect, background, clamp, threshold, affine, out, readback, cols, rows,
-               extremes):
+def pixel_pass(
+    source, rect, background, clamp, threshold, affine, out, readback, cols, rows, extremes
+):
     """The per-pixel pre-processing and the profiles of a rectangle of source, in one pass.
 
     rect = (row_start, row_stop, col_start, col_stop) of source. Per pixel, in the spec's
@@ -98,7 +99,7 @@ def band_sums(image, rect, bounds, along_rows, sums):
         for i in range(row_stop - row_start):
             row = image[row_start + i, col_start:col_stop]
             for k in range(bands):
-                band = row[bounds[k]:bounds[k + 1]]
+                band = row[bounds[k] : bounds[k + 1]]
                 total = sums[k, i]
                 for j in range(band.size):
                     total += band[j]

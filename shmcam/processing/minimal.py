@@ -19,7 +19,7 @@ def _center_of_mass(profile: np.ndarray, axis: np.ndarray) -> float | None:
 def process_image(image, pulse_id, timestamp, x_axis, y_axis, parameters, bsdata=None):
     if image.dtype.kind in "ui":
         x_profile, y_profile = profiles(image)
-    else:   # float images keep float profiles (spec/processing.md)
+    else:  # float images keep float profiles (docs/spec/processing.md)
         x_profile, y_profile = image.sum(axis=0), image.sum(axis=1)
     return {
         "x_axis": x_axis,

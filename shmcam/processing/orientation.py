@@ -32,8 +32,9 @@ class Orientation:
         """Then turned counter-clockwise by quarter_turns (np.rot90: flipud of the transpose)."""
         orientation = self
         for _ in range(quarter_turns % 4):
-            orientation = Orientation(not orientation.transpose, not orientation.flip_cols,
-                                      orientation.flip_rows)
+            orientation = Orientation(
+                not orientation.transpose, not orientation.flip_cols, orientation.flip_rows
+            )
         return orientation
 
     def view(self, array: np.ndarray) -> np.ndarray:

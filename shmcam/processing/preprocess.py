@@ -1,4 +1,4 @@
-"""The pre-processing chain of spec/processing.md, from a camera frame to the pre-processed
+"""The pre-processing chain of docs/spec/processing.md, from a camera frame to the pre-processed
 image with its axes, profiles and extremes (the pixel pass yields those at no extra cost).
 
 Order: averaging, binning, background, mirror, rotation, ROI, threshold, image_averaging,
@@ -24,6 +24,7 @@ from .orientation import Orientation
 class Prepared:
     """A pre-processed frame. Pixel (i, j) of `image` is `base[rect[0] + i, rect[2] + j]`, base
     being C-contiguous: the kernels read the image there, without a copy."""
+
     image: np.ndarray
     base: np.ndarray
     rect: tuple[int, int, int, int]
@@ -40,6 +41,7 @@ class Pass:
     """What a pixel pass over a rectangle made: the written pixels (None if none were to be
     changed), the rectangle's column and row sums and the extremes of its pixels (None if
     not summed)."""
+
     out: np.ndarray | None
     cols: np.ndarray | None
     rows: np.ndarray | None
@@ -65,8 +67,9 @@ def _extremes(dtype) -> tuple:
     return dtype.type(info.max), dtype.type(info.min)
 
 
-def pixel_pass(source, rect, background=None, clamp=False, threshold=None, affine=None,
-               summed=True) -> Pass:
+def pixel_pass(
+    source, rect, background=None, clamp=False, threshold=None, affine=None, summed=True
+) -> Pass:
     """kernels.pixel_pass with its arrays made: out in the dtype the operations give (int32
     for a signed background subtraction, float for scale/offset). For integer images the
     threshold compares as the integer it amounts to (v < t is v < ceil(t)), so that the
@@ -83,8 +86,10 @@ def pixel_pass(source, rect, background=None, clamp=False, threshold=None, affin
     out = np.empty((height, width), dtype) if changed else None
     # A store that may round (float32 after float64 arithmetic) or wrap (a signed
     # subtraction) is read back: the profiles are the sums of the image as it is.
-    readback = (background is not None and not clamp) or (dtype.kind == "f" and (
-        dtype.itemsize < 8 and (background is not None or affine is not None)))
+    readback = (background is not None and not clamp) or (
+        dtype.kind == "f"
+        and (dtype.itemsize < 8 and (background is not None or affine is not None))
+    )
     cols = rows = None
     if summed:
         # 16-bit pixels cannot overflow int32 sums of up to 32768 of them, and int32 sums
@@ -92,14 +97,30 @@ def pixel_pass(source, rect, background=None, clamp=False, threshold=None, affin
         narrow = dtype.kind in "iub" and dtype.itemsize <= 2 and max(height, width) <= 32768
         acc = np.int32 if narrow else accumulator(dtype)
         cols, rows = np.zeros(width, acc), np.zeros(height, acc)
-    low, high = kernels.pixel_pass(source, rect, background, clamp, threshold, affine, out,
-                                   readback, cols, rows, _extremes(dtype))
+    low, high = kernels.pixel_pass(
+        source,
+        rect,
+        background,
+        clamp,
+        threshold,
+        affine,
+        out,
+        readback,
+        cols,
+        rows,
+        _extremes(dtype),
+    )
     if not summed:
         return Pass(out, None, None, None, None)
-    if low > high:      # no pixel but NaN
+    if low > high:  # no pixel but NaN
         low = high = np.nan
-    return Pass(out, cols.astype(accumulator(dtype)), rows.astype(accumulator(dtype)),
-                dtype.type(low), dtype.type(high))
+    return Pass(
+        out,
+        cols.astype(accumulator(dtype)),
+        rows.astype(accumulator(dtype)),
+        dtype.type(low),
+        dtype.type(high),
+    )
 
 
 def _typed_threshold(threshold: float, dtype: np.dtype):
@@ -134,9 +155,11 @@ class Preprocessor:
         self.clamp = settings.background_mode == "subtract"
         self.affine = None
         if settings.scale is not None or settings.offset is not None:
-            self.affine = (1.0 if settings.scale is None else float(settings.scale),
-                           float(settings.offset or 0.0))
-        self._background = (None, None, None)   # (as handed in, image kind, as converted)
+            self.affine = (
+                1.0 if settings.scale is None else float(settings.scale),
+                float(settings.offset or 0.0),
+            )
+        self._background = (None, None, None)  # (as handed in, image kind, as converted)
 
     def __call__(self, image, x_axis, y_axis, background=None) -> Prepared | None:
         """The pre-processed frame, or None while `averaging` collects frames."""
@@ -146,21 +169,23 @@ class Preprocessor:
             if image is None:
                 return None
         if s.binning != (1, 1):
-            image, x_axis, y_axis = resample.binned(image, x_axis, y_axis, *s.binning,
-                                                    s.binning_mean)
+            image, x_axis, y_axis = resample.binned(
+                image, x_axis, y_axis, *s.binning, s.binning_mean
+            )
         background = self._subtrahend(background, image)
         orientation = Orientation().mirrored(s.mirror_x, s.mirror_y)
-        if s.rotation is not None:      # resampled: the mirror and background go in first
+        if s.rotation is not None:  # resampled: the mirror and background go in first
             if background is not None:
-                image = pixel_pass(image, whole(image), background, self.clamp,
-                                   summed=False).out
+                image = pixel_pass(image, whole(image), background, self.clamp, summed=False).out
             image = resample.rotated(np.ascontiguousarray(orientation.view(image)), s.rotation)
-            x_axis, y_axis = (orientation.along_x(x_axis, y_axis),
-                              orientation.along_y(x_axis, y_axis))
+            x_axis, y_axis = (
+                orientation.along_x(x_axis, y_axis),
+                orientation.along_y(x_axis, y_axis),
+            )
             background, orientation = None, Orientation()
         orientation = orientation.turned(s.quarter_turns)
         rect = orientation.rect(s.roi, image.shape)
-        x_axis, y_axis = x_axis[rect[2]:rect[3]], y_axis[rect[0]:rect[1]]
+        x_axis, y_axis = x_axis[rect[2] : rect[3]], y_axis[rect[0] : rect[1]]
         x_axis, y_axis = orientation.along_x(x_axis, y_axis), orientation.along_y(x_axis, y_axis)
         threshold = s.threshold
         if self.images is not None:
@@ -168,21 +193,30 @@ class Preprocessor:
             background = threshold = None
         result = pixel_pass(image, rect, background, self.clamp, threshold, self.affine)
         base, rect = (image, rect) if result.out is None else (result.out, whole(result.out))
-        final = base[rect[0]:rect[1], rect[2]:rect[3]]
+        final = base[rect[0] : rect[1], rect[2] : rect[3]]
         if not orientation.identity:
             final = base = np.ascontiguousarray(orientation.view(final))
             rect = whole(base)
-        return Prepared(final, base, rect, x_axis, y_axis,
-                        orientation.along_x(result.cols, result.rows),
-                        orientation.along_y(result.cols, result.rows), result.low, result.high)
+        return Prepared(
+            final,
+            base,
+            rect,
+            x_axis,
+            y_axis,
+            orientation.along_x(result.cols, result.rows),
+            orientation.along_y(result.cols, result.rows),
+            result.low,
+            result.high,
+        )
 
     def _averaged(self, image, rect, background):
         """The running mean of the rectangle after background and threshold, and its rect."""
         if background is not None or self.settings.threshold is not None:
-            image = pixel_pass(image, rect, background, self.clamp, self.settings.threshold,
-                               summed=False).out
+            image = pixel_pass(
+                image, rect, background, self.clamp, self.settings.threshold, summed=False
+            ).out
         else:
-            image = image[rect[0]:rect[1], rect[2]:rect[3]]
+            image = image[rect[0] : rect[1], rect[2] : rect[3]]
         mean = self.images.add(image)
         return mean, whole(mean)
 
@@ -193,16 +227,23 @@ class Preprocessor:
         if s.background_mode is None:
             return None
         if background is None:
-            raise ValueError(f"image_background_enable is set but no background was loaded "
-                             f"(image_background: {s.background!r})")
+            raise ValueError(
+                f"image_background_enable is set but no background was loaded "
+                f"(image_background: {s.background!r})"
+            )
         if background.shape != image.shape:
-            raise ValueError(f"background {s.background!r} has shape {background.shape}, the "
-                             f"image {image.shape}: take a background with this geometry")
+            raise ValueError(
+                f"background {s.background!r} has shape {background.shape}, the "
+                f"image {image.shape}: take a background with this geometry"
+            )
         if s.background_mode == "passive":
             return None
         given, kind, converted = self._background
         if given is not background or kind != image.dtype.kind:
-            converted = integer_background(background, self.clamp) \
-                if image.dtype.kind in "iu" else np.ascontiguousarray(background, np.float64)
+            converted = (
+                integer_background(background, self.clamp)
+                if image.dtype.kind in "iu"
+                else np.ascontiguousarray(background, np.float64)
+            )
             self._background = (background, image.dtype.kind, converted)
         return converted

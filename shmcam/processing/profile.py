@@ -1,4 +1,4 @@
-"""Measures of one beam profile over its axis, as spec/processing.md defines them literally:
+"""Measures of one beam profile over its axis, as docs/spec/processing.md defines them literally:
 full width at a fraction, centre of mass and rms, good-region bounds, slice bands.
 
 numba, so that the walks along a profile are not Python loops; profiles and axes are float64
@@ -80,8 +80,17 @@ def measure(profile, axis):
     converged, fitted curve, fwhm, centre of mass, rms)."""
     offset, amplitude, mean, sigma, converged, curve = fitted(profile, axis)
     center, rms = center_and_rms(profile, axis, offset, mean, sigma)
-    return (offset, amplitude, mean, sigma, converged, curve, full_width(profile, axis, 0.5),
-            center, rms)
+    return (
+        offset,
+        amplitude,
+        mean,
+        sigma,
+        converged,
+        curve,
+        full_width(profile, axis, 0.5),
+        center,
+        rms,
+    )
 
 
 @njit(cache=True, nogil=True)
@@ -136,8 +145,11 @@ def slice_bounds(axis, center, sigma, count, scale):
     if middle - half < 0 or middle + half >= n:
         return np.empty(0, np.int64), half
     pairs = 0
-    while (2 * pairs + 1 < count and middle - half - 2 * half * (pairs + 1) >= 0
-           and middle + half + 2 * half * (pairs + 1) < n):
+    while (
+        2 * pairs + 1 < count
+        and middle - half - 2 * half * (pairs + 1) >= 0
+        and middle + half + 2 * half * (pairs + 1) < n
+    ):
         pairs += 1
     first = middle - half - 2 * half * pairs
     return first + 2 * half * np.arange(2 * pairs + 2), half

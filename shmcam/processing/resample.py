@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit
 
 UINT16_MAX = 65535.0
-EDGE = 1e-6     # rounding slack at the image border (cos 90 deg is 6e-17, not 0)
+EDGE = 1e-6  # rounding slack at the image border (cos 90 deg is 6e-17, not 0)
 
 
 @njit(cache=True, nogil=True)
@@ -31,7 +31,7 @@ def _bin(source, by, bx, mean, out):
                     totals[j] += row[j * bx + m]
         for j in range(width):
             value = totals[j] * norm
-            out[i, j] = min(value, UINT16_MAX) if value > 0 else 0   # NaN too: 0
+            out[i, j] = min(value, UINT16_MAX) if value > 0 else 0  # NaN too: 0
 
 
 def binned(image, x_axis, y_axis, bx, by, mean):
@@ -44,7 +44,7 @@ def binned(image, x_axis, y_axis, bx, by, mean):
 
 
 def _bin_axis(axis, size, bins):
-    return axis[:bins * size].reshape(bins, size).mean(axis=1).astype(axis.dtype)
+    return axis[: bins * size].reshape(bins, size).mean(axis=1).astype(axis.dtype)
 
 
 @njit(cache=True, nogil=True)
@@ -52,8 +52,11 @@ def _sample(source, y, x, order):
     """source at the (in-range) point (y, x): nearest pixel or bilinear."""
     height, width = source.shape
     if order == 0:
-        return float(source[min(int(math.floor(y + 0.5)), height - 1),
-                            min(int(math.floor(x + 0.5)), width - 1)])
+        return float(
+            source[
+                min(int(math.floor(y + 0.5)), height - 1), min(int(math.floor(x + 0.5)), width - 1)
+            ]
+        )
     y0, x0 = min(int(math.floor(y)), height - 1), min(int(math.floor(x)), width - 1)
     y1, x1 = min(y0 + 1, height - 1), min(x0 + 1, width - 1)
     fy, fx = y - y0, x - x0

@@ -1,4 +1,4 @@
-"""The standard beam processing function (spec/processing.md): the pipelines' default.
+"""The standard beam processing function (docs/spec/processing.md): the pipelines' default.
 
 `process_image(image, pulse_id, timestamp, x_axis, y_axis, parameters, bsdata=None)` runs the
 pre-processing chain, then returns the 28 base fields, `x_fw`/`y_fw`, the good region with its
@@ -28,8 +28,9 @@ class Configured:
 
     def __init__(self, parameters: dict):
         self.settings = config.parse(parameters)
-        self.json = json.dumps({key: value for key, value in parameters.items()
-                                if key != "background_data"})
+        self.json = json.dumps(
+            {key: value for key, value in parameters.items() if key != "background_data"}
+        )
         self.preprocess = Preprocessor(self.settings)
         self.parameters = parameters
 
@@ -46,23 +47,37 @@ class StandardProcessing:
         if self.configured is None or self.configured.parameters is not parameters:
             self.configured = Configured(parameters)
         settings = self.configured.settings
-        frame = self.configured.preprocess(image, x_axis, y_axis,
-                                           parameters.get("background_data"))
+        frame = self.configured.preprocess(image, x_axis, y_axis, parameters.get("background_data"))
         if frame is None:
             return None
-        result = {"x_axis": frame.x_axis, "y_axis": frame.y_axis, "image": frame.image,
-                  "width": frame.image.shape[1], "height": frame.image.shape[0],
-                  "processing_parameters": self.configured.json,
-                  "timestamp": timestamp[0] + timestamp[1] / 1e9,
-                  "min_value": frame.min_value, "max_value": frame.max_value,
-                  "x_profile": frame.x_profile, "y_profile": frame.y_profile,
-                  "intensity": frame.x_profile.sum()}
-        for name, profile, axis in (("x", frame.x_profile, frame.x_axis),
-                                    ("y", frame.y_profile, frame.y_axis)):
+        result = {
+            "x_axis": frame.x_axis,
+            "y_axis": frame.y_axis,
+            "image": frame.image,
+            "width": frame.image.shape[1],
+            "height": frame.image.shape[0],
+            "processing_parameters": self.configured.json,
+            "timestamp": timestamp[0] + timestamp[1] / 1e9,
+            "min_value": frame.min_value,
+            "max_value": frame.max_value,
+            "x_profile": frame.x_profile,
+            "y_profile": frame.y_profile,
+            "intensity": frame.x_profile.sum(),
+        }
+        for name, profile, axis in (
+            ("x", frame.x_profile, frame.x_axis),
+            ("y", frame.y_profile, frame.y_axis),
+        ):
             profile, axis = as_float(profile), as_float(axis)
             *fit, fwhm, center, rms = measure(profile, axis)
-            result.update({f"{name}_fwhm": fwhm, f"{name}_center_of_mass": center,
-                           f"{name}_rms": rms, **fit_fields(name, *fit)})
+            result.update(
+                {
+                    f"{name}_fwhm": fwhm,
+                    f"{name}_center_of_mass": center,
+                    f"{name}_rms": rms,
+                    **fit_fields(name, *fit),
+                }
+            )
             if settings.fw_threshold is not None:
                 result[f"{name}_fw"] = full_width(profile, axis, settings.fw_threshold)
         if settings.good_region is not None:

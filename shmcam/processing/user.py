@@ -1,7 +1,7 @@
 """A user function as pipelines call it: after the standard pre-processing, checked.
 
 CamServer hands a user function the pre-processed image and axes (binning, background,
-mirror, rotation, ROI, threshold, averaging, scale/offset of spec/processing.md), so a script
+mirror, rotation, ROI, threshold, averaging, scale/offset of docs/spec/processing.md), so a script
 written for it sees what it saw there. The chain is the standard function's own, with its
 state per config kept the same way (a new parameters dict starts afresh). The image and axes
 are handed over read-only, and a result that is neither a dict nor None raises TypeError, so
@@ -36,16 +36,23 @@ class UserFunction:
     def __call__(self, image, pulse_id, timestamp, x_axis, y_axis, parameters, bsdata=None):
         if self.configured is None or self.configured.parameters is not parameters:
             self.configured = Configured(parameters)
-        frame = self.configured.preprocess(image, x_axis, y_axis,
-                                           parameters.get("background_data"))
-        if frame is None:       # `averaging` is collecting frames
+        frame = self.configured.preprocess(image, x_axis, y_axis, parameters.get("background_data"))
+        if frame is None:  # `averaging` is collecting frames
             return None
-        extra = () if bsdata is None else (bsdata,)     # 6-argument CamServer scripts work
-        result = self.function(read_only(frame.image), pulse_id, timestamp,
-                               read_only(frame.x_axis), read_only(frame.y_axis), parameters,
-                               *extra)
+        extra = () if bsdata is None else (bsdata,)  # 6-argument CamServer scripts work
+        result = self.function(
+            read_only(frame.image),
+            pulse_id,
+            timestamp,
+            read_only(frame.x_axis),
+            read_only(frame.y_axis),
+            parameters,
+            *extra,
+        )
         if result is not None and not isinstance(result, dict):
-            raise TypeError(f"function {self.name!r} returned a {type(result).__name__}; "
-                            f"a user function returns a dict of channels, or None to drop "
-                            f"the frame")
+            raise TypeError(
+                f"function {self.name!r} returned a {type(result).__name__}; "
+                f"a user function returns a dict of channels, or None to drop "
+                f"the frame"
+            )
         return result

@@ -7,5 +7,16 @@ from .ring import Frame, RingReader, RingWriter, generations, ring_base
 from .segment import ShmError, remove_all, remove_stale, segment_name
 from .stats import StatsBlock, stats_name
 
-__all__ = ["Frame", "RingReader", "RingWriter", "ShmError", "StatsBlock", "generations",
-           "remove_all", "remove_stale", "ring_base", "segment_name", "stats_name"]
+__all__ = [
+    "Frame",
+    "RingReader",
+    "RingWriter",
+    "ShmError",
+    "StatsBlock",
+    "generations",
+    "remove_all",
+    "remove_stale",
+    "ring_base",
+    "segment_name",
+    "stats_name",
+]

@@ -34,8 +34,18 @@ def wait(address: int, expected: int, timeout: float) -> None:
     their condition in a loop, as with any condition variable. ctypes releases the GIL.
     """
     ts = _Timespec(int(timeout), int((timeout % 1.0) * 1e9))
-    if _syscall(_SYS_FUTEX, ctypes.c_void_p(address), _FUTEX_WAIT,
-                ctypes.c_uint32(expected), ctypes.byref(ts), None, 0) == -1:
+    if (
+        _syscall(
+            _SYS_FUTEX,
+            ctypes.c_void_p(address),
+            _FUTEX_WAIT,
+            ctypes.c_uint32(expected),
+            ctypes.byref(ts),
+            None,
+            0,
+        )
+        == -1
+    ):
         err = ctypes.get_errno()
         if err not in (errno.EAGAIN, errno.ETIMEDOUT, errno.EINTR):
             raise OSError(err, f"futex wait failed: {errno.errorcode.get(err, err)}")

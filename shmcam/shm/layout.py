@@ -18,18 +18,18 @@ ALIGN = 64
 MAX_NDIM = 3
 
 # Ring header, offset 0 (the first 32 bytes are the common segment preamble).
-HEADER = struct.Struct("<8sIIqQ" "IIQQQQQ" "II" "8sI3I" "QQ")
+HEADER = struct.Struct("<8sIIqQIIQQQQQII8sI3IQQ")
 assert HEADER.size == HEADER_SIZE
 # Byte offsets of the fields that change while the ring lives.
-OFF_WRITE_SEQ = 64   # i64: frames published over the ring's life; the newest is write_seq - 1
-OFF_FIRST_SEQ = 72   # i64: write_seq when this generation was created
-OFF_STATE = 80       # u32: LIVE, SUPERSEDED or CLOSED
-OFF_FUTEX = 84       # u32: bumped after every publication and state change
+OFF_WRITE_SEQ = 64  # i64: frames published over the ring's life; the newest is write_seq - 1
+OFF_FIRST_SEQ = 72  # i64: write_seq when this generation was created
+OFF_STATE = 80  # u32: LIVE, SUPERSEDED or CLOSED
+OFF_FUTEX = 84  # u32: bumped after every publication and state change
 
 LIVE, SUPERSEDED, CLOSED = 0, 1, 2
 
 # Slot header, at HEADER_SIZE + i * slot_stride; the payload follows at + SLOT_HEADER_SIZE.
-OFF_SLOT_SEQ = 0     # u64: 0 never written, 2n+1 while frame n is written, 2n+2 once complete
+OFF_SLOT_SEQ = 0  # u64: 0 never written, 2n+1 while frame n is written, 2n+2 once complete
 # At offset 8: pulse_id, ts_sec, ts_ns, publish_ns (CLOCK_MONOTONIC), nbytes, dtype, ndim, shape,
 # then the frame's linear axes x0, dx, y0, dy (x_axis[i] = x0 + i*dx; dx = dy = 0: pixel numbers).
 SLOT_META = struct.Struct("<qqqQQ8sI3Idddd")
@@ -43,19 +43,19 @@ STATS_VERSION = 1
 STATS_HEADER = struct.Struct("<8sIIqQII")
 STATS_HEADER_SIZE = 64
 STATS_FIELDS = (
-    "frames_in",       # frames taken from the input (ring or stream)
-    "frames_out",      # messages/frames emitted
-    "dropped",         # input frames missed (reader lapped, queue full)
-    "torn",            # frames overwritten while being processed, result discarded
-    "errors",          # processing errors
-    "bytes_out",       # payload bytes emitted
-    "clients",         # connected stream clients (gauge)
-    "proc_ns_total",   # sum of processing times
-    "proc_ns_last",    # last processing time
-    "lag",             # frames between the newest in the ring and the one being processed (gauge)
-    "updated_ns",      # CLOCK_REALTIME of the last update
+    "frames_in",  # frames taken from the input (ring or stream)
+    "frames_out",  # messages/frames emitted
+    "dropped",  # input frames missed (reader lapped, queue full)
+    "torn",  # frames overwritten while being processed, result discarded
+    "errors",  # processing errors
+    "bytes_out",  # payload bytes emitted
+    "clients",  # connected stream clients (gauge)
+    "proc_ns_total",  # sum of processing times
+    "proc_ns_last",  # last processing time
+    "lag",  # frames between the newest in the ring and the one being processed (gauge)
+    "updated_ns",  # CLOCK_REALTIME of the last update
     "header_changes",  # data headers built for the output stream (format changes)
-    "frame_height",    # shape of the last frame taken from the input (gauges)
+    "frame_height",  # shape of the last frame taken from the input (gauges)
     "frame_width",
 )
 # Processing-time histogram: bucket b counts times t (ns) with floor(4*log2(t/1000)) == b,

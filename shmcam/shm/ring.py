@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from . import futex, layout, segment
-from .layout import LIVE, SUPERSEDED, CLOSED
+from .layout import CLOSED, LIVE, SUPERSEDED
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def generations(base: str) -> list[int]:
     prefix = base + ".g"
     found = []
     for name in segment.list_segments(prefix):
-        suffix = name[len(prefix):]
+        suffix = name[len(prefix) :]
         if suffix.isdigit():
             found.append(int(suffix))
     return sorted(found)
@@ -54,22 +54,23 @@ def generations(base: str) -> list[int]:
 class Frame:
     """One frame as a reader sees it: metadata plus a read-only view into its slot."""
 
-    __slots__ = ("index", "pulse_id", "timestamp", "image", "published_ns", "axes", "_map",
-                 "_slot")
+    __slots__ = ("index", "pulse_id", "timestamp", "image", "published_ns", "axes", "_map", "_slot")
 
     def __init__(self, index, pulse_id, timestamp, image, published_ns, axes, mapping, slot):
-        self.index = index                # frame number over the ring's life
+        self.index = index  # frame number over the ring's life
         self.pulse_id = pulse_id
-        self.timestamp = timestamp        # (sec, ns) of the frame's global timestamp
-        self.image = image                # read-only numpy view into shared memory
+        self.timestamp = timestamp  # (sec, ns) of the frame's global timestamp
+        self.image = image  # read-only numpy view into shared memory
         self.published_ns = published_ns  # CLOCK_MONOTONIC when the writer completed it
-        self.axes = axes                  # (x0, dx, y0, dy): x_axis[i] = x0 + i*dx; or None
+        self.axes = axes  # (x0, dx, y0, dy): x_axis[i] = x0 + i*dx; or None
         self._map = mapping
         self._slot = slot
 
     def __repr__(self):
-        return (f"Frame(index={self.index}, pulse_id={self.pulse_id}, "
-                f"shape={self.image.shape}, dtype={self.image.dtype})")
+        return (
+            f"Frame(index={self.index}, pulse_id={self.pulse_id}, "
+            f"shape={self.image.shape}, dtype={self.image.dtype})"
+        )
 
 
 class _Mapping:
@@ -80,31 +81,53 @@ class _Mapping:
         self.mm = mm
         self.inode = inode
         fields = layout.HEADER.unpack_from(mm, 0)
-        (magic, version, header_size, self.owner_pid, _created, self.slots, slot_header_size,
-         self.stride, _capacity, self.generation, _ws, _fs, _state, _futex,
-         dtype, ndim, *shape, self.nbytes, _reserved) = fields
+        (
+            magic,
+            version,
+            header_size,
+            self.owner_pid,
+            _created,
+            self.slots,
+            slot_header_size,
+            self.stride,
+            _capacity,
+            self.generation,
+            _ws,
+            _fs,
+            _state,
+            _futex,
+            dtype,
+            ndim,
+            *shape,
+            self.nbytes,
+            _reserved,
+        ) = fields
         if magic != layout.MAGIC or version != layout.VERSION:
             raise segment.ShmError(
                 f"{name} is not a shmcam ring of layout version {layout.VERSION} "
-                f"(magic {magic!r}, version {version})")
+                f"(magic {magic!r}, version {version})"
+            )
         if header_size != layout.HEADER_SIZE or slot_header_size != layout.SLOT_HEADER_SIZE:
             raise segment.ShmError(f"{name}: unexpected header sizes")
         self.dtype = layout.dtype_from_code(dtype)
         self.shape = tuple(shape[:ndim])
         buf = memoryview(mm)
-        self.header_q = buf[:layout.HEADER_SIZE].cast("q")
-        self.header_i = buf[:layout.HEADER_SIZE].cast("I")
+        self.header_q = buf[: layout.HEADER_SIZE].cast("q")
+        self.header_i = buf[: layout.HEADER_SIZE].cast("I")
         self.slot_bufs = []
         self.slot_q = []
         self.views = []
         count = int(np.prod(self.shape))
         for i in range(self.slots):
             start = layout.HEADER_SIZE + i * self.stride
-            slot_buf = buf[start:start + layout.SLOT_HEADER_SIZE]
+            slot_buf = buf[start : start + layout.SLOT_HEADER_SIZE]
             self.slot_bufs.append(slot_buf)
             self.slot_q.append(slot_buf.cast("q"))
-            self.views.append(np.frombuffer(
-                mm, self.dtype, count, start + layout.SLOT_HEADER_SIZE).reshape(self.shape))
+            self.views.append(
+                np.frombuffer(mm, self.dtype, count, start + layout.SLOT_HEADER_SIZE).reshape(
+                    self.shape
+                )
+            )
         self.futex_address = np.frombuffer(mm, np.uint32, 1, layout.OFF_FUTEX).ctypes.data
         self._buf = buf
 
@@ -185,8 +208,9 @@ class RingWriter(_RingEnd):
         self.slots = slots
         self._map: _Mapping | None = None
         older = generations(base)
-        self._open_generation((older[-1] + 1) if older else 0, np.dtype(dtype), tuple(shape),
-                              first_seq=0)
+        self._open_generation(
+            (older[-1] + 1) if older else 0, np.dtype(dtype), tuple(shape), first_seq=0
+        )
         for gen in older:  # a previous writer of this ring (crashed or restarted): retire it
             _retire(generation_name(base, gen))
 
@@ -202,10 +226,27 @@ class RingWriter(_RingEnd):
 
         def write_header(mm):
             layout.HEADER.pack_into(
-                mm, 0, layout.MAGIC, layout.VERSION, layout.HEADER_SIZE, os.getpid(),
-                time.time_ns(), self.slots, layout.SLOT_HEADER_SIZE, stride,
-                stride - layout.SLOT_HEADER_SIZE, generation, first_seq, first_seq, LIVE, 0,
-                layout.dtype_code(dtype), *fields, nbytes, 0)
+                mm,
+                0,
+                layout.MAGIC,
+                layout.VERSION,
+                layout.HEADER_SIZE,
+                os.getpid(),
+                time.time_ns(),
+                self.slots,
+                layout.SLOT_HEADER_SIZE,
+                stride,
+                stride - layout.SLOT_HEADER_SIZE,
+                generation,
+                first_seq,
+                first_seq,
+                LIVE,
+                0,
+                layout.dtype_code(dtype),
+                *fields,
+                nbytes,
+                0,
+            )
 
         mm = segment.create(name, layout.HEADER_SIZE + self.slots * stride, write_header)
         self._map = _Mapping(name, mm)
@@ -213,8 +254,13 @@ class RingWriter(_RingEnd):
         self._dtype_code = layout.dtype_code(dtype)
         self._shape_fields = fields
 
-    def write(self, image: np.ndarray, pulse_id: int, timestamp: tuple[int, int],
-              axes: tuple[float, float, float, float] | None = None) -> int:
+    def write(
+        self,
+        image: np.ndarray,
+        pulse_id: int,
+        timestamp: tuple[int, int],
+        axes: tuple[float, float, float, float] | None = None,
+    ) -> int:
         """Copy image into the next slot and publish it; returns the frame number.
 
         `axes` = (x0, dx, y0, dy) describes linear (e.g. calibrated) axes of the frame; None
@@ -227,21 +273,36 @@ class RingWriter(_RingEnd):
         n = m.write_seq
         slot = n % m.slots
         seq = m.slot_q[slot]
-        seq[0] = 2 * n + 1                       # readers of this slot now see it as torn
+        seq[0] = 2 * n + 1  # readers of this slot now see it as torn
         np.copyto(m.views[slot], image, casting="no")
         layout.SLOT_META.pack_into(
-            m.slot_bufs[slot], layout.OFF_SLOT_META, pulse_id, timestamp[0], timestamp[1],
-            time.monotonic_ns(), m.nbytes, self._dtype_code, *self._shape_fields,
-            *(axes or layout.NO_AXES))
-        seq[0] = 2 * n + 2                       # complete
+            m.slot_bufs[slot],
+            layout.OFF_SLOT_META,
+            pulse_id,
+            timestamp[0],
+            timestamp[1],
+            time.monotonic_ns(),
+            m.nbytes,
+            self._dtype_code,
+            *self._shape_fields,
+            *(axes or layout.NO_AXES),
+        )
+        seq[0] = 2 * n + 2  # complete
         m.header_q[layout.OFF_WRITE_SEQ // 8] = n + 1
         _bump_futex(m)
         return n
 
     def _change_geometry(self, dtype: np.dtype, shape) -> None:
         old = self._map
-        log.info("%s: geometry %s %s -> %s %s, new generation %d", self.base, old.dtype,
-                 old.shape, dtype, shape, old.generation + 1)
+        log.info(
+            "%s: geometry %s %s -> %s %s, new generation %d",
+            self.base,
+            old.dtype,
+            old.shape,
+            dtype,
+            shape,
+            old.generation + 1,
+        )
         self._open_generation(old.generation + 1, dtype, shape, first_seq=old.write_seq)
         _set_state(old, SUPERSEDED)
         segment.unlink(old.name)
@@ -321,7 +382,7 @@ class RingReader(_RingEnd):
             return False
         try:
             m = _Mapping(name, *segment.attach(name))
-        except FileNotFoundError:   # retired between listing and opening
+        except FileNotFoundError:  # retired between listing and opening
             return False
         if m.state != LIVE:
             m.close()
@@ -361,10 +422,10 @@ class RingReader(_RingEnd):
             pause = _RECHECK_S if deadline is None else min(_RECHECK_S, deadline - now)
             if m.state == LIVE:
                 futex.wait(m.futex_address, word, pause)
-                if m.futex_word == word:   # silent: is another writer's ring there now?
+                if m.futex_word == word:  # silent: is another writer's ring there now?
                     self._attach_newest(start_at_newest=False)
             else:
-                time.sleep(min(pause, 0.01))   # writer gone: poll for its successor
+                time.sleep(min(pause, 0.01))  # writer gone: poll for its successor
 
     def _take(self, m: _Mapping) -> Frame | None:
         latest = m.write_seq
@@ -374,7 +435,7 @@ class RingReader(_RingEnd):
             n = latest - 1
         self._next = n + 1
         frame = _read(m, n)
-        if frame is None:            # overwritten since we looked: lapped, the loop moves on
+        if frame is None:  # overwritten since we looked: lapped, the loop moves on
             self.missed += 1
         else:
             self.received += 1
@@ -417,8 +478,17 @@ def _read(m: _Mapping, n: int) -> Frame | None:
     if seq[0] != 2 * n + 2:
         return None
     pulse_id, sec, ns, published, *axes = layout.SLOT_READ.unpack_from(
-        m.slot_bufs[slot], layout.OFF_SLOT_META)
+        m.slot_bufs[slot], layout.OFF_SLOT_META
+    )
     if seq[0] != 2 * n + 2:
         return None
-    return Frame(n, pulse_id, (sec, ns), m.views[slot], published,
-                 None if axes[1] == axes[3] == 0.0 else tuple(axes), m, slot)
+    return Frame(
+        n,
+        pulse_id,
+        (sec, ns),
+        m.views[slot],
+        published,
+        None if axes[1] == axes[3] == 0.0 else tuple(axes),
+        m,
+        slot,
+    )

@@ -3,7 +3,7 @@
 These are the same objects `multiprocessing.shared_memory.SharedMemory` creates (shm_open names
 on Linux live in /dev/shm), but mapping them ourselves keeps Python's resource_tracker out of
 the picture: on Python 3.11 a tracked attach unlinks the segment when the attaching process
-exits, under every other reader's feet (see shared/notes/pitfalls.md). Lifetime is explicit:
+exits, under every other reader's feet (see docs/pitfalls.md). Lifetime is explicit:
 whoever creates a segment unlinks it, and the supervisor sweeps stale ones.
 """
 
@@ -32,8 +32,7 @@ class ShmError(RuntimeError):
 def check_name_part(part: str) -> str:
     """Refuse node and instance names that could escape /dev/shm or confuse name parsing."""
     if not isinstance(part, str) or not _NAME_PART.fullmatch(part):
-        raise ValueError(
-            f"invalid name {part!r}: use 1-100 characters from A-Z a-z 0-9 _ : + -")
+        raise ValueError(f"invalid name {part!r}: use 1-100 characters from A-Z a-z 0-9 _ : + -")
     return part
 
 
@@ -66,7 +65,8 @@ def create(name: str, size: int, initialize: Callable[[mmap.mmap], None]) -> mma
         raise ShmError(
             f"not enough shared memory for {name}: needs {size / 2**20:.0f} MiB, /dev/shm has "
             f"{available / 2**20:.0f} MiB free (keeping {SPACE_MARGIN / 2**20:.0f} MiB spare); "
-            f"reduce the ring depth or enlarge /dev/shm")
+            f"reduce the ring depth or enlarge /dev/shm"
+        )
     final, draft = _path(name), _path(f"{name}.draft{os.getpid()}")
     fd = os.open(draft, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
     try:
@@ -89,7 +89,7 @@ def _prefault(mm: mmap.mmap, chunk: int = 1 << 22) -> None:
     zeros = bytes(chunk)
     for offset in range(0, len(mm), chunk):
         n = min(chunk, len(mm) - offset)
-        mm[offset:offset + n] = zeros[:n]
+        mm[offset : offset + n] = zeros[:n]
 
 
 def attach(name: str, writable: bool = False) -> tuple[mmap.mmap, int]:

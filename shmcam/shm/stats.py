@@ -37,9 +37,21 @@ class StatsBlock:
     def __init__(self, name: str, create: bool = False):
         self.name = name
         if create:
-            mm = segment.create(name, layout.STATS_SIZE, lambda mm: layout.STATS_HEADER.pack_into(
-                mm, 0, layout.STATS_MAGIC, layout.STATS_VERSION, layout.STATS_HEADER_SIZE,
-                os.getpid(), time.time_ns(), len(layout.STATS_FIELDS), layout.HIST_BUCKETS))
+            mm = segment.create(
+                name,
+                layout.STATS_SIZE,
+                lambda mm: layout.STATS_HEADER.pack_into(
+                    mm,
+                    0,
+                    layout.STATS_MAGIC,
+                    layout.STATS_VERSION,
+                    layout.STATS_HEADER_SIZE,
+                    os.getpid(),
+                    time.time_ns(),
+                    len(layout.STATS_FIELDS),
+                    layout.HIST_BUCKETS,
+                ),
+            )
         else:
             mm, _ = segment.attach(name)
             magic, version, *_ = layout.STATS_HEADER.unpack_from(mm, 0)
@@ -48,7 +60,7 @@ class StatsBlock:
                 raise segment.ShmError(f"{name} is not a shmcam statistics block")
         self._owner = create
         self._mm = mm
-        self._q = memoryview(mm)[layout.STATS_HEADER_SIZE:].cast("q")
+        self._q = memoryview(mm)[layout.STATS_HEADER_SIZE :].cast("q")
 
     @property
     def owner_pid(self) -> int:

@@ -12,9 +12,18 @@ import numpy as np
 
 from .ca import CaCamera
 
-DATA_TYPES = {"Int8": np.int8, "UInt8": np.uint8, "Int16": np.int16, "UInt16": np.uint16,
-              "Int32": np.int32, "UInt32": np.uint32, "Int64": np.int64, "UInt64": np.uint64,
-              "Float32": np.float32, "Float64": np.float64}
+DATA_TYPES = {
+    "Int8": np.int8,
+    "UInt8": np.uint8,
+    "Int16": np.int16,
+    "UInt16": np.uint16,
+    "Int32": np.int32,
+    "UInt32": np.uint32,
+    "Int64": np.int64,
+    "UInt64": np.uint64,
+    "Float32": np.float32,
+    "Float64": np.float64,
+}
 PULSE_ID_PVS = ("UniqueId_RBV", "ArrayCounter_RBV")
 
 
@@ -22,9 +31,14 @@ class AreaDetectorSource(CaCamera):
     """Config: `source` (the IOC prefix, e.g. "13SIM1"), `pulse_id_pv` (UniqueId_RBV, the
     default, or ArrayCounter_RBV). Online while the detector acquires in Mono colour mode."""
 
-    PVS = {"image": ":image1:ArrayData", "width": ":image1:ArraySize0_RBV",
-           "height": ":image1:ArraySize1_RBV", "acquire": ":cam1:Acquire",
-           "data_type": ":cam1:DataType", "color_mode": ":cam1:ColorMode"}
+    PVS = {
+        "image": ":image1:ArrayData",
+        "width": ":image1:ArraySize0_RBV",
+        "height": ":image1:ArraySize1_RBV",
+        "acquire": ":cam1:Acquire",
+        "data_type": ":cam1:DataType",
+        "color_mode": ":cam1:ColorMode",
+    }
 
     def __init__(self, config: dict):
         pulse_pv = config.get("pulse_id_pv") or PULSE_ID_PVS[0]

@@ -36,9 +36,10 @@ class BsreadSource(Source):
         self.timeout = float(config.get("source_timeout") or DEFAULT_TIMEOUT)
         self._context = zmq.Context()
         self._context.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_MAX_MS)
-        self._receiver = Receiver(self.address, mode=config.get("source_mode") or "SUB",
-                                  context=self._context, linger=0)
-        self._last = None                      # monotonic time of the last message
+        self._receiver = Receiver(
+            self.address, mode=config.get("source_mode") or "SUB", context=self._context, linger=0
+        )
+        self._last = None  # monotonic time of the last message
         self._axes_key = None
 
     def read(self, timeout: float):
@@ -61,8 +62,9 @@ class BsreadSource(Source):
             if image.ndim == 1 and image.size == shape[0] * shape[1]:
                 image = image.reshape(shape)
             elif image.shape != shape:
-                return self._skip(f"image of shape {image.shape} in a message saying "
-                                  f"{shape[1]}x{shape[0]}")
+                return self._skip(
+                    f"image of shape {image.shape} in a message saying {shape[1]}x{shape[0]}"
+                )
         elif image.ndim == 1:
             return self._skip("a flat image without width and height channels")
         self._update_axes(data.get("x_axis"), data.get("y_axis"), image.shape)
@@ -79,7 +81,7 @@ class BsreadSource(Source):
             self._axes_key = self.axes = None
             return
         key = (float(x_axis[0]), float(x_axis[-1]), float(y_axis[0]), float(y_axis[-1]), shape)
-        if key != self._axes_key:     # the axes rarely change: not checked on every frame
+        if key != self._axes_key:  # the axes rarely change: not checked on every frame
             self._axes_key, self.axes = key, linear_axes(x_axis, y_axis)
 
     @property

@@ -1,7 +1,7 @@
 """Channel Access plumbing of the EPICS camera sources (epics.py, area_detector.py).
 
 pyepics is imported here, so only camera instances that use CA ever create a CA context; the
-supervisor never does (pitfalls.md). Monitors deliver in libca's thread: the image monitor's
+supervisor never does (docs/pitfalls.md). Monitors deliver in libca's thread: the image monitor's
 callback builds the frame from the latest width, height and type values (CA delivers one
 circuit's updates in order, and IOCs post those before the array) and hands it to read()
 through a short queue whose oldest frame is dropped when full. pyepics hands every callback a
@@ -32,9 +32,12 @@ import epics  # noqa: E402  (libca reads the environment when it loads)
 log = logging.getLogger(__name__)
 
 QUEUE_FRAMES = 4
-EPICS_EPOCH = 631152000   # 1990-01-01 in POSIX seconds: an IOC that sets no timestamps
-UNSIGNED = {np.dtype(np.int8): np.uint8, np.dtype(np.int16): np.uint16,
-            np.dtype(np.int32): np.uint32}
+EPICS_EPOCH = 631152000  # 1990-01-01 in POSIX seconds: an IOC that sets no timestamps
+UNSIGNED = {
+    np.dtype(np.int8): np.uint8,
+    np.dtype(np.int16): np.uint16,
+    np.dtype(np.int32): np.uint32,
+}
 
 
 class CaCamera(Source):
@@ -85,13 +88,16 @@ class CaCamera(Source):
         for role, suffix in self.PVS.items():
             image = role == "image"
             self._pvs[role] = epics.PV(
-                self.prefix + suffix, auto_monitor=True, form="time" if image else "ctrl",
-                callback=self._on_image if image else functools.partial(self._on_value, role))
+                self.prefix + suffix,
+                auto_monitor=True,
+                form="time" if image else "ctrl",
+                callback=self._on_image if image else functools.partial(self._on_value, role),
+            )
 
     def _disconnect(self) -> None:
         for pv in self._pvs.values():
             chid = pv.chid
-            pv.disconnect()              # keeps the CA channel, which keeps its slow search
+            pv.disconnect()  # keeps the CA channel, which keeps its slow search
             if chid is not None:
                 epics.ca.clear_channel(chid)
         self._pvs.clear()
@@ -117,7 +123,7 @@ class CaCamera(Source):
     def _on_image(self, value=None, posixseconds=0, nanoseconds=0, **_) -> None:
         try:
             image = self._image(value)
-        except Exception:   # an exception would be lost in libca's thread
+        except Exception:  # an exception would be lost in libca's thread
             log.exception("bad frame from %s", self.prefix)
             self.errors += 1
             return
@@ -140,12 +146,16 @@ class CaCamera(Source):
             self.errors += 1
             if self._bad_size != (value.size, width, height):
                 self._bad_size = (value.size, width, height)
-                log.warning("%s: %d pixels do not make a %dx%d frame: skipped (counted as "
-                            "errors)", self.prefix, value.size, width, height)
+                log.warning(
+                    "%s: %d pixels do not make a %dx%d frame: skipped (counted as errors)",
+                    self.prefix,
+                    value.size,
+                    width,
+                    height,
+                )
             return None
         dtype = self.dtype(value)
-        value = value.view(dtype) if dtype.itemsize == value.dtype.itemsize \
-            else value.astype(dtype)
+        value = value.view(dtype) if dtype.itemsize == value.dtype.itemsize else value.astype(dtype)
         return value.reshape(height, width)
 
     def _put(self, frame) -> None:

@@ -23,8 +23,9 @@ class EpicsSource(CaCamera):
 
     def not_ready(self) -> str | None:
         state = self.value("init", as_string=True)
-        return None if state == "INIT" else f"camera not initialised ({self.prefix}:INIT " \
-                                            f"is {state!r})"
+        return (
+            None if state == "INIT" else f"camera not initialised ({self.prefix}:INIT is {state!r})"
+        )
 
     def dtype(self, value: np.ndarray) -> np.dtype:
         return self._dtype or super().dtype(value)

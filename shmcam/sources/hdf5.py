@@ -13,10 +13,10 @@ from .base import Pacer, PulseCounter, Source, arrival_time
 
 
 def split_source(source: str) -> tuple[str, str]:
-    """"<file>:<dataset path>" into its two parts (the file name may contain colons)."""
+    """ "<file>:<dataset path>" into its two parts (the file name may contain colons)."""
     file_name, _, dataset = str(source).rpartition(":")
     if not file_name or not dataset:
-        raise ValueError(f"source {source!r}: expected \"<file>:<dataset path>\"")
+        raise ValueError(f'source {source!r}: expected "<file>:<dataset path>"')
     return file_name, dataset
 
 
@@ -29,8 +29,10 @@ class Hdf5Source(Source):
         try:
             self._dataset = self._file[path]
             if self._dataset.ndim != 3 or not self._dataset.shape[0]:
-                raise ValueError(f"dataset {path} in {file_name} has shape "
-                                 f"{self._dataset.shape}, not (frames, height, width)")
+                raise ValueError(
+                    f"dataset {path} in {file_name} has shape "
+                    f"{self._dataset.shape}, not (frames, height, width)"
+                )
         except Exception:
             self._file.close()
             raise

@@ -24,7 +24,7 @@ class RetryingSource(Source):
         self._backoff = Backoff()
         self._retry_at = 0.0
         self._failure = "not started"
-        self._counts = {"errors": 0, "dropped": 0}   # of the sources closed so far
+        self._counts = {"errors": 0, "dropped": 0}  # of the sources closed so far
 
     def read(self, timeout: float):
         if self._source is None and not self._open(timeout):
@@ -53,8 +53,12 @@ class RetryingSource(Source):
     def _fail(self, error: Exception) -> None:
         delay = self._backoff.next()
         self._failure = f"{type(error).__name__}: {error}"
-        log.warning("source failed (%s): trying again in %g s", self._failure, delay,
-                    exc_info=log.isEnabledFor(logging.DEBUG))
+        log.warning(
+            "source failed (%s): trying again in %g s",
+            self._failure,
+            delay,
+            exc_info=log.isEnabledFor(logging.DEBUG),
+        )
         self._retry_at = time.monotonic() + delay
         self._close_source()
 

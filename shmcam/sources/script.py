@@ -42,8 +42,14 @@ class ScriptSource(Source):
 
     def __init__(self, config: dict, scripts_dir: Path):
         name = str(config["source"])
-        path = next((p for p in (scripts_dir / name, scripts_dir / f"{name}.py")
-                     if p.is_file() and p.parent == scripts_dir), None)
+        path = next(
+            (
+                p
+                for p in (scripts_dir / name, scripts_dir / f"{name}.py")
+                if p.is_file() and p.parent == scripts_dir
+            ),
+            None,
+        )
         if path is None:
             raise FileNotFoundError(f"no camera script {name!r} in {scripts_dir}")
         self._user = load_class(path, config.get("source_class") or "Source")(config)
@@ -61,10 +67,14 @@ class ScriptSource(Source):
             item = (item,)
         image, pulse_id, timestamp = (*item, None, None)[:3]
         if not isinstance(image, np.ndarray) or image.ndim != 2:
-            raise TypeError(f"the script's read() returned {type(image).__name__}, "
-                            f"not a 2-D numpy array")
-        return (image, self._pulse_ids.next() if pulse_id is None else int(pulse_id),
-                arrival_time() if timestamp is None else tuple(timestamp))
+            raise TypeError(
+                f"the script's read() returned {type(image).__name__}, not a 2-D numpy array"
+            )
+        return (
+            image,
+            self._pulse_ids.next() if pulse_id is None else int(pulse_id),
+            arrival_time() if timestamp is None else tuple(timestamp),
+        )
 
     @property
     def online(self) -> bool:

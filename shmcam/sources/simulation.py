@@ -14,8 +14,9 @@ import numpy as np
 from .base import Pacer, Source, arrival_time
 
 
-def beam_frames(size_x: int = 1280, size_y: int = 960, dtype="uint16", count: int = 16,
-                seed: int = 0) -> list[np.ndarray]:
+def beam_frames(
+    size_x: int = 1280, size_y: int = 960, dtype="uint16", count: int = 16, seed: int = 0
+) -> list[np.ndarray]:
     """count read-only frames of shape (size_y, size_x)."""
     dtype = np.dtype(dtype)
     top = np.iinfo(dtype).max if dtype.kind in "ui" else 1.0

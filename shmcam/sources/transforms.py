@@ -1,6 +1,6 @@
 """Camera transforms, done once in the camera instance so that every pipeline reads the same frame.
 
-Order (spec/processing.md, "Camera stream channels"): binning, mirror_x, mirror_y, rotate
+Order (docs/spec/processing.md, "Camera stream channels"): binning, mirror_x, mirror_y, rotate
 (quarter turns, counter-clockwise), roi, background. Mirror, rotate and roi are numpy views;
 binning and background make new arrays. The axes are linear, x_axis[i] = x0 + i*dx, so the ring
 carries four numbers per frame instead of two arrays. As CamServer does, they are pixel numbers
@@ -19,9 +19,13 @@ PIXEL_AXES: Axes = (0.0, 1.0, 0.0, 1.0)
 # Keys that change which raw pixel lands where: with any of them set, a source's own axes
 # no longer describe the transformed image.
 GEOMETRY_KEYS = ("binning_x", "binning_y", "mirror_x", "mirror_y", "rotate", "roi")
-CALIBRATION_DEFAULTS = {"reference_marker": [0, 0, 100, 100], "reference_marker_width": 100.0,
-                        "reference_marker_height": 100.0, "angle_horizontal": 0.0,
-                        "angle_vertical": 0.0}
+CALIBRATION_DEFAULTS = {
+    "reference_marker": [0, 0, 100, 100],
+    "reference_marker_width": 100.0,
+    "reference_marker_height": 100.0,
+    "angle_horizontal": 0.0,
+    "angle_vertical": 0.0,
+}
 
 
 def bins(config: dict) -> tuple[int, int]:
@@ -30,12 +34,15 @@ def bins(config: dict) -> tuple[int, int]:
 
 def binning(image: np.ndarray, bin_x: int, bin_y: int, mean: bool = False) -> np.ndarray:
     """Sum (or mean) of bin_x × bin_y blocks, the image cropped to whole blocks. Integer images
-    give uint16, sums clipped to 0..65535 (spec/processing.md); float images keep their type."""
+    give uint16, sums clipped to 0..65535 (docs/spec/processing.md); float images keep their type."""
     height, width = image.shape[0] // bin_y, image.shape[1] // bin_x
-    blocks = image[:height * bin_y, :width * bin_x].reshape(height, bin_y, width, bin_x)
+    blocks = image[: height * bin_y, : width * bin_x].reshape(height, bin_y, width, bin_x)
     if image.dtype.kind == "f":
-        return blocks.mean(axis=(1, 3), dtype=image.dtype) if mean else \
-            blocks.sum(axis=(1, 3), dtype=image.dtype)
+        return (
+            blocks.mean(axis=(1, 3), dtype=image.dtype)
+            if mean
+            else blocks.sum(axis=(1, 3), dtype=image.dtype)
+        )
     total = blocks.sum(axis=(1, 3), dtype=np.int64)
     if mean:
         total //= bin_x * bin_y
@@ -44,18 +51,24 @@ def binning(image: np.ndarray, bin_x: int, bin_y: int, mean: bool = False) -> np
 
 def clip_roi(roi, width: int, height: int) -> tuple[int, int, int, int]:
     """[offset_x, size_x, offset_y, size_y] fitted into the image: sizes clipped to it, then
-    offsets clipped to [0, shape - size] (the rule of spec/processing.md)."""
+    offsets clipped to [0, shape - size] (the rule of docs/spec/processing.md)."""
     offset_x, size_x, offset_y, size_y = (int(v) for v in roi)
     size_x, size_y = min(size_x, width), min(size_y, height)
-    return (min(max(offset_x, 0), width - size_x), size_x,
-            min(max(offset_y, 0), height - size_y), size_y)
+    return (
+        min(max(offset_x, 0), width - size_x),
+        size_x,
+        min(max(offset_y, 0), height - size_y),
+        size_y,
+    )
 
 
 def subtract_background(image: np.ndarray, background: np.ndarray) -> np.ndarray:
     """image − background where the image is brighter, 0 elsewhere; the image's dtype kept."""
     if background.shape != image.shape:
-        raise ValueError(f"background shape {background.shape} does not match the "
-                         f"transformed image {image.shape}")
+        raise ValueError(
+            f"background shape {background.shape} does not match the "
+            f"transformed image {image.shape}"
+        )
     result = np.zeros(image.shape, image.dtype)
     np.subtract(image, background, out=result, where=image > background, casting="unsafe")
     return result
@@ -74,9 +87,8 @@ def transform(image: np.ndarray, config: dict, background: np.ndarray | None = N
     if turns:
         image = np.rot90(image, turns)
     if config.get("roi"):
-        offset_x, size_x, offset_y, size_y = clip_roi(config["roi"], image.shape[1],
-                                                      image.shape[0])
-        image = image[offset_y:offset_y + size_y, offset_x:offset_x + size_x]
+        offset_x, size_x, offset_y, size_y = clip_roi(config["roi"], image.shape[1], image.shape[0])
+        image = image[offset_y : offset_y + size_y, offset_x : offset_x + size_x]
     if background is not None:
         image = subtract_background(image, background)
     return image
@@ -92,12 +104,16 @@ def calibration(config: dict) -> tuple[float, float, float, float] | None:
         return None
     cal = {**CALIBRATION_DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
     left, upper, right, lower = cal["reference_marker"]
-    return (int((right - left) / 2 + left),
-            cal["reference_marker_width"] / (right - left)
-            * math.cos(math.radians(cal["angle_horizontal"])),
-            int((lower - upper) / 2 + upper),
-            cal["reference_marker_height"] / (lower - upper)
-            * math.cos(math.radians(cal["angle_vertical"])))
+    return (
+        int((right - left) / 2 + left),
+        cal["reference_marker_width"]
+        / (right - left)
+        * math.cos(math.radians(cal["angle_horizontal"])),
+        int((lower - upper) / 2 + upper),
+        cal["reference_marker_height"]
+        / (lower - upper)
+        * math.cos(math.radians(cal["angle_vertical"])),
+    )
 
 
 def camera_axes(config: dict, width: int, height: int) -> Axes:
@@ -122,8 +138,10 @@ def camera_axes(config: dict, width: int, height: int) -> Axes:
 def axis_arrays(width: int, height: int, axes: Axes | None) -> tuple[np.ndarray, np.ndarray]:
     """float32 x and y axes from linear axes (None: pixel numbers)."""
     x0, dx, y0, dy = axes or PIXEL_AXES
-    return ((x0 + dx * np.arange(width)).astype(np.float32),
-            (y0 + dy * np.arange(height)).astype(np.float32))
+    return (
+        (x0 + dx * np.arange(width)).astype(np.float32),
+        (y0 + dy * np.arange(height)).astype(np.float32),
+    )
 
 
 def linear_axes(x_axis, y_axis) -> Axes | None:
@@ -160,8 +178,11 @@ class CameraTransform:
     def axes(self, width: int, height: int, source_axes: Axes | None = None) -> Axes:
         """The axes of the transformed frame: the source's own when the camera keeps its
         geometry and has no calibration, else camera_axes (cached per frame size)."""
-        if source_axes is not None and not self.geometric \
-                and not self.config.get("camera_calibration"):
+        if (
+            source_axes is not None
+            and not self.geometric
+            and not self.config.get("camera_calibration")
+        ):
             return source_axes
         if self._axes_key != (width, height):
             self._axes_key, self._axes = (width, height), camera_axes(self.config, width, height)

@@ -20,9 +20,9 @@ import numpy as np
 
 from shmcam.supervisor.errors import BadRequest
 
-MAX_ARRAY_BYTES = 1 << 30        # an upload declaring more is refused before any allocation
-MAX_DIMS = 32                    # images need 2; numpy 1.x allows no more than 32
-NUMERIC_KINDS = "biufc"          # bool, signed, unsigned, float, complex
+MAX_ARRAY_BYTES = 1 << 30  # an upload declaring more is refused before any allocation
+MAX_DIMS = 32  # images need 2; numpy 1.x allows no more than 32
+NUMERIC_KINDS = "biufc"  # bool, signed, unsigned, float, complex
 _NPY_MAGIC = b"\x93NUMPY"
 
 
@@ -34,21 +34,28 @@ def check_dtype(dtype: np.dtype) -> np.dtype:
     """Only plain numeric dtypes: images and backgrounds need nothing else, and object or
     structured dtypes are where unsafe reconstruction hides."""
     if dtype.kind not in NUMERIC_KINDS:
-        raise BadRequest(f"refused: dtype {dtype.str!r} is not a plain numeric type "
-                         f"(use bool, int, uint, float or complex)")
+        raise BadRequest(
+            f"refused: dtype {dtype.str!r} is not a plain numeric type "
+            f"(use bool, int, uint, float or complex)"
+        )
     return dtype
 
 
 def _check_size(shape: tuple, dtype: np.dtype) -> int:
     """The byte size a shape declares, refused above MAX_ARRAY_BYTES (before allocating)."""
-    if (not isinstance(shape, tuple) or len(shape) > MAX_DIMS
-            or not all(type(n) is int and n >= 0 for n in shape)):
-        raise BadRequest(f"refused: invalid array shape {shape!r} "
-                         f"(use up to {MAX_DIMS} non-negative integers)")
+    if (
+        not isinstance(shape, tuple)
+        or len(shape) > MAX_DIMS
+        or not all(type(n) is int and n >= 0 for n in shape)
+    ):
+        raise BadRequest(
+            f"refused: invalid array shape {shape!r} (use up to {MAX_DIMS} non-negative integers)"
+        )
     size = math.prod(shape) * dtype.itemsize
     if size > MAX_ARRAY_BYTES:
-        raise BadRequest(f"refused: the array would take {size} bytes, "
-                         f"more than the limit of {MAX_ARRAY_BYTES}")
+        raise BadRequest(
+            f"refused: the array would take {size} bytes, more than the limit of {MAX_ARRAY_BYTES}"
+        )
     return size
 
 
@@ -67,21 +74,26 @@ def _from_bytes(raw, dtype: np.dtype, shape: tuple, order: str = "C") -> np.ndar
     size = _check_size(shape, dtype)
     sent = memoryview(raw).nbytes
     if sent != size:
-        raise BadRequest(f"refused: {sent} data bytes do not match "
-                         f"shape {list(shape)} of dtype {dtype.str!r} ({size} bytes)")
+        raise BadRequest(
+            f"refused: {sent} data bytes do not match "
+            f"shape {list(shape)} of dtype {dtype.str!r} ({size} bytes)"
+        )
     flat = np.frombuffer(raw, dtype=dtype)
     return flat.reshape(shape, order=order).copy()
 
 
 # --- .npy ------------------------------------------------------------------------------------
 
+
 def _check_npy_header(data: bytes) -> None:
     """Check the declared dtype and size before np.load allocates the declared array."""
     fp = io.BytesIO(data)
     try:
         version = np.lib.format.read_magic(fp)
-        readers = {(1, 0): np.lib.format.read_array_header_1_0,
-                   (2, 0): np.lib.format.read_array_header_2_0}
+        readers = {
+            (1, 0): np.lib.format.read_array_header_1_0,
+            (2, 0): np.lib.format.read_array_header_2_0,
+        }
         if version not in readers:
             raise ValueError(f"npy format version {version} is not supported (use 1.0 or 2.0)")
         shape, _, dtype = readers[version](fp)
@@ -89,8 +101,10 @@ def _check_npy_header(data: bytes) -> None:
         raise _refuse(f"bad .npy header: {error}") from None
     check_dtype(dtype)
     if _check_size(shape, dtype) > len(data) - fp.tell():
-        raise _refuse(f".npy data is truncated: shape {list(shape)} of {dtype.str!r} "
-                      f"needs more than the {len(data) - fp.tell()} bytes sent")
+        raise _refuse(
+            f".npy data is truncated: shape {list(shape)} of {dtype.str!r} "
+            f"needs more than the {len(data) - fp.tell()} bytes sent"
+        )
 
 
 def _load_npy(data: bytes) -> np.ndarray:
@@ -102,6 +116,7 @@ def _load_npy(data: bytes) -> np.ndarray:
 
 
 # --- pickle: inert stand-ins for the globals numpy array pickles name -------------------------
+
 
 class _NdarrayType:
     """Stands for `numpy.ndarray`; it is only ever an argument, never called."""
@@ -123,8 +138,11 @@ class _DtypeSpec:
             raise _refuse(f"dtype given as {type(self.obj).__name__}, not a type string")
         byteorder = "|"
         if self.state is not None:
-            if (not isinstance(self.state, tuple) or len(self.state) < 5
-                    or any(part is not None for part in self.state[2:5])):
+            if (
+                not isinstance(self.state, tuple)
+                or len(self.state) < 5
+                or any(part is not None for part in self.state[2:5])
+            ):
                 raise _refuse("structured or nested dtype")
             byteorder = self.state[1]
         if byteorder not in ("<", ">", "|", "="):
@@ -185,8 +203,8 @@ def _empty_bytes() -> bytes:
 _ALLOWED = {
     ("numpy", "ndarray"): _NdarrayType,
     ("numpy", "dtype"): _DtypeSpec,
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,     # numpy 1.x pickles
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,    # numpy 2.x pickles
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,  # numpy 1.x pickles
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,  # numpy 2.x pickles
     ("numpy.core.numeric", "_frombuffer"): _frombuffer,
     ("numpy._core.numeric", "_frombuffer"): _frombuffer,
     ("_codecs", "encode"): _latin1_encode,
@@ -221,7 +239,7 @@ def load_array(data: bytes) -> np.ndarray:
     """An uploaded array from `.npy` bytes, from the JSON that GET image_bytes answers (so a
     background copies between nodes as it is), or from a numpy array pickle, never unpickling
     code."""
-    if bytes(data[:len(_NPY_MAGIC)]) == _NPY_MAGIC:
+    if bytes(data[: len(_NPY_MAGIC)]) == _NPY_MAGIC:
         return _load_npy(data)
     if bytes(data[:1]) == b"{":
         try:
@@ -234,31 +252,36 @@ def load_array(data: bytes) -> np.ndarray:
 
 # --- CamServer's image_bytes JSON --------------------------------------------------------------
 
+
 def image_bytes_payload(array: np.ndarray) -> dict:
     """CamServer's `{"bytes": base64 of C-order bytes, "shape": [h, w], "dtype": "<u2"}`."""
-    return {"bytes": base64.b64encode(np.ascontiguousarray(array).tobytes()).decode("ascii"),
-            "shape": list(array.shape),
-            "dtype": array.dtype.str}
+    return {
+        "bytes": base64.b64encode(np.ascontiguousarray(array).tobytes()).decode("ascii"),
+        "shape": list(array.shape),
+        "dtype": array.dtype.str,
+    }
 
 
 def array_from_image_bytes(payload: dict) -> np.ndarray:
     """The array of an image_bytes payload, every field checked."""
     if not isinstance(payload, dict) or not {"bytes", "shape", "dtype"} <= payload.keys():
-        raise BadRequest('image_bytes needs a JSON object with "bytes" (base64), '
-                         '"shape" ([height, width]) and "dtype" (e.g. "<u2")')
+        raise BadRequest(
+            'image_bytes needs a JSON object with "bytes" (base64), '
+            '"shape" ([height, width]) and "dtype" (e.g. "<u2")'
+        )
     try:
         raw = base64.b64decode(payload["bytes"], validate=True)
     except (binascii.Error, TypeError, ValueError) as error:
         raise BadRequest(f'image_bytes: "bytes" is not valid base64: {error}') from None
     if not isinstance(payload["dtype"], str):
-        raise BadRequest(f'image_bytes: "dtype" must be a string like "<u2", '
-                         f'got {payload["dtype"]!r}')
+        raise BadRequest(
+            f'image_bytes: "dtype" must be a string like "<u2", got {payload["dtype"]!r}'
+        )
     try:
         dtype = np.dtype(payload["dtype"])
     except TypeError as error:
         raise BadRequest(f'image_bytes: invalid "dtype" {payload["dtype"]!r}: {error}') from None
     shape = payload["shape"]
     if not isinstance(shape, list):
-        raise BadRequest(f'image_bytes: "shape" must be a list like [height, width], '
-                         f'got {shape!r}')
+        raise BadRequest(f'image_bytes: "shape" must be a list like [height, width], got {shape!r}')
     return _from_bytes(raw, dtype, tuple(shape))

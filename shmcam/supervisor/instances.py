@@ -28,12 +28,22 @@ STOP_TIMEOUT = 5.0
 
 
 class Instance:
-    def __init__(self, kind: str, instance_id: str, config: dict, spec: dict, stream: str, *,
-                 read_only: bool = False, permanent: bool = False, omp_threads: int = 1):
+    def __init__(
+        self,
+        kind: str,
+        instance_id: str,
+        config: dict,
+        spec: dict,
+        stream: str,
+        *,
+        read_only: bool = False,
+        permanent: bool = False,
+        omp_threads: int = 1,
+    ):
         self.kind = kind
         self.id = instance_id
         self.config = config
-        self.spec = spec          # what the worker gets: config, ring, stats, port, ...
+        self.spec = spec  # what the worker gets: config, ring, stats, port, ...
         self.stream = stream
         self.read_only = read_only
         self.permanent = permanent
@@ -44,11 +54,11 @@ class Instance:
         self.exit_code: int | None = None
         self.last_error: str | None = None
         self.finished: str | None = None
-        self.output_file: str | None = None        # the HDF5 file a store pipeline writes
-        self.online: tuple[bool, str] | None = None   # a camera's last (online, reason) report
+        self.output_file: str | None = None  # the HDF5 file a store pipeline writes
+        self.online: tuple[bool, str] | None = None  # a camera's last (online, reason) report
         self.restarts = 0
-        self.reaped = False                    # its end was noticed and cleaned up
-        self.idle_since: float | None = None   # on-demand bookkeeping of the manager
+        self.reaped = False  # its end was noticed and cleaned up
+        self.idle_since: float | None = None  # on-demand bookkeeping of the manager
         self._ready = threading.Event()
         self._stats: StatsBlock | None = None
         self._psutil: psutil.Process | None = None
@@ -64,16 +74,23 @@ class Instance:
         self.reaped = False
         env = dict(os.environ, OMP_NUM_THREADS=str(self.omp_threads), PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "shmcam.workers", self.kind], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-            start_new_session=True)   # Ctrl-C at the terminal is the supervisor's alone
+            [sys.executable, "-m", "shmcam.workers", self.kind],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )  # Ctrl-C at the terminal is the supervisor's alone
         self.start_time = time.time()
         self._psutil = psutil.Process(self.process.pid)
         self._send({**self.spec, "config": self.config})
-        threading.Thread(target=self._read_reports, args=(self.process,), daemon=True,
-                         name=f"{self.id} reports").start()
-        threading.Thread(target=self._read_log, args=(self.process,), daemon=True,
-                         name=f"{self.id} log").start()
+        threading.Thread(
+            target=self._read_reports, args=(self.process,), daemon=True, name=f"{self.id} reports"
+        ).start()
+        threading.Thread(
+            target=self._read_log, args=(self.process,), daemon=True, name=f"{self.id} log"
+        ).start()
 
     def wait_ready(self, timeout: float) -> None:
         """Block until the instance reports ready; raise RuntimeError with its error if not."""
@@ -81,8 +98,11 @@ class Instance:
         while not self._ready.wait(0.05):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(self.last_error or self._last_log() or
-                                   f"{self.kind} {self.id} did not start within {timeout:g} s")
+                raise RuntimeError(
+                    self.last_error
+                    or self._last_log()
+                    or f"{self.kind} {self.id} did not start within {timeout:g} s"
+                )
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Ask the instance to stop, kill it if it does not, and remove its segments."""
@@ -206,8 +226,11 @@ class Instance:
                 pass
         now, counters = time.monotonic(), self.counters()
         then, before, _ = self._rates
-        rates = {k: (counters[k] - before.get(k, counters[k])) / max(1e-3, now - then)
-                 for k in ("frames_in", "frames_out") if k in counters}
+        rates = {
+            k: (counters[k] - before.get(k, counters[k])) / max(1e-3, now - then)
+            for k in ("frames_in", "frames_out")
+            if k in counters
+        }
         self._rates = (now, counters, rates)
 
     def statistics(self) -> dict:
@@ -228,8 +251,11 @@ class Instance:
             "cpu": cpu,
             "memory": memory,
             "header_changes": counters.get("header_changes"),
-            "frame_shape": ([counters["frame_height"], counters["frame_width"]]
-                            if counters.get("frame_height") else None),   # numpy order
+            "frame_shape": (
+                [counters["frame_height"], counters["frame_width"]]
+                if counters.get("frame_height")
+                else None
+            ),  # numpy order
             "dropped": counters.get("dropped", 0),
             "torn": counters.get("torn", 0),
             "errors": counters.get("errors", 0),
@@ -253,14 +279,17 @@ class Instance:
             "stream_address": self.stream,
             "is_stream_active": self.alive,
             "state": self.state,
-            "camera_name": self.config.get("camera_name", self.id if self.kind == "camera"
-                                           else None),
+            "camera_name": self.config.get(
+                "camera_name", self.id if self.kind == "camera" else None
+            ),
             "config": self.config,
             "instance_id": self.id,
             "read_only": self.read_only,
-            "last_start_time": (time.strftime("%Y-%m-%d %H:%M:%S",
-                                              time.localtime(self.start_time))
-                                if self.start_time else None),
+            "last_start_time": (
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.start_time))
+                if self.start_time
+                else None
+            ),
             "statistics": self.statistics(),
             "exit_code": self.exit_code,
             "last_error": self.last_error,

@@ -15,6 +15,12 @@ class LogRing(logging.Handler):
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.records.append({"time": record.created, "level": record.levelname,
-                             "name": record.name, "message": record.getMessage(),
-                             "text": self.format(record)})
+        self.records.append(
+            {
+                "time": record.created,
+                "level": record.levelname,
+                "name": record.name,
+                "message": record.getMessage(),
+                "text": self.format(record),
+            }
+        )

@@ -32,8 +32,14 @@ READY_TIMEOUT = 60.0
 WATCH_PERIOD = 0.5
 BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
 # What a pipeline reads is set up at its start: these keys cannot change on a running instance.
-INPUT_KEYS = ("camera_name", "pipeline_type", "input_stream", "input_stream2", "input_pipeline",
-              "input_mode")
+INPUT_KEYS = (
+    "camera_name",
+    "pipeline_type",
+    "input_stream",
+    "input_stream2",
+    "input_pipeline",
+    "input_mode",
+)
 
 
 class Manager:
@@ -56,11 +62,13 @@ class Manager:
     def _start_permanent(self) -> None:
         for instance_id, config_name in self.settings.permanent.items():
             try:
-                self.create_pipeline(self.store.get_config("pipeline", config_name), instance_id,
-                                     permanent=True)
+                self.create_pipeline(
+                    self.store.get_config("pipeline", config_name), instance_id, permanent=True
+                )
             except Exception as error:
-                log.error("permanent instance %s (%s) did not start: %s", instance_id,
-                          config_name, error)
+                log.error(
+                    "permanent instance %s (%s) did not start: %s", instance_id, config_name, error
+                )
 
     # --- cameras ----------------------------------------------------------------------------
     def camera_config(self, name: str) -> dict:
@@ -117,26 +125,40 @@ class Manager:
         return config
 
     # --- pipelines --------------------------------------------------------------------------
-    def create_pipeline(self, config: dict, instance_id: str | None = None, *,
-                        read_only: bool = False, permanent: bool = False) -> Instance:
+    def create_pipeline(
+        self,
+        config: dict,
+        instance_id: str | None = None,
+        *,
+        read_only: bool = False,
+        permanent: bool = False,
+    ) -> Instance:
         validation.pipeline(config, self.store.config_names("camera"))
         validation.function_available(config, self.store.file_names("script"))
         instance_id = instance_id or str(uuid.uuid4())
         _check_instance_id(instance_id)
         self._check_not_running(instance_id)
-        source = self._input(config, instance_id)     # may start a camera or an upstream
+        source = self._input(config, instance_id)  # may start a camera or an upstream
         with self.lock:
-            self._check_not_running(instance_id)      # nobody took the id meanwhile
-            instance = self._new_instance("pipeline", instance_id, config,
-                                          self.settings.pipeline_ports, read_only=read_only,
-                                          permanent=permanent, source=source)
+            self._check_not_running(instance_id)  # nobody took the id meanwhile
+            instance = self._new_instance(
+                "pipeline",
+                instance_id,
+                config,
+                self.settings.pipeline_ports,
+                read_only=read_only,
+                permanent=permanent,
+                source=source,
+            )
             self.pipelines[instance_id] = instance
         return self._started(self.pipelines, instance, BadRequest)
 
     def _check_not_running(self, instance_id: str) -> None:
         if self._running_pipeline(instance_id) is not None:
-            raise Conflict(f"instance {instance_id} is already running; stop it first "
-                           f"or choose another instance_id")
+            raise Conflict(
+                f"instance {instance_id} is already running; stop it first "
+                f"or choose another instance_id"
+            )
 
     def _running_pipeline(self, instance_id: str) -> Instance | None:
         """The live pipeline instance of that id (perhaps still starting), or None."""
@@ -154,19 +176,23 @@ class Manager:
             instance = self.camera(camera)
             if pipeline_type(config) != "stream":
                 return None
-            return {"stream": f"tcp://127.0.0.1:{instance.spec['port']}", "mode": "SUB",
-                    "stream2": config.get("input_stream2")}
+            return {
+                "stream": f"tcp://127.0.0.1:{instance.spec['port']}",
+                "mode": "SUB",
+                "stream2": config.get("input_stream2"),
+            }
         stream, mode = config.get("input_stream"), config.get("input_mode") or "SUB"
         upstream = config.get("input_pipeline")
         if upstream:
             if upstream == instance_id:
-                raise BadRequest(f"pipeline config: input_pipeline {upstream!r} is the "
-                                 f"instance itself")
+                raise BadRequest(
+                    f"pipeline config: input_pipeline {upstream!r} is the instance itself"
+                )
             source = self.shared_pipeline(upstream)
             stream = f"tcp://127.0.0.1:{source.spec['port']}"
             mode = "PULL" if source.config.get("mode") == "PUSH" else "SUB"
         if stream is None:
-            return None        # a custom pipeline
+            return None  # a custom pipeline
         return {"stream": stream, "stream2": config.get("input_stream2"), "mode": mode}
 
     def shared_pipeline(self, name: str) -> Instance:
@@ -174,9 +200,10 @@ class Manager:
         instance = self._running_pipeline(name)
         if instance is None:
             try:
-                return self.create_pipeline(self.store.get_config("pipeline", name), name,
-                                            read_only=True)
-            except Conflict:    # started by a concurrent call meanwhile: that one it is
+                return self.create_pipeline(
+                    self.store.get_config("pipeline", name), name, read_only=True
+                )
+            except Conflict:  # started by a concurrent call meanwhile: that one it is
                 instance = self._running_pipeline(name)
                 if instance is None:
                     raise
@@ -185,8 +212,11 @@ class Manager:
     def pipeline_for_config(self, config: dict) -> Instance:
         """A running read-only instance with an equal config, else a new read-only one."""
         with self.lock:
-            equal = [instance for instance in self.pipelines.values()
-                     if instance.read_only and instance.alive and instance.config == config]
+            equal = [
+                instance
+                for instance in self.pipelines.values()
+                if instance.read_only and instance.alive and instance.config == config
+            ]
         if equal:
             return self._started(self.pipelines, equal[0], BadRequest)
         return self.create_pipeline(config, read_only=True)
@@ -199,19 +229,29 @@ class Manager:
         with self.lock:
             instance = self.running_pipeline(instance_id)
             if not instance.alive:
-                raise Conflict(f"instance {instance_id} is not running (exit code "
-                               f"{instance.poll()}); start a new instance to use another config")
+                raise Conflict(
+                    f"instance {instance_id} is not running (exit code "
+                    f"{instance.poll()}); start a new instance to use another config"
+                )
             if instance.read_only:
-                raise Conflict(f"instance {instance_id} is read-only (shared); create a "
-                               f"private instance to change its config")
-            fixed = [key for key in INPUT_KEYS
-                     if key in update and update[key] != instance.config.get(key)]
+                raise Conflict(
+                    f"instance {instance_id} is read-only (shared); create a "
+                    f"private instance to change its config"
+                )
+            fixed = [
+                key
+                for key in INPUT_KEYS
+                if key in update and update[key] != instance.config.get(key)
+            ]
             if fixed:
-                raise BadRequest(f"{', '.join(fixed)} cannot change on a running instance (its "
-                                 f"input is set up at start); start a new instance instead")
+                raise BadRequest(
+                    f"{', '.join(fixed)} cannot change on a running instance (its "
+                    f"input is set up at start); start a new instance instead"
+                )
             validation.stream_unchanged(instance.config, update)
-            config = validation.pipeline(validation.merge(instance.config, update),
-                                         self.store.config_names("camera"))
+            config = validation.pipeline(
+                validation.merge(instance.config, update), self.store.config_names("camera")
+            )
             validation.function_available(config, self.store.file_names("script"))
             instance.send_config(config)
             return config
@@ -234,7 +274,7 @@ class Manager:
             instance = table.get(instance_id)
             if instance is None:
                 raise NotFound(f"no {kind} instance {instance_id!r} on this node")
-            instance.permanent = False   # stopped on purpose: not restarted
+            instance.permanent = False  # stopped on purpose: not restarted
             if forget:
                 del table[instance_id]
         instance.stop()
@@ -252,8 +292,9 @@ class Manager:
             instance.permanent = False
             instance.stop()
 
-    def _new_instance(self, kind: str, instance_id: str, config: dict, ports, source=None,
-                      **flags) -> Instance:
+    def _new_instance(
+        self, kind: str, instance_id: str, config: dict, ports, source=None, **flags
+    ) -> Instance:
         port = config.get("port") or self._free_port(ports)
         camera = instance_id if kind == "camera" else camera_read(config)
         data = Path(self.settings.data_dir)
@@ -262,8 +303,9 @@ class Manager:
             "instance_id": instance_id,
             "camera": camera,
             "ring": camera and ring_base(self.settings.node, camera),
-            "preview": None if kind == "camera" else ring_base(self.settings.node, instance_id,
-                                                                "preview"),
+            "preview": None
+            if kind == "camera"
+            else ring_base(self.settings.node, instance_id, "preview"),
             "ring_slots": self.settings.ring_slots,
             "stats": stats_name(self.settings.node, f"{kind[0]}-{instance_id}"),
             "port": port,
@@ -273,15 +315,22 @@ class Manager:
             "backgrounds_dir": str(data / "backgrounds"),
             "store_dir": str(data / "store"),
         }
-        instance = Instance(kind, instance_id, config, spec,
-                            f"tcp://{self.settings.public_host}:{port}",
-                            omp_threads=self.settings.omp_threads, **flags)
+        instance = Instance(
+            kind,
+            instance_id,
+            config,
+            spec,
+            f"tcp://{self.settings.public_host}:{port}",
+            omp_threads=self.settings.omp_threads,
+            **flags,
+        )
         instance.start()
         return instance
 
     def _free_port(self, ports) -> int:
-        taken = {i.spec["port"] for i in (*self.cameras.values(), *self.pipelines.values())
-                 if i.alive}
+        taken = {
+            i.spec["port"] for i in (*self.cameras.values(), *self.pipelines.values()) if i.alive
+        }
         for port in range(ports[0], ports[1] + 1):
             if port not in taken and _bindable(port):
                 return port
@@ -314,22 +363,31 @@ class Manager:
 
     def _has_pipelines(self, camera: Instance) -> bool:
         """Whether running pipelines read this camera (its ring, or its stream)."""
-        return any(p.alive and p.spec["camera"] == camera.id
-                   for p in list(self.pipelines.values()))
+        return any(p.alive and p.spec["camera"] == camera.id for p in list(self.pipelines.values()))
 
     def _ended(self, instance: Instance, code: int, now: float) -> None:
         if not self._needed(instance) or self._stopping.is_set():
             if not instance.reaped:
                 instance.reaped = True
                 instance.release_segments()
-                log.info("%s %s ended with exit code %s%s", instance.kind, instance.id, code,
-                         f" ({instance.finished})" if instance.finished else "")
+                log.info(
+                    "%s %s ended with exit code %s%s",
+                    instance.kind,
+                    instance.id,
+                    code,
+                    f" ({instance.finished})" if instance.finished else "",
+                )
             return
         due = self._restart_due.get(instance.id)
         if due is None:
             delay = BACKOFF[min(instance.restarts, len(BACKOFF) - 1)]
-            log.warning("%s %s died (exit code %s): restarting in %g s",
-                        instance.kind, instance.id, code, delay)
+            log.warning(
+                "%s %s died (exit code %s): restarting in %g s",
+                instance.kind,
+                instance.id,
+                code,
+                delay,
+            )
             instance.release_segments()
             self._restart_due[instance.id] = now + delay
         elif now >= due:
@@ -346,9 +404,10 @@ class Manager:
     def _stop_if_idle(self, instance: Instance, now: float) -> None:
         timeout = instance.config.get("no_client_timeout", DEFAULT_NO_CLIENT_TIMEOUT)
         if timeout is None or timeout <= 0 or not instance.ready:
-            return   # an instance still starting has had no chance to get clients
-        busy = instance.counters().get("clients", 0) > 0 or \
-            pipeline_type(instance.config) == "store"   # it writes files, not streams
+            return  # an instance still starting has had no chance to get clients
+        busy = (
+            instance.counters().get("clients", 0) > 0 or pipeline_type(instance.config) == "store"
+        )  # it writes files, not streams
         if instance.kind == "camera":
             busy = busy or self._has_pipelines(instance)
         if busy or instance.idle_since is None:
@@ -362,8 +421,11 @@ class Manager:
 def camera_read(config: dict) -> str | None:
     """The camera whose frames a pipeline reads (its ring; a stream pipeline its stream), or
     None when it reads another stream or nothing (custom)."""
-    if pipeline_type(config) == "custom" or config.get("input_stream") \
-            or config.get("input_pipeline"):
+    if (
+        pipeline_type(config) == "custom"
+        or config.get("input_stream")
+        or config.get("input_pipeline")
+    ):
         return None
     return config.get("camera_name")
 

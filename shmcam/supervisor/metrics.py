@@ -31,11 +31,16 @@ def _labels(**labels) -> str:
 def render(node: str, instances: dict) -> str:
     """`instances` maps kind ("camera", "pipeline") to {id: Instance}."""
     lines = []
-    rows = [(kind, iid, inst, {**inst.statistics(), **inst.counters()})
-            for kind, table in instances.items() for iid, inst in table.items()]
+    rows = [
+        (kind, iid, inst, {**inst.statistics(), **inst.counters()})
+        for kind, table in instances.items()
+        for iid, inst in table.items()
+    ]
     for key, name, text in (*COUNTERS, *GAUGES):
-        lines += [f"# HELP {name} {text}",
-                  f"# TYPE {name} {'counter' if name.endswith('_total') else 'gauge'}"]
+        lines += [
+            f"# HELP {name} {text}",
+            f"# TYPE {name} {'counter' if name.endswith('_total') else 'gauge'}",
+        ]
         for kind, iid, _, stats in rows:
             if stats.get(key) is not None:
                 lines.append(f"{name}{_labels(node=node, kind=kind, instance=iid)} {stats[key]}")
@@ -51,20 +56,39 @@ def render(node: str, instances: dict) -> str:
             if index % 4 == 3:
                 label = _labels(node=node, kind=kind, instance=iid, le=f"{upper:.6g}")
                 lines.append(f"{name}_bucket{label} {total}")
-        lines.append(f"{name}_bucket{_labels(node=node, kind=kind, instance=iid, le='+Inf')} "
-                     f"{total}")
+        lines.append(
+            f"{name}_bucket{_labels(node=node, kind=kind, instance=iid, le='+Inf')} {total}"
+        )
         lines.append(f"{name}_count{_labels(node=node, kind=kind, instance=iid)} {total}")
-        lines.append(f"{name}_sum{_labels(node=node, kind=kind, instance=iid)} "
-                     f"{stats.get('proc_ns_total', 0) / 1e9}")
+        lines.append(
+            f"{name}_sum{_labels(node=node, kind=kind, instance=iid)} "
+            f"{stats.get('proc_ns_total', 0) / 1e9}"
+        )
     net = psutil.net_io_counters()
     for name, value, kind, text in (
-            ("shmcam_node_cpu_percent", psutil.cpu_percent(), "gauge", "CPU of the node."),
-            ("shmcam_node_memory_percent", psutil.virtual_memory().percent, "gauge",
-             "Memory in use on the node."),
-            ("shmcam_node_network_sent_bytes_total", net.bytes_sent, "counter",
-             "Bytes sent by the node."),
-            ("shmcam_node_network_received_bytes_total", net.bytes_recv, "counter",
-             "Bytes received by the node.")):
-        lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}",
-                  f"{name}{_labels(node=node)} {value}"]
+        ("shmcam_node_cpu_percent", psutil.cpu_percent(), "gauge", "CPU of the node."),
+        (
+            "shmcam_node_memory_percent",
+            psutil.virtual_memory().percent,
+            "gauge",
+            "Memory in use on the node.",
+        ),
+        (
+            "shmcam_node_network_sent_bytes_total",
+            net.bytes_sent,
+            "counter",
+            "Bytes sent by the node.",
+        ),
+        (
+            "shmcam_node_network_received_bytes_total",
+            net.bytes_recv,
+            "counter",
+            "Bytes received by the node.",
+        ),
+    ):
+        lines += [
+            f"# HELP {name} {text}",
+            f"# TYPE {name} {kind}",
+            f"{name}{_labels(node=node)} {value}",
+        ]
     return "\n".join(lines) + "\n"

@@ -22,8 +22,9 @@ def colormaps() -> list[str]:
 def _lut(name: str) -> np.ndarray:
     anchors = np.array(_ANCHORS[name], dtype=np.float64)
     x = np.linspace(0, len(anchors) - 1, 256)
-    return np.stack([np.interp(x, np.arange(len(anchors)), anchors[:, c]) for c in range(3)],
-                    axis=1).astype(np.uint8)
+    return np.stack(
+        [np.interp(x, np.arange(len(anchors)), anchors[:, c]) for c in range(3)], axis=1
+    ).astype(np.uint8)
 
 
 def scale(image: np.ndarray, min_value=None, max_value=None) -> np.ndarray:
@@ -44,13 +45,21 @@ def encode(image8: np.ndarray, colormap: str = "grey") -> bytes:
     else:
         pixels, color_type = _lut(colormap)[image8].reshape(height, width * 3), 2
     rows = np.empty((height, pixels.shape[1] + 1), np.uint8)
-    rows[:, 0] = 0                      # filter type "none" for every row
+    rows[:, 0] = 0  # filter type "none" for every row
     rows[:, 1:] = pixels
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(rows.tobytes(), 3)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows.tobytes(), 3))
+        + chunk(b"IEND", b"")
+    )

@@ -1,4 +1,4 @@
-"""The CamServer-compatible REST API of a node (spec/rest-api.md), as a Flask app.
+"""The CamServer-compatible REST API of a node (docs/spec/rest-api.md), as a Flask app.
 
 Every answer carries CamServer's envelope {"state", "status", ...}; errors also get the proper
 HTTP status. Mutating calls need the bearer token when one is configured. Uploaded arrays are
@@ -29,7 +29,7 @@ from .store import check_name
 log = logging.getLogger(__name__)
 
 FRAME_TIMEOUT = 5.0
-PREVIEW_TIMEOUT = 2.0      # a pipeline previews its image several times a second
+PREVIEW_TIMEOUT = 2.0  # a pipeline previews its image several times a second
 MAX_BACKGROUND_IMAGES = 1000
 
 
@@ -79,24 +79,34 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
         if token and request.method in ("POST", "PUT", "DELETE"):
             given = request.headers.get("Authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                raise Unauthorized("this call changes the node: it needs the header "
-                                   "'Authorization: Bearer <token>' of the node's token_file")
+                raise Unauthorized(
+                    "this call changes the node: it needs the header "
+                    "'Authorization: Bearer <token>' of the node's token_file"
+                )
 
     # --- shared by both roots -----------------------------------------------------------------
     def server_info(kind: str) -> dict:
         net = psutil.net_io_counters()
-        return {"version": shmcam.__version__,
-                "active_instances": {i: inst.info()
-                                     for i, inst in manager.instances(kind).items()},
-                "cpu": psutil.cpu_percent(), "memory": psutil.virtual_memory().percent,
-                "tx": net.bytes_sent, "rx": net.bytes_recv}
+        return {
+            "version": shmcam.__version__,
+            "active_instances": {i: inst.info() for i, inst in manager.instances(kind).items()},
+            "cpu": psutil.cpu_percent(),
+            "memory": psutil.virtual_memory().percent,
+            "tx": net.bytes_sent,
+            "rx": net.bytes_recv,
+        }
 
     def add_common(bp: Blueprint, kind: str) -> None:
         bp.add_url_rule("/info", "server_info", lambda: ok(info=server_info(kind)))
         bp.add_url_rule("/version", "version", lambda: ok(version=shmcam.__version__))
-        bp.add_url_rule("/heartbeat", "heartbeat", lambda: ok(
-            version=shmcam.__version__,
-            statistics={i: inst.statistics() for i, inst in manager.instances(kind).items()}))
+        bp.add_url_rule(
+            "/heartbeat",
+            "heartbeat",
+            lambda: ok(
+                version=shmcam.__version__,
+                statistics={i: inst.statistics() for i, inst in manager.instances(kind).items()},
+            ),
+        )
 
         def stop_all():
             manager.stop_all(kind)
@@ -109,6 +119,7 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
         def forget(instance_id):
             manager.stop(kind, instance_id, forget=True)
             return ok(f"{kind} instance {instance_id} stopped and removed")
+
         bp.add_url_rule("", "stop_all", stop_all, methods=["DELETE"])
         bp.add_url_rule("/<instance_id>", "stop", stop, methods=["DELETE"])
         bp.add_url_rule("/<instance_id>/del", "forget", forget, methods=["DELETE"])
@@ -116,8 +127,9 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
     def file_routes(bp: Blueprint, kind: str, collection: str, store_kind: str = "") -> None:
         """GET list; GET/PUT/DELETE one (scripts and libs), kept in the store's `store_kind`."""
         store_kind = store_kind or kind
-        bp.add_url_rule(f"/{kind}", f"{kind}_names",
-                        lambda: ok(**{collection: store.file_names(store_kind)}))
+        bp.add_url_rule(
+            f"/{kind}", f"{kind}_names", lambda: ok(**{collection: store.file_names(store_kind)})
+        )
 
         def one(name):
             if request.method == "GET":
@@ -130,8 +142,10 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
                 return ok(f"{kind} {name} saved")
             store.delete_file(store_kind, name)
             return ok(f"{kind} {name} deleted")
-        bp.add_url_rule(f"/{kind}/<name>/{kind}_bytes", f"{kind}_bytes", one,
-                        methods=["GET", "PUT", "DELETE"])
+
+        bp.add_url_rule(
+            f"/{kind}/<name>/{kind}_bytes", f"{kind}_bytes", one, methods=["GET", "PUT", "DELETE"]
+        )
 
     def check_user_function(name: str, data: bytes) -> None:
         """An uploaded user function must load (a C source compile) before it is stored."""
@@ -155,8 +169,9 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
         manager.camera(camera)
         return open_ring(ring_base(node, camera), f"camera {camera}")
 
-    def grab(reader: RingReader, newest: bool, source: str,
-             timeout: float = FRAME_TIMEOUT) -> np.ndarray:
+    def grab(
+        reader: RingReader, newest: bool, source: str, timeout: float = FRAME_TIMEOUT
+    ) -> np.ndarray:
         """A copy of the newest frame (newest=True) or of the next frame not handed out yet."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -177,8 +192,7 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
         looking at a pipeline must not bring back what was stopped."""
         if not manager.running_pipeline(instance_id).alive:
             raise Conflict(f"pipeline {instance_id} is not running")
-        source = (f"pipeline {instance_id} (only a 2-D numeric 'image' in its output is "
-                  f"previewed)")
+        source = f"pipeline {instance_id} (only a 2-D numeric 'image' in its output is previewed)"
         with open_ring(ring_base(node, instance_id, "preview"), source, PREVIEW_TIMEOUT) as reader:
             return grab(reader, True, source, PREVIEW_TIMEOUT)
 
@@ -189,8 +203,8 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
             if factor is not None:
                 if not 0 < factor < float("inf"):
                     raise BadRequest(f"scale must be a positive number, got {args['scale']!r}")
-                step = max(1, round(1 / factor))   # downscaling only, by whole pixels, first:
-                image = image[::step, ::step]       # the 8-bit scaling then touches fewer
+                step = max(1, round(1 / factor))  # downscaling only, by whole pixels, first:
+                image = image[::step, ::step]  # the 8-bit scaling then touches fewer
             if args.get("raw") is None:
                 image8 = png.scale(image, _float(args, "min_value"), _float(args, "max_value"))
             else:
@@ -202,11 +216,15 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
 
     def image_routes(bp: Blueprint, path: str, latest) -> None:
         """GET geometry, image (PNG) and image_bytes of the image `latest(name)` returns."""
-        bp.add_url_rule(f"{path}/geometry", "geometry",
-                        lambda name: ok(geometry=list(latest(name).shape[::-1])))
+        bp.add_url_rule(
+            f"{path}/geometry", "geometry", lambda name: ok(geometry=list(latest(name).shape[::-1]))
+        )
         bp.add_url_rule(f"{path}/image", "image", lambda name: png_response(latest(name)))
-        bp.add_url_rule(f"{path}/image_bytes", "image_bytes", lambda name: ok(
-            image=arrays.image_bytes_payload(latest(name))))
+        bp.add_url_rule(
+            f"{path}/image_bytes",
+            "image_bytes",
+            lambda name: ok(image=arrays.image_bytes_payload(latest(name))),
+        )
 
     # --- cameras --------------------------------------------------------------------------------
     cam = Blueprint("cam", __name__, url_prefix="/api/v1/cam")
@@ -222,7 +240,7 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
         aliases = {}
         for name in store.config_names("camera"):
             alias = _quiet_config(store, "camera", name).get("alias")
-            for a in ([alias] if isinstance(alias, str) else alias or []):
+            for a in [alias] if isinstance(alias, str) else alias or []:
                 aliases[a] = name
         return ok(aliases=aliases)
 
@@ -239,8 +257,11 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
         config = manager.camera_config(camera)
         instance = manager.instances("camera").get(camera)
         if instance is None:
-            return ok(f"camera {camera} is not running; it starts on request "
-                      f"({config.get('source_type', 'simulation')} source)", online=True)
+            return ok(
+                f"camera {camera} is not running; it starts on request "
+                f"({config.get('source_type', 'simulation')} source)",
+                online=True,
+            )
         if instance.online is None:
             return ok("connecting to the source", online=False)
         online, reason = instance.online
@@ -252,8 +273,9 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
         if request.method == "GET":
             return ok(config=manager.camera_config(camera))
         if request.method == "POST":
-            return ok(f"camera {camera} config saved", config=manager.set_camera_config(
-                camera, body()))
+            return ok(
+                f"camera {camera} config saved", config=manager.set_camera_config(camera, body())
+            )
         store.delete_config("camera", camera)
         return ok(f"camera {camera} config deleted")
 
@@ -326,15 +348,18 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
     @pipe.get("/instance/<instance_id>/exitcode")
     def pipeline_exitcode(instance_id):
         instance = manager.running_pipeline(instance_id)
-        return ok(exitcode=instance.poll(), finished=instance.finished,
-                  last_error=instance.last_error)
+        return ok(
+            exitcode=instance.poll(), finished=instance.finished, last_error=instance.last_error
+        )
 
     @pipe.route("/instance/<instance_id>/config", methods=["GET", "POST"])
     def pipeline_instance_config(instance_id):
         if request.method == "GET":
             return ok(config=manager.running_pipeline(instance_id).config)
-        return ok(f"instance {instance_id} config updated",
-                  config=manager.update_pipeline(instance_id, body()))
+        return ok(
+            f"instance {instance_id} config updated",
+            config=manager.update_pipeline(instance_id, body()),
+        )
 
     @pipe.route("/<name>/config", methods=["GET", "POST", "DELETE"])
     def pipeline_config(name):
@@ -356,13 +381,15 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
             raise BadRequest("n_images must be an integer") from None
         if not 1 <= n_images <= MAX_BACKGROUND_IMAGES:
             raise BadRequest(f"n_images must be between 1 and {MAX_BACKGROUND_IMAGES}")
-        with open_camera_ring(camera) as reader:   # n successive frames, each one once
+        with open_camera_ring(camera) as reader:  # n successive frames, each one once
             total = None
             for _ in range(n_images):
                 frame = grab(reader, False, f"camera {camera}")
                 if total is not None and frame.shape != total.shape:
-                    raise Conflict(f"camera {camera} changed its geometry while the background "
-                                   f"was taken; take it again")
+                    raise Conflict(
+                        f"camera {camera} changed its geometry while the background "
+                        f"was taken; take it again"
+                    )
                 total = frame.astype(np.float64) if total is None else total + frame
         background_id = store.new_background_id(camera)
         store.save_background(background_id, total / n_images)
@@ -384,8 +411,7 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
     def background_bytes(background_id):
         if request.method == "GET":
             return ok(image=arrays.image_bytes_payload(store.get_background(background_id)))
-        store.save_background(background_id,
-                              _background(arrays.load_array(request.get_data())))
+        store.save_background(background_id, _background(arrays.load_array(request.get_data())))
         return ok(f"background {background_id} saved")
 
     @pipe.post("/background")
@@ -429,8 +455,9 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
 
     @app.get("/metrics")
     def prometheus_metrics():
-        page = metrics.render(node, {kind: manager.instances(kind)
-                                     for kind in ("camera", "pipeline")})
+        page = metrics.render(
+            node, {kind: manager.instances(kind) for kind in ("camera", "pipeline")}
+        )
         return Response(page, mimetype="text/plain; version=0.0.4")
 
     for blueprint in (cam, pipe, logs, web.blueprint(node, bool(token))):
@@ -453,8 +480,10 @@ def _background(array: np.ndarray) -> np.ndarray:
     if array.dtype.kind not in "biuf":
         raise BadRequest(f"a background must hold real numbers, got dtype {array.dtype.str!r}")
     if array.ndim != 2 or not array.size:
-        raise BadRequest(f"a background must be a non-empty 2-D image [height, width], "
-                         f"got shape {list(array.shape)}")
+        raise BadRequest(
+            f"a background must be a non-empty 2-D image [height, width], "
+            f"got shape {list(array.shape)}"
+        )
     return array
 
 

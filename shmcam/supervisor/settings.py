@@ -27,13 +27,13 @@ class Settings:
     public_host: str = field(default_factory=socket.getfqdn)  # host in stream addresses
     rest_host: str = "0.0.0.0"
     rest_port: int = 8888
-    camera_ports: tuple[int, int] = (10100, 10300)     # [first, last] for camera streams
-    pipeline_ports: tuple[int, int] = (11100, 11200)   # [first, last] for pipeline streams
-    data_dir: Path = Path("/var/lib/shmcam")           # configs, backgrounds, scripts, libs
-    config_dir: Path = Path("/etc/shmcam")             # shipped cameras/ and pipelines/ TOML
-    ring_slots: int = 8                                # frames per camera ring
-    token_file: Path | None = None                     # bearer token for mutating calls
-    omp_threads: int = 1                               # OMP_NUM_THREADS of instances
+    camera_ports: tuple[int, int] = (10100, 10300)  # [first, last] for camera streams
+    pipeline_ports: tuple[int, int] = (11100, 11200)  # [first, last] for pipeline streams
+    data_dir: Path = Path("/var/lib/shmcam")  # configs, backgrounds, scripts, libs
+    config_dir: Path = Path("/etc/shmcam")  # shipped cameras/ and pipelines/ TOML
+    ring_slots: int = 8  # frames per camera ring
+    token_file: Path | None = None  # bearer token for mutating calls
+    omp_threads: int = 1  # OMP_NUM_THREADS of instances
     permanent: dict[str, str] = field(default_factory=dict)  # instance id -> pipeline config
 
 
@@ -69,8 +69,10 @@ def from_dict(raw: dict, source: str = "settings") -> Settings:
     for name in ("camera_ports", "pipeline_ports"):
         first, last = getattr(settings, name)
         if not 1 <= first <= last <= 65535:
-            raise SettingsError(f"{source}: {name} must be [first, last] with "
-                                f"1 <= first <= last <= 65535, got {[first, last]}")
+            raise SettingsError(
+                f"{source}: {name} must be [first, last] with "
+                f"1 <= first <= last <= 65535, got {[first, last]}"
+            )
     return settings
 
 
@@ -93,8 +95,11 @@ def _check(key: str, value, source: str):
             raise bad(f"an integer from {low} to {high}")
         return value
     if key in ("camera_ports", "pipeline_ports"):
-        if (not isinstance(value, (list, tuple)) or len(value) != 2
-                or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+        if (
+            not isinstance(value, (list, tuple))
+            or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        ):
             raise bad("[first, last]")
         return tuple(value)
     if key in ("data_dir", "config_dir", "token_file"):
@@ -103,7 +108,8 @@ def _check(key: str, value, source: str):
         return Path(value)
     if key == "permanent":
         if not isinstance(value, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
             raise bad("a table of instance id = pipeline config name")
         return dict(value)
     raise AssertionError(key)

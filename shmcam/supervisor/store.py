@@ -1,7 +1,8 @@
 """The node's persistent store: configs and their history, backgrounds, scripts and libs.
 
 Layout under data_dir: `cameras/<name>.json`, `pipelines/<name>.json`, `backgrounds/<id>.npy`,
-`scripts/<name>`, `camera_scripts/<name>`, `libs/<name>`, and `history/<cameras|pipelines|scripts>/<name>/<UTC stamp>`.
+`scripts/<name>`, `camera_scripts/<name>`, `libs/<name>`, and
+`history/<cameras|pipelines|scripts>/<name>/<UTC stamp>`.
 Shipped configs are read from `config_dir/<cameras|pipelines>/<name>.toml`; a config saved in
 data_dir overrides the shipped one of the same name. Every write is atomic (temp file, fsync,
 rename, fsync of the directory), and a config or script is copied to history before it is
@@ -19,7 +20,7 @@ import tempfile
 import threading
 import tomllib
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,8 +31,9 @@ from shmcam.supervisor.errors import BadRequest, Conflict, NotFound
 
 log = logging.getLogger(__name__)
 
-NAME_RULE = ("1-100 characters from A-Z a-z 0-9 _ . : + -, "
-             "not starting with '.' or '-' and without '..'")
+NAME_RULE = (
+    "1-100 characters from A-Z a-z 0-9 _ . : + -, not starting with '.' or '-' and without '..'"
+)
 DIR_MODE = 0o755
 FILE_MODE = 0o644
 CONFIG_KINDS = {"camera": "cameras", "pipeline": "pipelines"}
@@ -40,15 +42,19 @@ CONFIG_KINDS = {"camera": "cameras", "pipeline": "pipelines"}
 FILE_KINDS = {"script": "scripts", "camera_script": "camera_scripts", "lib": "libs"}
 _FILES_WITH_HISTORY = {"script", "camera_script"}
 _NAME = re.compile(r"[A-Za-z0-9_.:+-]{1,100}")
-_BACKGROUND_STAMP = r"_\d{8}_\d{6}_\d{6}"          # <camera>_YYYYMMDD_HHMMSS_ffffff
+_BACKGROUND_STAMP = r"_\d{8}_\d{6}_\d{6}"  # <camera>_YYYYMMDD_HHMMSS_ffffff
 _BACKGROUND_ORDER = re.compile(_BACKGROUND_STAMP + r"\Z")
 _HISTORY_STAMP = re.compile(r"\d{8}T\d{6}_\d{6}Z")
 _HISTORY_FORMAT = "%Y%m%dT%H%M%S_%fZ"
 
 
 def _is_valid(name) -> bool:
-    return (isinstance(name, str) and _NAME.fullmatch(name) is not None
-            and name[0] not in ".-" and ".." not in name)
+    return (
+        isinstance(name, str)
+        and _NAME.fullmatch(name) is not None
+        and name[0] not in ".-"
+        and ".." not in name
+    )
 
 
 def check_name(name: str) -> str:
@@ -68,6 +74,7 @@ def _subdir(kinds: dict[str, str], kind: str) -> str:
 
 
 # --- files -----------------------------------------------------------------------------------
+
 
 def _fsync_dir(directory: Path) -> None:
     """Make a rename or unlink durable: without it a crash can bring the old entry back."""
@@ -118,7 +125,7 @@ def _history_stamps(directory: Path, suffix: str) -> list[str]:
 def _next_stamp(stamps: list[str]) -> str:
     """UTC now, but always after the newest stamp: two saves within one microsecond, or a clock
     stepping back, must neither overwrite a version nor break the order."""
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
     if stamps:
         newest = datetime.strptime(stamps[-1], _HISTORY_FORMAT)
         now = max(now, newest + timedelta(microseconds=1))
@@ -127,6 +134,7 @@ def _next_stamp(stamps: list[str]) -> str:
 
 # --- config formats --------------------------------------------------------------------------
 
+
 def _to_json(config, what: str) -> bytes:
     """Strict JSON (no NaN, no dates), so every client can read back what was saved."""
     if not isinstance(config, dict):
@@ -134,8 +142,10 @@ def _to_json(config, what: str) -> bytes:
     try:
         text = json.dumps(config, indent=2, allow_nan=False)
     except (TypeError, ValueError) as error:
-        raise BadRequest(f"{what} is not JSON-serialisable: {error}; use only objects, lists, "
-                         f"strings, finite numbers, true, false and null") from None
+        raise BadRequest(
+            f"{what} is not JSON-serialisable: {error}; use only objects, lists, "
+            f"strings, finite numbers, true, false and null"
+        ) from None
     return (text + "\n").encode()
 
 
@@ -144,8 +154,9 @@ def _parse(path: Path, loads: Callable[[str], object], language: str) -> dict:
     try:
         config = loads(path.read_text(encoding="utf-8"))
     except ValueError as error:  # JSON/TOML syntax errors and bad UTF-8 are all ValueErrors
-        raise BadRequest(f"{path} is not valid {language}: {error}; "
-                         f"fix or remove the file") from None
+        raise BadRequest(
+            f"{path} is not valid {language}: {error}; fix or remove the file"
+        ) from None
     if not isinstance(config, dict):
         raise BadRequest(f"{path} must hold a {language} object, got {type(config).__name__}")
     return config
@@ -163,8 +174,7 @@ def read_toml(path: Path) -> dict:
 class ConfigStore:
     """Configs (saved and shipped), their history, backgrounds, scripts and libs of a node."""
 
-    def __init__(self, data_dir: Path, config_dir: Path | None = None,
-                 history_limit: int = 50):
+    def __init__(self, data_dir: Path, config_dir: Path | None = None, history_limit: int = 50):
         if history_limit < 1:
             raise ValueError(f"history_limit must be at least 1, got {history_limit}")
         self.data_dir = Path(data_dir)
@@ -179,8 +189,9 @@ class ConfigStore:
         path = self.data_dir.joinpath(*parts)
         root = self.data_dir.resolve()
         if not path.resolve().is_relative_to(root):
-            raise BadRequest(f"refused: {path} leads outside the data directory {root}; "
-                             f"remove the link")
+            raise BadRequest(
+                f"refused: {path} leads outside the data directory {root}; remove the link"
+            )
         return path
 
     def _config_file(self, kind: str, name: str) -> Path:
@@ -205,11 +216,10 @@ class ConfigStore:
         history = self._history_dir(path, suffix)
         stamp = _next_stamp(_history_stamps(history, suffix))
         _write_atomic(history / f"{stamp}{suffix}", lambda file: file.write(data))
-        for old in _history_stamps(history, suffix)[:-self.history_limit]:
+        for old in _history_stamps(history, suffix)[: -self.history_limit]:
             (history / f"{old}{suffix}").unlink()
 
-    def _write(self, path: Path, write: Callable[[BinaryIO], object],
-               history: str | None) -> None:
+    def _write(self, path: Path, write: Callable[[BinaryIO], object], history: str | None) -> None:
         """Atomic write; `history` is the suffix of history files, None for no history."""
         with self._lock:
             if history is not None:
@@ -246,8 +256,9 @@ class ConfigStore:
                 return read(path)
             except FileNotFoundError:
                 continue
-        raise NotFound(f"no {kind} config named {name!r}: save it first, "
-                       f"or use one of the {kind} config names")
+        raise NotFound(
+            f"no {kind} config named {name!r}: save it first, or use one of the {kind} config names"
+        )
 
     def save_config(self, kind: str, name: str, config: dict) -> None:
         """Save atomically; the version it replaces goes to history first."""
@@ -260,8 +271,10 @@ class ConfigStore:
         path = self._config_file(kind, name)
         shipped = self._shipped_file(kind, name)
         if shipped is not None and shipped.is_file():
-            missing = Conflict(f"{kind} config {name!r} is shipped in {shipped}: it cannot be "
-                               f"deleted through the API; remove the file there")
+            missing = Conflict(
+                f"{kind} config {name!r} is shipped in {shipped}: it cannot be "
+                f"deleted through the API; remove the file there"
+            )
         else:
             missing = NotFound(f"no saved {kind} config named {name!r} to delete")
         self._delete(path, ".json", missing)
@@ -278,13 +291,17 @@ class ConfigStore:
         """An earlier version, by a stamp from config_history."""
         path = self._config_file(kind, name)
         if not isinstance(stamp, str) or not _HISTORY_STAMP.fullmatch(stamp):
-            raise BadRequest(f"invalid version {stamp!r}: use a stamp from the config history, "
-                             f"like 20240131T120000_000000Z")
+            raise BadRequest(
+                f"invalid version {stamp!r}: use a stamp from the config history, "
+                f"like 20240131T120000_000000Z"
+            )
         try:
             return _read_json(self._history_dir(path, ".json") / f"{stamp}.json")
         except FileNotFoundError:
-            raise NotFound(f"{kind} config {name!r} has no version {stamp}: "
-                           f"see its history for the versions kept") from None
+            raise NotFound(
+                f"{kind} config {name!r} has no version {stamp}: "
+                f"see its history for the versions kept"
+            ) from None
 
     # --- backgrounds -------------------------------------------------------------------------
 
@@ -305,14 +322,18 @@ class ConfigStore:
         try:
             return np.load(self._background_file(background_id), allow_pickle=False)
         except FileNotFoundError:
-            raise NotFound(f"no background {background_id!r}: "
-                           f"use one of the background ids") from None
+            raise NotFound(
+                f"no background {background_id!r}: use one of the background ids"
+            ) from None
 
     def background_ids(self, camera: str | None = None) -> list[str]:
         """Ids oldest first; with a camera, only `<camera>_<stamp>` ids, so camera 'cam' does
         not list 'cam_b_<stamp>' of camera 'cam_b'."""
-        pattern = None if camera is None else re.compile(
-            re.escape(check_name(camera)) + _BACKGROUND_STAMP)
+        pattern = (
+            None
+            if camera is None
+            else re.compile(re.escape(check_name(camera)) + _BACKGROUND_STAMP)
+        )
         ids = _names_in(self._path("backgrounds"), ".npy")
         if pattern is not None:
             ids = {i for i in ids if pattern.fullmatch(i)}
@@ -346,8 +367,9 @@ class ConfigStore:
         """Save atomically; a script's previous version goes to history first."""
         path = self._file(kind, name)
         if not isinstance(data, (bytes, bytearray)):
-            raise BadRequest(f"{kind} {name!r}: the content must be bytes, "
-                             f"got {type(data).__name__}")
+            raise BadRequest(
+                f"{kind} {name!r}: the content must be bytes, got {type(data).__name__}"
+            )
         history = "" if kind in _FILES_WITH_HISTORY else None
         self._write(path, lambda file: file.write(data), history)
 
@@ -360,4 +382,4 @@ class ConfigStore:
 def _background_order(background_id: str) -> tuple[str, str]:
     """By the id's timestamp across cameras; ids without one (uploaded by name) first."""
     match = _BACKGROUND_ORDER.search(background_id)
-    return (background_id[match.start():] if match else "", background_id)
+    return (background_id[match.start() :] if match else "", background_id)

@@ -21,15 +21,24 @@ from .store import NAME_RULE, check_name
 
 CAMERA_SOURCES = ("simulation", "epics", "area_detector", "bsread", "hdf5", "script")
 # What `source` names, per source type (the simulation needs none).
-CAMERA_SOURCE_FORMS = {"epics": "the camera's PV prefix", "area_detector": "the IOC's PV prefix",
-                       "bsread": "a stream address such as tcp://host:9000",
-                       "hdf5": "\"<file>:<dataset path>\"",
-                       "script": "the name of an uploaded camera script"}
+CAMERA_SOURCE_FORMS = {
+    "epics": "the camera's PV prefix",
+    "area_detector": "the IOC's PV prefix",
+    "bsread": "a stream address such as tcp://host:9000",
+    "hdf5": '"<file>:<dataset path>"',
+    "script": "the name of an uploaded camera script",
+}
 # Keys a pipeline reads once, to set up its stream, with the defaults it uses for a missing or
 # empty value: they cannot change on a running instance.
-STREAM_KEYS = {"mode": "PUB", "queue_size": 10, "block": False, "data_compression": None,
-               "data_header_compression": None, "port": None}
-LATER_TYPES = ("fanout", "fanin", "external")          # CamServer's, not built yet
+STREAM_KEYS = {
+    "mode": "PUB",
+    "queue_size": 10,
+    "block": False,
+    "data_compression": None,
+    "data_header_compression": None,
+    "port": None,
+}
+LATER_TYPES = ("fanout", "fanin", "external")  # CamServer's, not built yet
 SUB_DICTS = ("image_good_region", "image_slices")
 
 
@@ -42,16 +51,20 @@ def _number(kind, config, key, positive=True, integer=False, allow_zero=False):
     if value is None:
         return
     ok_type = isinstance(value, int) if integer else isinstance(value, Real)
-    if isinstance(value, bool) or not ok_type or (
-            positive and not (value > 0 or (allow_zero and value == 0))):
+    if (
+        isinstance(value, bool)
+        or not ok_type
+        or (positive and not (value > 0 or (allow_zero and value == 0)))
+    ):
         what = "an integer" if integer else "a number"
         raise _fail(kind, key, f"{'a positive ' + what[3:] if positive else what}", value)
 
 
 def _strings(kind, config, key):
     value = config.get(key)
-    if value is not None and (not isinstance(value, list)
-                              or not all(isinstance(v, str) for v in value)):
+    if value is not None and (
+        not isinstance(value, list) or not all(isinstance(v, str) for v in value)
+    ):
         raise _fail(kind, key, "a list of channel names", value)
 
 
@@ -68,8 +81,10 @@ RESERVED_CAMERA_NAMES = ("aliases", "groups", "heartbeat", "info", "script", "ve
 
 def camera_name(name: str) -> None:
     if name in RESERVED_CAMERA_NAMES:
-        raise BadRequest(f"camera name {name!r} is taken by the REST API "
-                         f"(/api/v1/cam/{name}); choose another name")
+        raise BadRequest(
+            f"camera name {name!r} is taken by the REST API "
+            f"(/api/v1/cam/{name}); choose another name"
+        )
 
 
 def camera(config) -> dict:
@@ -97,8 +112,9 @@ def camera(config) -> dict:
             raise _fail("camera", key, "true or false", config[key])
     roi = config.get("roi")
     if roi is not None and not (_integers(roi, 4) and min(roi) >= 0 and roi[1] and roi[3]):
-        raise _fail("camera", "roi", "[offset_x, size_x, offset_y, size_y] (integers, sizes "
-                    "positive)", roi)
+        raise _fail(
+            "camera", "roi", "[offset_x, size_x, offset_y, size_y] (integers, sizes positive)", roi
+        )
     _stored_name(config, "image_background", "a stored background id")
     _calibration(config.get("camera_calibration"))
     return config
@@ -107,11 +123,18 @@ def camera(config) -> dict:
 def _camera_source(config: dict) -> None:
     source_type = config.get("source_type") or "simulation"
     source = config.get("source")
-    if source_type in CAMERA_SOURCE_FORMS and (not isinstance(source, str) or not source or (
-            source_type == "hdf5" and not all(source.rpartition(":")[::2])) or (
-            source_type == "bsread" and "://" not in source)):
-        raise _fail("camera", "source", f"{CAMERA_SOURCE_FORMS[source_type]} (source_type "
-                    f"{source_type})", source)
+    if source_type in CAMERA_SOURCE_FORMS and (
+        not isinstance(source, str)
+        or not source
+        or (source_type == "hdf5" and not all(source.rpartition(":")[::2]))
+        or (source_type == "bsread" and "://" not in source)
+    ):
+        raise _fail(
+            "camera",
+            "source",
+            f"{CAMERA_SOURCE_FORMS[source_type]} (source_type {source_type})",
+            source,
+        )
     if source_type == "script":
         _stored_name(config, "source", "the name of an uploaded camera script")
     _choice("camera", config, "source_mode", ("SUB", "PULL"))
@@ -138,20 +161,31 @@ def _calibration(calibration) -> None:
     if not isinstance(calibration, dict):
         raise _fail("camera", "camera_calibration", "an object", calibration)
     marker = calibration.get("reference_marker")
-    if marker is not None and not (_numbers(marker, 4) and marker[0] != marker[2]
-                                   and marker[1] != marker[3]):
-        raise _fail("camera", "camera_calibration.reference_marker",
-                    "[left, upper, right, lower] of a marker of non-zero size", marker)
+    if marker is not None and not (
+        _numbers(marker, 4) and marker[0] != marker[2] and marker[1] != marker[3]
+    ):
+        raise _fail(
+            "camera",
+            "camera_calibration.reference_marker",
+            "[left, upper, right, lower] of a marker of non-zero size",
+            marker,
+        )
     named = {f"camera_calibration.{key}": value for key, value in calibration.items()}
-    for key in ("reference_marker_width", "reference_marker_height", "angle_horizontal",
-                "angle_vertical"):
-        _number("camera", named, f"camera_calibration.{key}",
-                positive=key.startswith("reference"))
+    for key in (
+        "reference_marker_width",
+        "reference_marker_height",
+        "angle_horizontal",
+        "angle_vertical",
+    ):
+        _number("camera", named, f"camera_calibration.{key}", positive=key.startswith("reference"))
 
 
 def _numbers(value, count: int, kind=Real) -> bool:
-    return isinstance(value, list) and len(value) == count and all(
-        isinstance(v, kind) and not isinstance(v, bool) for v in value)
+    return (
+        isinstance(value, list)
+        and len(value) == count
+        and all(isinstance(v, kind) and not isinstance(v, bool) for v in value)
+    )
 
 
 def _integers(value, count: int) -> bool:
@@ -162,28 +196,41 @@ def function_available(config: dict, scripts: list[str]) -> None:
     """The config's function is built in or uploaded, as `<name>`, `<name>.py` or
     `<name>.c` (checked without importing user code)."""
     name = config.get("function")
-    if isinstance(name, str) and name and name not in BUILTIN \
-            and not set(script_names(name)) & set(scripts):
-        raise BadRequest(f"pipeline config: function {name!r} is neither built in "
-                         f"({', '.join(BUILTIN)}) nor an uploaded script; upload it first "
-                         f"(PUT /api/v1/pipeline/script/<name>/script_bytes, <name> ending "
-                         f"in .py or .c)")
+    if (
+        isinstance(name, str)
+        and name
+        and name not in BUILTIN
+        and not set(script_names(name)) & set(scripts)
+    ):
+        raise BadRequest(
+            f"pipeline config: function {name!r} is neither built in "
+            f"({', '.join(BUILTIN)}) nor an uploaded script; upload it first "
+            f"(PUT /api/v1/pipeline/script/<name>/script_bytes, <name> ending "
+            f"in .py or .c)"
+        )
 
 
 def stream_unchanged(config: dict, update: dict) -> None:
-    changed = [key for key, default in STREAM_KEYS.items() if key in update
-               and (update[key] or default) != (config.get(key) or default)]
+    changed = [
+        key
+        for key, default in STREAM_KEYS.items()
+        if key in update and (update[key] or default) != (config.get(key) or default)
+    ]
     if changed:
-        raise BadRequest(f"{', '.join(changed)} cannot change on a running instance (its "
-                         f"stream is set up at start); start a new instance instead")
+        raise BadRequest(
+            f"{', '.join(changed)} cannot change on a running instance (its "
+            f"stream is set up at start); start a new instance instead"
+        )
 
 
 def pipeline(config, camera_names) -> dict:
     if not isinstance(config, dict):
         raise BadRequest(f"a pipeline config must be a JSON object, got {type(config).__name__}")
     if config.get("pipeline_type") in LATER_TYPES:
-        raise BadRequest(f"pipeline config: pipeline_type {config['pipeline_type']!r} is not "
-                         f"supported yet; use one of {', '.join(PIPELINE_TYPES)}")
+        raise BadRequest(
+            f"pipeline config: pipeline_type {config['pipeline_type']!r} is not "
+            f"supported yet; use one of {', '.join(PIPELINE_TYPES)}"
+        )
     _choice("pipeline", config, "pipeline_type", PIPELINE_TYPES, "processing")
     _pipeline_input(config, camera_names)
     if pipeline_type(config) == "store":
@@ -199,14 +246,15 @@ def pipeline(config, camera_names) -> dict:
     _strings("pipeline", config, "exclude")
     pid_range = config.get("pid_range")
     if pid_range is not None and not (
-            isinstance(pid_range, list) and len(pid_range) == 2
-            and all(v is None or (isinstance(v, int) and not isinstance(v, bool))
-                    for v in pid_range)):
+        isinstance(pid_range, list)
+        and len(pid_range) == 2
+        and all(v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in pid_range)
+    ):
         raise _fail("pipeline", "pid_range", "[start, stop] pulse ids", pid_range)
     function = config.get("function")
     if function is not None and not isinstance(function, str):
         raise _fail("pipeline", "function", "a function or script name", function)
-    try:    # the processing keys, by the parser the processing itself runs from
+    try:  # the processing keys, by the parser the processing itself runs from
         processing.parse(config)
     except ValueError as error:
         raise BadRequest(f"pipeline config: {error}") from None
@@ -227,32 +275,43 @@ def _pipeline_input(config: dict, camera_names) -> None:
         try:
             check_name(upstream)
         except BadRequest:
-            raise _fail("pipeline", "input_pipeline", f"a pipeline name ({NAME_RULE})",
-                        upstream) from None
+            raise _fail(
+                "pipeline", "input_pipeline", f"a pipeline name ({NAME_RULE})", upstream
+            ) from None
         if config.get("input_stream"):
             raise BadRequest("pipeline config: give input_pipeline or input_stream, not both")
     streamed = config.get("input_stream") or upstream
     if config.get("input_stream2") and not streamed and kind != "stream":
-        raise BadRequest("pipeline config: input_stream2 is merged into an input stream; "
-                         "give input_stream or input_pipeline too")
+        raise BadRequest(
+            "pipeline config: input_stream2 is merged into an input stream; "
+            "give input_stream or input_pipeline too"
+        )
     if kind in ("stream", "custom") and config.get("function") in BUILTIN:
-        raise BadRequest(f"pipeline config: {config['function']!r} is an image function; a "
-                         f"{kind} pipeline runs an uploaded script's "
-                         f"{'process' if kind == 'stream' else 'generate'} function")
+        raise BadRequest(
+            f"pipeline config: {config['function']!r} is an image function; a "
+            f"{kind} pipeline runs an uploaded script's "
+            f"{'process' if kind == 'stream' else 'generate'} function"
+        )
     if kind == "custom":
         if not config.get("function"):
-            raise BadRequest("pipeline config: a custom pipeline needs a function (an uploaded "
-                             "script defining generate(parameters))")
+            raise BadRequest(
+                "pipeline config: a custom pipeline needs a function (an uploaded "
+                "script defining generate(parameters))"
+            )
         return
     name = config.get("camera_name")
     if streamed and name is None:
         return
     if not isinstance(name, str) or not name:
-        raise BadRequest("pipeline config: camera_name is required (the camera to process), "
-                         "unless input_stream or input_pipeline names what to read")
+        raise BadRequest(
+            "pipeline config: camera_name is required (the camera to process), "
+            "unless input_stream or input_pipeline names what to read"
+        )
     if name not in camera_names:
-        raise BadRequest(f"pipeline config: camera_name {name!r} is not a camera of this node; "
-                         f"known cameras: {', '.join(sorted(camera_names)) or 'none'}")
+        raise BadRequest(
+            f"pipeline config: camera_name {name!r} is not a camera of this node; "
+            f"known cameras: {', '.join(sorted(camera_names)) or 'none'}"
+        )
 
 
 def _store(config: dict) -> None:
@@ -263,14 +322,17 @@ def _store(config: dict) -> None:
             raise BadRequest(f"pipeline config: {error}") from None
     _number("pipeline", config, "min_free_mb", allow_zero=True)
     if config.get("input_stream2"):
-        raise BadRequest("pipeline config: a store pipeline stores one stream; input_stream2 "
-                         "is not supported there")
+        raise BadRequest(
+            "pipeline config: a store pipeline stores one stream; input_stream2 "
+            "is not supported there"
+        )
 
 
 def _port(kind, config):
     port = config.get("port")
-    if port is not None and (isinstance(port, bool) or not isinstance(port, int)
-                             or not 1 <= port <= 65535):
+    if port is not None and (
+        isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535
+    ):
         raise _fail(kind, "port", "a TCP port number", port)
 
 

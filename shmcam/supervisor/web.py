@@ -14,8 +14,10 @@ from flask import Blueprint, jsonify
 import shmcam
 
 # Everything the page loads comes from the node itself; previews are blob: URLs of fetched PNGs.
-CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' blob:; object-src 'none'; "
-                           "base-uri 'none'; frame-ancestors 'none'")
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' blob:; object-src 'none'; "
+    "base-uri 'none'; frame-ancestors 'none'"
+)
 
 
 def blueprint(node: str, token_required: bool) -> Blueprint:
@@ -29,7 +31,14 @@ def blueprint(node: str, token_required: bool) -> Blueprint:
 
     @web.get("/web/node")
     def node_facts():
-        return jsonify({"state": "ok", "status": "ok", "node": node,
-                        "version": shmcam.__version__, "token_required": token_required})
+        return jsonify(
+            {
+                "state": "ok",
+                "status": "ok",
+                "node": node,
+                "version": shmcam.__version__,
+                "token_required": token_required,
+            }
+        )
 
     return web

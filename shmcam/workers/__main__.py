@@ -23,12 +23,15 @@ def main() -> int:
     if kind not in KINDS:
         print(f"usage: python -m shmcam.workers {{{','.join(KINDS)}}}", file=sys.stderr)
         return 2
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    alias.install()      # user code written for CamServer imports cam_server.*
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    alias.install()  # user code written for CamServer imports cam_server.*
     spec = read_spec()
     control = Control()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)          # Ctrl-C is the supervisor's to handle
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
     signal.signal(signal.SIGTERM, lambda *_: control.stop.set())
     try:
         return KINDS[kind](spec, control)

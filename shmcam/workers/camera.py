@@ -31,12 +31,14 @@ from .control import Control, report
 log = logging.getLogger(__name__)
 
 # Imported only by the cameras that use them: pyepics and h5py stay out of other processes.
-SOURCES = {"simulation": "shmcam.sources.simulation:SimulationSource",
-           "epics": "shmcam.sources.epics:EpicsSource",
-           "area_detector": "shmcam.sources.area_detector:AreaDetectorSource",
-           "bsread": "shmcam.sources.bsread_source:BsreadSource",
-           "hdf5": "shmcam.sources.hdf5:Hdf5Source",
-           "script": "shmcam.sources.script:ScriptSource"}
+SOURCES = {
+    "simulation": "shmcam.sources.simulation:SimulationSource",
+    "epics": "shmcam.sources.epics:EpicsSource",
+    "area_detector": "shmcam.sources.area_detector:AreaDetectorSource",
+    "bsread": "shmcam.sources.bsread_source:BsreadSource",
+    "hdf5": "shmcam.sources.hdf5:Hdf5Source",
+    "script": "shmcam.sources.script:ScriptSource",
+}
 STATS_PERIOD = 0.5
 
 
@@ -49,13 +51,15 @@ def source_factory(config: dict, spec: dict):
     """A callable that creates the config's source (imported on first use)."""
     source_type = config.get("source_type") or "simulation"
     if source_type not in SOURCES:
-        raise ValueError(f"unknown source_type {source_type!r}; "
-                         f"available here: {', '.join(SOURCES)}")
+        raise ValueError(
+            f"unknown source_type {source_type!r}; available here: {', '.join(SOURCES)}"
+        )
     module, name = SOURCES[source_type].split(":")
     cls = getattr(importlib.import_module(module), name)
     if source_type == "script":
-        return functools.partial(cls, config, data_dir(spec, "camera_scripts_dir",
-                                                       "camera_scripts"))
+        return functools.partial(
+            cls, config, data_dir(spec, "camera_scripts_dir", "camera_scripts")
+        )
     return functools.partial(cls, config)
 
 
@@ -74,14 +78,20 @@ def load_background(config: dict, spec: dict) -> np.ndarray | None:
 def camera_encoder(image: np.ndarray) -> Encoder:
     """CamServer's camera stream header: its channels, order, types and metadata style."""
     height, width = image.shape[:2]
-    return Encoder(channel_meta={
-        "width": {"compression": None, "type": "int64"},
-        "height": {"compression": None, "type": "int64"},
-        "timestamp": {"compression": None, "type": "float64"},
-        "image": {"compression": None, "shape": [width, height], "type": bsread_type(image.dtype)},
-        "x_axis": {"compression": None, "shape": [width], "type": "float32"},
-        "y_axis": {"compression": None, "shape": [height], "type": "float32"},
-    })
+    return Encoder(
+        channel_meta={
+            "width": {"compression": None, "type": "int64"},
+            "height": {"compression": None, "type": "int64"},
+            "timestamp": {"compression": None, "type": "float64"},
+            "image": {
+                "compression": None,
+                "shape": [width, height],
+                "type": bsread_type(image.dtype),
+            },
+            "x_axis": {"compression": None, "shape": [width], "type": "float32"},
+            "y_axis": {"compression": None, "shape": [height], "type": "float32"},
+        }
+    )
 
 
 class CameraStream:
@@ -91,7 +101,7 @@ class CameraStream:
     def __init__(self, port: int):
         self.sender = Sender(port, mode="PUB", queue_size=100)
         self._geometry = self._axes_key = self._axes = None
-        self._retired_changes = 0     # header changes of the encoders of earlier geometries
+        self._retired_changes = 0  # header changes of the encoders of earlier geometries
 
     @property
     def header_changes(self) -> int:
@@ -106,9 +116,18 @@ class CameraStream:
             self._axes_key = (image.shape, axes)
             self._axes = axis_arrays(image.shape[1], image.shape[0], axes)
         x_axis, y_axis = self._axes
-        self.sender.send({"width": image.shape[1], "height": image.shape[0],
-                          "timestamp": timestamp[0] + timestamp[1] / 1e9, "image": image,
-                          "x_axis": x_axis, "y_axis": y_axis}, pulse_id, timestamp)
+        self.sender.send(
+            {
+                "width": image.shape[1],
+                "height": image.shape[0],
+                "timestamp": timestamp[0] + timestamp[1] / 1e9,
+                "image": image,
+                "x_axis": x_axis,
+                "y_axis": y_axis,
+            },
+            pulse_id,
+            timestamp,
+        )
 
     def close(self) -> None:
         self.sender.close()
@@ -123,7 +142,7 @@ class Camera:
         self.transform = CameraTransform(config, load_background(config, spec))
         self.source = RetryingSource(source_factory(config, spec))
         self.ring: RingWriter | None = None
-        self.errors = 0          # frames the camera could not transform as configured
+        self.errors = 0  # frames the camera could not transform as configured
         self.clients = 0
         self._failed_shape = None
         self._state = None
@@ -145,8 +164,7 @@ class Camera:
         out = self._transform(image)
         axes = self.transform.axes(image.shape[1], image.shape[0], self.source.axes)
         if self.ring is None:
-            self.ring = RingWriter(self.spec["ring"], out.dtype, out.shape,
-                                   self.spec["ring_slots"])
+            self.ring = RingWriter(self.spec["ring"], out.dtype, out.shape, self.spec["ring_slots"])
         self.ring.write(out, pulse_id, timestamp, axes=axes)
         self.stats.add("frames_out")
         if self.clients:
@@ -155,7 +173,7 @@ class Camera:
     def _transform(self, image: np.ndarray) -> np.ndarray:
         try:
             return self.transform(image)
-        except ValueError as error:   # a background of another shape: the frame goes on as is
+        except ValueError as error:  # a background of another shape: the frame goes on as is
             self.errors += 1
             if image.shape != self._failed_shape:
                 self._failed_shape = image.shape

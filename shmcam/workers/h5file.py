@@ -32,8 +32,12 @@ from shmcam.bsread.compression import BITSHUFFLE_LZ4, compress
 LAYOUT = "shmcam-store/1"
 #: bitshuffle (HDF5 filter 32008) with LZ4; readers `import hdf5plugin`.
 BITSHUFFLE = hdf5plugin.Bitshuffle(cname="lz4")
-META = {"pulse_id": np.int64, "timestamp": np.int64, "timestamp_offset": np.int64,
-        "is_data_present": np.uint8}
+META = {
+    "pulse_id": np.int64,
+    "timestamp": np.int64,
+    "timestamp_offset": np.int64,
+    "is_data_present": np.uint8,
+}
 META_CHUNK = 1024
 ROW_CHUNK_BYTES = 64 << 10
 _STRING = h5py.string_dtype()
@@ -50,9 +54,9 @@ class WriteError(OSError):
 class _Spec(NamedTuple):
     """What a channel's `data` dataset holds per row."""
 
-    kind: str                 # "image" (a chunk per row), "array" (numbers) or "string"
-    dtype: np.dtype | None    # None for strings
-    shape: tuple[int, ...]    # of one row, numpy order
+    kind: str  # "image" (a chunk per row), "array" (numbers) or "string"
+    dtype: np.dtype | None  # None for strings
+    shape: tuple[int, ...]  # of one row, numpy order
 
     def describe(self) -> str:
         if self.kind == "string":
@@ -78,7 +82,7 @@ class StoreFile:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.records = 0
-        self.bytes_written = 0    # image chunk bytes
+        self.bytes_written = 0  # image chunk bytes
         self._broken = False
         self._channels: dict[str, _Channel] = {}
         # The default (earliest) format on purpose: newer superblocks mark a file open for
@@ -92,8 +96,13 @@ class StoreFile:
             self._file.close()
             raise
 
-    def prepare(self, pulse_id: int, timestamp: tuple[int, int], values: Mapping[str, Any],
-                timestamps: Mapping[str, tuple[int, int] | None] | None = None) -> Record:
+    def prepare(
+        self,
+        pulse_id: int,
+        timestamp: tuple[int, int],
+        values: Mapping[str, Any],
+        timestamps: Mapping[str, tuple[int, int] | None] | None = None,
+    ) -> Record:
         """Check and compress one record's values; LayoutChange if one does not fit its channel.
 
         Values: numbers, str, numpy arrays (views are read here, not later), `Compressed`
@@ -107,12 +116,13 @@ class StoreFile:
                 continue
             channel = self._channels.get(name)
             if channel is not None and not channel.takes(spec):
-                raise LayoutChange(f"channel {name!r} changed from {channel.spec.describe()} "
-                                   f"to {spec.describe()}")
+                raise LayoutChange(
+                    f"channel {name!r} changed from {channel.spec.describe()} to {spec.describe()}"
+                )
             if spec.kind == "image" and not isinstance(payload, Compressed):
                 payload = compress(payload, BITSHUFFLE_LZ4)
             elif spec.kind == "array":
-                payload = payload.copy()     # kept until flush(); its source may be reused
+                payload = payload.copy()  # kept until flush(); its source may be reused
             payloads[name] = (spec, payload)
         return Record(pulse_id, timestamp, payloads, timestamps or {})
 
@@ -128,8 +138,9 @@ class StoreFile:
         for name, channel in self._channels.items():
             payload = record.payloads.get(name)
             timestamp = record.timestamps.get(name) or record.timestamp
-            self.bytes_written += channel.add(record.pulse_id, timestamp,
-                                              None if payload is None else payload[1])
+            self.bytes_written += channel.add(
+                record.pulse_id, timestamp, None if payload is None else payload[1]
+            )
         self.records += 1
 
     def flush(self) -> None:
@@ -143,7 +154,7 @@ class StoreFile:
         """Flush, note how the run ended and how many records it has, and close."""
         if not self._file:
             return
-        if self._broken:      # asked to write more after a failed write, HDF5 may crash
+        if self._broken:  # asked to write more after a failed write, HDF5 may crash
             with suppress(OSError, RuntimeError):
                 self._file.close()
             return
@@ -197,26 +208,37 @@ class _Channel:
 
     def __init__(self, group: h5py.Group, spec: _Spec):
         self.spec = spec
-        self.rows = 0        # rows so far, buffered ones included
-        self._stored = 0     # rows in the row datasets
-        self._meta = {key: group.create_dataset(key, (0,), dtype, maxshape=(None,),
-                                                chunks=(META_CHUNK,))
-                      for key, dtype in META.items()}
+        self.rows = 0  # rows so far, buffered ones included
+        self._stored = 0  # rows in the row datasets
+        self._meta = {
+            key: group.create_dataset(key, (0,), dtype, maxshape=(None,), chunks=(META_CHUNK,))
+            for key, dtype in META.items()
+        }
         self._pending_meta: list[tuple[int, int, int, int]] = []
         self._pending: list[Any] = []
         if spec.kind == "image":
-            self._data = group.create_dataset("data", (0, *spec.shape), spec.dtype,
-                                              maxshape=(None, *spec.shape),
-                                              chunks=(1, *spec.shape), **BITSHUFFLE)
+            self._data = group.create_dataset(
+                "data",
+                (0, *spec.shape),
+                spec.dtype,
+                maxshape=(None, *spec.shape),
+                chunks=(1, *spec.shape),
+                **BITSHUFFLE,
+            )
         elif spec.kind == "string":
-            self._data = group.create_dataset("data", (0,), _STRING, maxshape=(None,),
-                                              chunks=(META_CHUNK,))
+            self._data = group.create_dataset(
+                "data", (0,), _STRING, maxshape=(None,), chunks=(META_CHUNK,)
+            )
         else:
             row_bytes = max(1, int(np.prod(spec.shape)) * spec.dtype.itemsize)
             rows = max(1, min(META_CHUNK, ROW_CHUNK_BYTES // row_bytes))
-            self._data = group.create_dataset("data", (0, *spec.shape), spec.dtype,
-                                              maxshape=(None, *spec.shape),
-                                              chunks=(rows, *spec.shape))
+            self._data = group.create_dataset(
+                "data",
+                (0, *spec.shape),
+                spec.dtype,
+                maxshape=(None, *spec.shape),
+                chunks=(rows, *spec.shape),
+            )
 
     def takes(self, spec: _Spec) -> bool:
         """Whether a value of this spec fits: images exactly (their chunk bytes are stored as
@@ -250,7 +272,7 @@ class _Channel:
         for dataset, column in zip(self._meta.values(), columns):
             dataset.resize(end, axis=0)
             dataset[start:end] = np.asarray(column, dataset.dtype)
-        if self._data.shape[0] < end:     # images: rows without data are left unallocated
+        if self._data.shape[0] < end:  # images: rows without data are left unallocated
             self._data.resize(end, axis=0)
         if self.spec.kind == "string":
             self._data[start:end] = np.array([v or "" for v in self._pending], dtype=object)

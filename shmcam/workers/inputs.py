@@ -23,7 +23,7 @@ from shmcam.shm import RingReader
 from shmcam.sources.base import Pacer, PulseCounter, arrival_time
 from shmcam.sources.transforms import axis_arrays
 
-MERGE_WINDOW = 100    # pulse ids kept waiting for the other stream
+MERGE_WINDOW = 100  # pulse ids kept waiting for the other stream
 
 
 def detach(result: dict, image: np.ndarray) -> dict:
@@ -46,7 +46,7 @@ class Input:
     its own (not views of a ring): always valid, nothing to copy, no geometry known ahead."""
 
     torn = lag = missed = 0
-    geometry = None       # (shape, dtype) of the frames to come, for the warm-up; None: unknown
+    geometry = None  # (shape, dtype) of the frames to come, for the warm-up; None: unknown
 
     def channels(self, frame) -> dict | None:
         return None
@@ -201,7 +201,7 @@ class MergedInput(StreamInput):
                 del mine[min(mine)]
                 self._missed += 1
             return None
-        for pending in self._pending:     # ids older than a match will never match
+        for pending in self._pending:  # ids older than a match will never match
             for pulse_id in [p for p in pending if p < message.pulse_id]:
                 del pending[pulse_id]
                 self._missed += 1

@@ -39,9 +39,9 @@ from .preview import Preview
 log = logging.getLogger(__name__)
 
 STATS_PERIOD = 0.5
-CUSTOM_RATE = 10.0          # frames/s of a custom pipeline without max_frame_rate
+CUSTOM_RATE = 10.0  # frames/s of a custom pipeline without max_frame_rate
 ENTRIES = {"processing": "process_image", "stream": "process", "custom": "generate"}
-ENDED = object()            # what a custom pipeline's exhausted generator yields
+ENDED = object()  # what a custom pipeline's exhausted generator yields
 
 
 class Gate:
@@ -100,15 +100,20 @@ def select(result: dict, config: dict) -> dict:
 
 
 def error_result(image, x_axis, y_axis, parameters_json: str, error: Exception) -> dict:
-    """The frame CamServer clients expect when processing failed (spec/processing.md); without
+    """The frame CamServer clients expect when processing failed (docs/spec/processing.md); without
     an image (stream and custom pipelines), just the parameters with the error."""
     parameters = json.loads(parameters_json)
     parameters["processing_error"] = f"{type(error).__name__}: {error}"
     if image is None:
         return {"processing_parameters": json.dumps(parameters)}
-    return {"x_axis": x_axis, "y_axis": y_axis, "image": np.zeros_like(image),
-            "width": image.shape[1], "height": image.shape[0],
-            "processing_parameters": json.dumps(parameters)}
+    return {
+        "x_axis": x_axis,
+        "y_axis": y_axis,
+        "image": np.zeros_like(image),
+        "width": image.shape[1],
+        "height": image.shape[0],
+        "processing_parameters": json.dumps(parameters),
+    }
 
 
 def open_input(spec: dict, config: dict):
@@ -125,12 +130,18 @@ def open_input(spec: dict, config: dict):
 
 
 def make_sender(spec: dict, config: dict) -> Sender:
-    return Sender(spec["port"], mode=config.get("mode") or "PUB",
-                  queue_size=int(config.get("queue_size") or 10),
-                  block=bool(config.get("block", False)), send_timeout=1.0,
-                  encoder=Encoder(config.get("data_compression"),
-                                  config.get("data_header_compression"),
-                                  create_header=config.get("create_header") or "on_change"))
+    return Sender(
+        spec["port"],
+        mode=config.get("mode") or "PUB",
+        queue_size=int(config.get("queue_size") or 10),
+        block=bool(config.get("block", False)),
+        send_timeout=1.0,
+        encoder=Encoder(
+            config.get("data_compression"),
+            config.get("data_header_compression"),
+            create_header=config.get("create_header") or "on_change",
+        ),
+    )
 
 
 class Pipeline:
@@ -147,7 +158,7 @@ class Pipeline:
         self.sender = make_sender(spec, self.config)
         self.preview = Preview(spec.get("preview"))
         self.sent = 0
-        self.ended = False        # a custom pipeline's generator is exhausted
+        self.ended = False  # a custom pipeline's generator is exhausted
         self.frame_shape = None
         self._errors_logged = 0
 
@@ -162,7 +173,7 @@ class Pipeline:
         self.parameters_json = json.dumps(config)
         if self.type == "custom":
             self.input.pacer.period = 1.0 / (config.get("max_frame_rate") or CUSTOM_RATE)
-            self.generator = None      # started afresh with the new parameters
+            self.generator = None  # started afresh with the new parameters
         self.warm_up()
 
     def resolve(self, name: str | None):
@@ -171,8 +182,10 @@ class Pipeline:
         if self.type == "stream" and not name:
             return lambda data, pulse_id, timestamp, parameters: dict(data)
         if self.type == "custom" and not name:
-            raise ValueError("a custom pipeline needs a function (an uploaded script "
-                             "defining generate(parameters))")
+            raise ValueError(
+                "a custom pipeline needs a function (an uploaded script "
+                "defining generate(parameters))"
+            )
         return functions.resolve(name, self.scripts, ENTRIES[self.type])
 
     def with_background(self, config: dict) -> tuple[dict, str | None]:
@@ -203,8 +216,9 @@ class Pipeline:
             frame = self._warm_up_frame
             if frame is None or (frame.shape, frame.dtype) != (shape, dtype):
                 frame = self._warm_up_frame = beam_frames(shape[1], shape[0], dtype, count=1)[0]
-            self.function(frame, 0, (0, 0), *axis_arrays(shape[1], shape[0], None),
-                          dict(self.parameters))
+            self.function(
+                frame, 0, (0, 0), *axis_arrays(shape[1], shape[0], None), dict(self.parameters)
+            )
         except Exception as error:
             log.debug("warm-up call failed (%s); the first frame will tell", error)
 
@@ -213,11 +227,18 @@ class Pipeline:
         if self.type == "processing":
             channels = self.input.channels(frame)
             extra = {} if channels is None else {"bsdata": channels}
-            return self.function(frame.image, frame.pulse_id, frame.timestamp,
-                                 *self.input.axes(frame), self.parameters, **extra)
+            return self.function(
+                frame.image,
+                frame.pulse_id,
+                frame.timestamp,
+                *self.input.axes(frame),
+                self.parameters,
+                **extra,
+            )
         if self.type == "stream":
-            return self.function(self.input.channels(frame), frame.pulse_id, frame.timestamp,
-                                 self.parameters)
+            return self.function(
+                self.input.channels(frame), frame.pulse_id, frame.timestamp, self.parameters
+            )
         if self.generator is None:
             self.generator = iter(self.function(self.parameters))
         item = next(self.generator, ENDED)
@@ -245,7 +266,7 @@ class Pipeline:
         return result
 
     def run(self, control: Control) -> int:
-        self.input.skip_to_newest()   # frames that passed during start-up are not drops
+        self.input.skip_to_newest()  # frames that passed during start-up are not drops
         report(ready={"stream_port": self.spec["port"]})
         next_stats = 0.0
         while not control.stop.is_set():
@@ -279,7 +300,7 @@ class Pipeline:
             if result is not None:
                 result = self.input.detach(select(result, self.config), frame)
             if not self.input.valid(frame):
-                continue     # overwritten while processed: the result may be garbage
+                continue  # overwritten while processed: the result may be garbage
             if preview is not None:
                 self.preview.publish(preview, frame.pulse_id, frame.timestamp)
             if result and self.send(result, frame):
@@ -293,8 +314,8 @@ class Pipeline:
     def send(self, result: dict, frame) -> bool:
         try:
             return self.sender.send(result, frame.pulse_id, frame.timestamp)
-        except (TypeError, ValueError) as error:   # a result bsread cannot carry, or
-            self.stats.add("errors")                # a format change under create_header once
+        except (TypeError, ValueError) as error:  # a result bsread cannot carry, or
+            self.stats.add("errors")  # a format change under create_header once
             if self._errors_logged < 10:
                 self._errors_logged += 1
                 log.error("pulse %d not sent: %s", frame.pulse_id, error)
@@ -327,7 +348,8 @@ class Pipeline:
 
 def run(spec: dict, control: Control) -> int:
     if pipeline_type(spec["config"]) == "store":
-        from . import store      # HDF5 is imported only by the pipelines that write it
+        from . import store  # HDF5 is imported only by the pipelines that write it
+
         return store.run(spec, control)
     pipeline = Pipeline(spec)
     try:

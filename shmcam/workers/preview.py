@@ -3,7 +3,8 @@
 
 The newest output image is copied into a small ring of the pipeline's own at most `RATE` times
 a second, so that a viewer costs the pipeline one copy per preview frame (two when the image
-is still a view of the camera's ring), never decoding of its stream, and the supervisor renders it exactly as it renders a camera's ring. Only a result
+is still a view of the camera's ring), never decoding of its stream, and the supervisor
+renders it exactly as it renders a camera's ring. Only a result
 whose `image` is a 2-D numeric array is previewed; an excluded image (`exclude: ["image"]`)
 still is, since the preview never leaves the node.
 """
@@ -19,8 +20,8 @@ from shmcam.shm import RingWriter, ShmError
 
 log = logging.getLogger(__name__)
 
-RATE = 5.0          # preview frames per second at most
-SLOTS = 2           # the newest, and the one a slow viewer may still be copying
+RATE = 5.0  # preview frames per second at most
+SLOTS = 2  # the newest, and the one a slow viewer may still be copying
 
 
 class Preview:
@@ -37,8 +38,12 @@ class Preview:
         if self.base is None or not result or time.monotonic() < self._next:
             return None
         image = result.get("image")
-        if not isinstance(image, np.ndarray) or image.ndim != 2 or image.size == 0 \
-                or image.dtype.kind not in "uif":
+        if (
+            not isinstance(image, np.ndarray)
+            or image.ndim != 2
+            or image.size == 0
+            or image.dtype.kind not in "uif"
+        ):
             return None
         return image
 
@@ -49,7 +54,7 @@ class Preview:
             if self._ring is None:
                 self._ring = RingWriter(self.base, image.dtype, image.shape, SLOTS)
             self._ring.write(image, pulse_id, timestamp)
-        except (ShmError, OSError, ValueError) as error:   # /dev/shm full: the stream matters more
+        except (ShmError, OSError, ValueError) as error:  # /dev/shm full: the stream matters more
             log.warning("preview not written: %s", error)
             self._next = time.monotonic() + 10 * self.period
 

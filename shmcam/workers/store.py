@@ -26,7 +26,7 @@ import logging
 import shutil
 import time
 from contextlib import ExitStack
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -86,7 +86,7 @@ class RingFrames:
         self.ring = RingInput(ring)
 
     def start(self) -> None:
-        self.ring.skip_to_newest()   # frames that passed during start-up are not drops
+        self.ring.skip_to_newest()  # frames that passed during start-up are not drops
 
     def next(self, timeout: float) -> Item | None:
         frame = self.ring.next(timeout)
@@ -95,10 +95,20 @@ class RingFrames:
         image = frame.image
         x_axis, y_axis = self.ring.axes(frame)
         sec, ns = frame.timestamp
-        return Item(frame.pulse_id, frame.timestamp,
-                    {"width": image.shape[1], "height": image.shape[0],
-                     "timestamp": sec + ns / 1e9, "image": image, "x_axis": x_axis,
-                     "y_axis": y_axis}, {}, frame)
+        return Item(
+            frame.pulse_id,
+            frame.timestamp,
+            {
+                "width": image.shape[1],
+                "height": image.shape[0],
+                "timestamp": sec + ns / 1e9,
+                "image": image,
+                "x_axis": x_axis,
+                "y_axis": y_axis,
+            },
+            {},
+            frame,
+        )
 
     def intact(self, item: Item) -> bool:
         return self.ring.valid(item.frame)
@@ -129,8 +139,9 @@ class StreamMessages:
         message = self.receiver.receive(timeout)
         if message is None:
             return None
-        return Item(message.pulse_id, message.global_timestamp, message.data,
-                    message.timestamps, None)
+        return Item(
+            message.pulse_id, message.global_timestamp, message.data, message.timestamps, None
+        )
 
     def intact(self, item: Item) -> bool:
         return True
@@ -160,25 +171,33 @@ class Store:
     def __init__(self, spec: dict):
         self.spec = spec
         self.config = spec["config"]
-        start = datetime.now(timezone.utc)
-        self.path = store_path.run_path(spec["store_dir"], self.config.get("output_file"),
-                                        spec["instance_id"], start)
+        start = datetime.now(UTC)
+        self.path = store_path.run_path(
+            spec["store_dir"], self.config.get("output_file"), spec["instance_id"], start
+        )
         self.min_free = min_free_mb(self.config)
         check_free_space(self.path.parent, self.min_free)
         self.gate = Gate(self.config)
         self.written = 0
         self.errors = 0
         self.frame_shape: tuple[int, ...] | None = None
-        with ExitStack() as undo:     # whatever is open when a later step fails is closed
+        with ExitStack() as undo:  # whatever is open when a later step fails is closed
             self.stats = StatsBlock(spec["stats"], create=True)
             undo.callback(self.stats.close)
             self.input = open_input(spec)
             undo.callback(self.input.close)
-            self.file = StoreFile(self.path, {
-                "created": start.isoformat(), "node": spec["node"],
-                "instance_id": spec["instance_id"],
-                "camera_name": self.config.get("camera_name") or "", "input": self.input.name,
-                "config": json.dumps(self.config), "shmcam_version": shmcam.__version__})
+            self.file = StoreFile(
+                self.path,
+                {
+                    "created": start.isoformat(),
+                    "node": spec["node"],
+                    "instance_id": spec["instance_id"],
+                    "camera_name": self.config.get("camera_name") or "",
+                    "input": self.input.name,
+                    "config": json.dumps(self.config),
+                    "shmcam_version": shmcam.__version__,
+                },
+            )
             undo.pop_all()
 
     def run(self, control: Control) -> int:
@@ -187,7 +206,7 @@ class Store:
         log.info("storing %s into %s", self.input.name, self.path)
         try:
             reason = self._loop(control)
-        except (DiskFull, WriteError) as error:   # one report, no retries here
+        except (DiskFull, WriteError) as error:  # one report, no retries here
             self.errors += 1
             message = f"{self.path}: {error}"
             log.error("%s", message)
@@ -234,7 +253,7 @@ class Store:
         except LayoutChange as change:
             return f"{change}; a file keeps one layout, the next run starts a new one"
         if not self.input.intact(item):
-            return None               # overwritten while it was read: never written
+            return None  # overwritten while it was read: never written
         self.file.write(record)
         self.frame_shape = getattr(item.values.get("image"), "shape", self.frame_shape)
         self.written += 1

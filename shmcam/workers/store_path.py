@@ -15,8 +15,10 @@ from pathlib import Path
 
 DEFAULT = "{instance_id}/{time}.h5"
 PLACEHOLDERS = ("instance_id", "time")
-RULE = ("a relative path of up to 8 components of A-Z a-z 0-9 . _ : + - (none starting with "
-        "a dot) ending in .h5 or .hdf5; placeholders {instance_id} and {time} allowed")
+RULE = (
+    "a relative path of up to 8 components of A-Z a-z 0-9 . _ : + - (none starting with "
+    "a dot) ending in .h5 or .hdf5; placeholders {instance_id} and {time} allowed"
+)
 _COMPONENT = re.compile(r"[A-Za-z0-9_:+-][A-Za-z0-9._:+-]{0,127}")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _SAMPLE = {"instance_id": "i", "time": "20000101_000000_000000"}
@@ -36,19 +38,26 @@ def check_output_file(name: object) -> str:
 def run_path(store_dir: str | Path, name: str | None, instance_id: str, start: datetime) -> Path:
     """The file of a run started at `start` (UTC): inside store_dir, else ValueError."""
     name = check_output_file(DEFAULT if name is None else name)
-    relative = _PLACEHOLDER.sub(lambda m: {"instance_id": instance_id,
-                                           "time": start.strftime("%Y%m%d_%H%M%S_%f")}[m.group(1)],
-                                name)
-    _check_path(relative, name)     # the instance id is filled in now: check it too
+    relative = _PLACEHOLDER.sub(
+        lambda m: {"instance_id": instance_id, "time": start.strftime("%Y%m%d_%H%M%S_%f")}[
+            m.group(1)
+        ],
+        name,
+    )
+    _check_path(relative, name)  # the instance id is filled in now: check it too
     root = Path(store_dir).resolve()
     path = (root / relative).resolve()
-    if not path.is_relative_to(root):   # a symbolic link inside the store pointing out
+    if not path.is_relative_to(root):  # a symbolic link inside the store pointing out
         raise ValueError(f"output_file {name!r} leads out of the store directory {root}")
     return path
 
 
 def _check_path(relative: str, name: str) -> None:
     parts = relative.split("/")
-    if (len(relative) > 1024 or len(parts) > 8 or not all(map(_COMPONENT.fullmatch, parts))
-            or not relative.endswith((".h5", ".hdf5"))):
+    if (
+        len(relative) > 1024
+        or len(parts) > 8
+        or not all(map(_COMPONENT.fullmatch, parts))
+        or not relative.endswith((".h5", ".hdf5"))
+    ):
         raise ValueError(f"invalid output_file {name!r}: use {RULE}")
