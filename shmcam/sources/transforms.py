@@ -34,7 +34,8 @@ def bins(config: dict) -> tuple[int, int]:
 
 def binning(image: np.ndarray, bin_x: int, bin_y: int, mean: bool = False) -> np.ndarray:
     """Sum (or mean) of bin_x × bin_y blocks, the image cropped to whole blocks. Integer images
-    give uint16, sums clipped to 0..65535 (docs/spec/processing.md); float images keep their type."""
+    give uint16, sums clipped to 0..65535 (docs/spec/processing.md); float images keep their
+    type."""
     height, width = image.shape[0] // bin_y, image.shape[1] // bin_x
     blocks = image[: height * bin_y, : width * bin_x].reshape(height, bin_y, width, bin_x)
     if image.dtype.kind == "f":

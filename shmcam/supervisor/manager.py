@@ -311,6 +311,7 @@ class Manager:
             "port": port,
             "input": source,
             "scripts_dir": str(data / "scripts"),
+            "function_dirs": [str(d) for d in self.settings.function_dirs],
             "camera_scripts_dir": str(data / "camera_scripts"),
             "backgrounds_dir": str(data / "backgrounds"),
             "store_dir": str(data / "store"),

@@ -35,6 +35,9 @@ class Settings:
     token_file: Path | None = None  # bearer token for mutating calls
     omp_threads: int = 1  # OMP_NUM_THREADS of instances
     permanent: dict[str, str] = field(default_factory=dict)  # instance id -> pipeline config
+    allow_anonymous_code: bool = False  # without a token: accept code uploads all the same
+    function_dirs: tuple[Path, ...] = ()  # where `function` may name user code by path
+    executable_dirs: tuple[Path, ...] = ()  # where external pipelines' programs may be
 
 
 _INT_RANGES = {"rest_port": (0, 65535), "ring_slots": (2, 4096), "omp_threads": (1, 1024)}
@@ -102,6 +105,16 @@ def _check(key: str, value, source: str):
         ):
             raise bad("[first, last]")
         return tuple(value)
+    if key == "allow_anonymous_code":
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if key in ("function_dirs", "executable_dirs"):
+        if not isinstance(value, (list, tuple)) or not all(
+            isinstance(v, (str, Path)) and Path(v).is_absolute() for v in value
+        ):
+            raise bad("a list of absolute directory paths")
+        return tuple(Path(v) for v in value)
     if key in ("data_dir", "config_dir", "token_file"):
         if not isinstance(value, (str, Path)) or not str(value):
             raise bad("a path")
