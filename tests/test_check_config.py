@@ -225,7 +225,7 @@ def _permanent_config(etc, data):
 
 def _permanent_id(etc, data):
     append(etc / "shmcam.toml", 'permanent = { "beam.1" = "simulation_sp" }')
-    return f"{etc}/shmcam.toml: permanent 'beam.1': invalid name 'beam.1'"
+    return f"{etc}/shmcam.toml: permanent 'beam.1': invalid instance id 'beam.1'"
 
 
 BROKEN = [

@@ -151,7 +151,7 @@ def test_unknown_routes_methods_and_names_answer_error_envelopes(supervisor):
         answer = sup.call("GET", f"/api/v1/cam/nope{path}", expect=404)
         assert "'nope'" in answer["status"], (path, answer)
         invalid = sup.call("GET", f"/api/v1/cam/a..b{path}", expect=400)
-        assert "invalid name 'a..b'" in invalid["status"], (path, invalid)
+        assert "'a..b': use 1-100 characters" in invalid["status"], (path, invalid)
     for path in ("", "/del", "/config"):
         assert "'nope'" in sup.call("DELETE", f"/api/v1/cam/nope{path}", expect=404)["status"]
     sup.call("POST", "/api/v1/cam/a..b/config", json=CAM, expect=400)
@@ -483,8 +483,8 @@ def test_invalid_pipeline_requests_are_400_and_start_no_instance(supervisor):
         ({**PIPE, "include": "intensity"}, None, "include must be a list"),
         ({**PIPE, "pipeline_type": "storage"}, None, "pipeline_type must be"),
         ({**PIPE, "function": "no_such_script"}, None, "no_such_script"),
-        (PIPE, "../x", "instance_id: invalid name '../x'"),
-        (PIPE, "a.b", "instance_id: invalid name"),
+        (PIPE, "../x", "invalid instance_id '../x'"),
+        (PIPE, "a.b", "invalid instance_id 'a.b'"),
         ([PIPE], None, "JSON object"),
     ]
     for config, instance_id, message in bad:
@@ -941,4 +941,7 @@ def test_changes_need_the_token_and_change_nothing_without_it(supervisor):
 def test_camera_named_with_a_dot_is_a_clear_400(supervisor):
     sup = supervisor(cameras={"cam.1": CAM})
     answer = sup.call("GET", "/api/v1/cam/cam.1", expect=400)
-    assert "instance_id: invalid name 'cam.1'" in answer["status"]
+    assert "'cam.1': use 1-100 characters" in answer["status"]
+    refused = sup.call("POST", "/api/v1/cam/cam.2/config", json=CAM, expect=400)
+    assert "invalid name 'cam.2'" in refused["status"]
+    assert "cam.2" not in sup.call("GET", "/api/v1/cam")["cameras"]

@@ -17,7 +17,7 @@ import pytest
 from shmcam.supervisor import arrays
 from shmcam.supervisor import store as store_module
 from shmcam.supervisor.errors import BadRequest, Conflict, NotFound
-from shmcam.supervisor.store import ConfigStore, check_name
+from shmcam.supervisor.store import ConfigStore, check_file_name, check_name
 
 CAM = {"name": "cam1", "source_type": "simulation", "size_x": 64, "mirror_x": False}
 PIPE = {"camera_name": "cam1", "pipeline_type": "processing", "image_threshold": 2.5}
@@ -226,9 +226,18 @@ def test_bad_names_are_refused_before_touching_anything(store, tmp_path, shipped
     assert not (tmp_path / "data").exists()
 
 
-@pytest.mark.parametrize("name", ["cam1", "a.b:c+d_e-f", "X" * 100, "SARES20-CAMS142-M5"])
+@pytest.mark.parametrize("name", ["cam1", "a:c+d_e-f", "X" * 100, "SARES20-CAMS142-M5"])
 def test_good_names_pass(name):
     assert check_name(name) == name
+    assert check_file_name(name) == name
+
+
+def test_file_names_may_hold_dots_config_names_not():
+    """A config name becomes an instance id and a segment name part: no dots (cam.1 would save
+    and never start); scripts, libs and backgrounds keep their extensions."""
+    assert check_file_name("script.py") == "script.py"
+    with pytest.raises(BadRequest, match="invalid name 'cam.1'"):
+        check_name("cam.1")
 
 
 def test_long_names_are_shortened_in_the_message():

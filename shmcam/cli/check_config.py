@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shmcam.shm.segment import check_name_part
+from shmcam.names import check_name as check_instance_id
 from shmcam.supervisor import settings as node_settings
 from shmcam.supervisor import validation
 from shmcam.supervisor.errors import BadRequest
@@ -198,7 +198,7 @@ def _permanent_problems(settings: node_settings.Settings, path: Path, known: Kno
     for instance_id, config_name in settings.permanent.items():
         where = f"{path}: permanent {instance_id!r}"
         try:
-            check_name_part(instance_id)
+            check_instance_id(instance_id, "instance id")
         except ValueError as error:
             problems.append(f"{where}: {error} (instance ids name shared-memory segments)")
         if config_name not in known.pipelines:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import mmap
 import os
-import re
 import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from shmcam.names import check_name
+
 SHM_DIR = Path("/dev/shm")
-_NAME_PART = re.compile(r"[A-Za-z0-9_:+-]{1,100}")
 
 # Every shmcam segment starts with this preamble, so a sweeper can tell whose it is.
 PREAMBLE = struct.Struct("<8sIIqQ")  # magic, version, header_size, owner_pid, created_ns
@@ -29,16 +29,9 @@ class ShmError(RuntimeError):
     """A shared-memory segment could not be created or used."""
 
 
-def check_name_part(part: str) -> str:
-    """Refuse node and instance names that could escape /dev/shm or confuse name parsing."""
-    if not isinstance(part, str) or not _NAME_PART.fullmatch(part):
-        raise ValueError(f"invalid name {part!r}: use 1-100 characters from A-Z a-z 0-9 _ : + -")
-    return part
-
-
 def segment_name(*parts: str) -> str:
     """Dotted segment name 'shmcam.<part>.<part>...' (dots never occur inside a part)."""
-    return ".".join(["shmcam", *(check_name_part(p) for p in parts)])
+    return ".".join(["shmcam", *(check_name(p) for p in parts)])
 
 
 def _path(name: str) -> Path:

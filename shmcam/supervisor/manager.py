@@ -15,8 +15,8 @@ import time
 import uuid
 from pathlib import Path
 
+from shmcam.names import check_name
 from shmcam.shm import ring_base, stats_name
-from shmcam.shm.segment import check_name_part
 from shmcam.workers.pipeline_types import pipeline_type
 
 from . import validation
@@ -434,9 +434,9 @@ def camera_read(config: dict) -> str | None:
 def _check_instance_id(instance_id: str) -> None:
     """Instance ids name shared-memory segments: no dots or path characters (HTTP 400)."""
     try:
-        check_name_part(instance_id)
+        check_name(instance_id, "instance_id")
     except ValueError as error:
-        raise BadRequest(f"instance_id: {error}") from None
+        raise BadRequest(str(error)) from None
 
 
 def _bindable(port: int) -> bool:

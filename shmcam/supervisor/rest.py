@@ -24,7 +24,7 @@ from . import arrays, metrics, png, validation, web
 from .errors import BadRequest, Conflict, NotFound
 from .logs import LogRing
 from .manager import Manager
-from .store import check_name
+from .store import check_file_name
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def create_app(manager: Manager, log_ring: LogRing, token: str | None = None) ->
     def check_user_function(name: str, data: bytes) -> None:
         """An uploaded user function must load (a C source compile) before it is stored."""
         try:
-            functions.check(check_name(name), data, store.data_dir / "scripts")
+            functions.check(check_file_name(name), data, store.data_dir / "scripts")
         except ValueError as error:
             raise BadRequest(f"{error}; nothing was stored") from None
 

@@ -12,7 +12,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shmcam.shm.segment import check_name_part
+from shmcam.names import check_name
 
 DEFAULT_CONFIG = Path("/etc/shmcam/shmcam.toml")
 
@@ -85,7 +85,7 @@ def _check(key: str, value, source: str):
 
     if key in ("node",):
         try:
-            return check_name_part(value)
+            return check_name(value, "node name")
         except ValueError as error:
             raise SettingsError(f"{source}: {key}: {error}") from None
     if key in ("public_host", "rest_host"):

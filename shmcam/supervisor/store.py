@@ -26,14 +26,12 @@ from typing import BinaryIO
 
 import numpy as np
 
+from shmcam import names
 from shmcam.supervisor.arrays import check_array
 from shmcam.supervisor.errors import BadRequest, Conflict, NotFound
 
 log = logging.getLogger(__name__)
 
-NAME_RULE = (
-    "1-100 characters from A-Z a-z 0-9 _ . : + -, not starting with '.' or '-' and without '..'"
-)
 DIR_MODE = 0o755
 FILE_MODE = 0o644
 CONFIG_KINDS = {"camera": "cameras", "pipeline": "pipelines"}
@@ -41,29 +39,28 @@ CONFIG_KINDS = {"camera": "cameras", "pipeline": "pipelines"}
 # that a camera script never replaces a pipeline script of the same name.
 FILE_KINDS = {"script": "scripts", "camera_script": "camera_scripts", "lib": "libs"}
 _FILES_WITH_HISTORY = {"script", "camera_script"}
-_NAME = re.compile(r"[A-Za-z0-9_.:+-]{1,100}")
 _BACKGROUND_STAMP = r"_\d{8}_\d{6}_\d{6}"  # <camera>_YYYYMMDD_HHMMSS_ffffff
 _BACKGROUND_ORDER = re.compile(_BACKGROUND_STAMP + r"\Z")
 _HISTORY_STAMP = re.compile(r"\d{8}T\d{6}_\d{6}Z")
 _HISTORY_FORMAT = "%Y%m%dT%H%M%S_%fZ"
 
 
-def _is_valid(name) -> bool:
-    return (
-        isinstance(name, str)
-        and _NAME.fullmatch(name) is not None
-        and name[0] not in ".-"
-        and ".." not in name
-    )
-
-
 def check_name(name: str) -> str:
-    """A config, script, lib or background name that cannot leave its directory or hide as a
-    dot file (temp files are dot files), else BadRequest."""
-    if not _is_valid(name):
-        shown = repr(name) if len(repr(name)) <= 120 else repr(name)[:117] + "..."
-        raise BadRequest(f"invalid name {shown}: use {NAME_RULE}")
-    return name
+    """A camera or pipeline config name (names.py: it becomes an instance id), else
+    BadRequest."""
+    try:
+        return names.check_name(name)
+    except ValueError as error:
+        raise BadRequest(str(error)) from None
+
+
+def check_file_name(name: str) -> str:
+    """A script, lib or background name that cannot leave its directory or hide as a dot file
+    (temp files are dot files), else BadRequest."""
+    try:
+        return names.check_file_name(name)
+    except ValueError as error:
+        raise BadRequest(str(error)) from None
 
 
 def _subdir(kinds: dict[str, str], kind: str) -> str:
@@ -102,20 +99,20 @@ def _write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
     _fsync_dir(path.parent)
 
 
-def _names_in(directory: Path | None, suffix: str) -> set[str]:
+def _names_in(directory: Path | None, suffix: str, valid=names.is_file_name) -> set[str]:
     """Valid names of the files ending in suffix; temp (dot) files and strays are skipped."""
     if directory is None or not directory.is_dir():
         return set()
-    names = set()
+    found = set()
     for entry in directory.iterdir():
         name = entry.name.removesuffix(suffix)
         if not entry.name.endswith(suffix) or not entry.is_file():
             continue
-        if _is_valid(name):
-            names.add(name)
+        if valid(name):
+            found.add(name)
         elif not name.startswith("."):
-            log.warning("ignoring %s: not a valid name (%s)", entry, NAME_RULE)
-    return names
+            log.warning("ignoring %s: not a valid name", entry)
+    return found
 
 
 def _history_stamps(directory: Path, suffix: str) -> list[str]:
@@ -243,7 +240,10 @@ class ConfigStore:
         """Saved and shipped config names, sorted."""
         subdir = _subdir(CONFIG_KINDS, kind)
         shipped = None if self.config_dir is None else self.config_dir / subdir
-        return sorted(_names_in(self._path(subdir), ".json") | _names_in(shipped, ".toml"))
+        return sorted(
+            _names_in(self._path(subdir), ".json", names.is_name)
+            | _names_in(shipped, ".toml", names.is_name)
+        )
 
     def get_config(self, kind: str, name: str) -> dict:
         """The saved config, else the shipped one; a fresh dict every call."""
@@ -306,12 +306,12 @@ class ConfigStore:
     # --- backgrounds -------------------------------------------------------------------------
 
     def _background_file(self, background_id: str) -> Path:
-        return self._path("backgrounds", f"{check_name(background_id)}.npy")
+        return self._path("backgrounds", f"{check_file_name(background_id)}.npy")
 
     def new_background_id(self, camera: str, when: datetime | None = None) -> str:
         """`<camera>_YYYYMMDD_HHMMSS_ffffff` in local time, as CamServer names backgrounds."""
         when = datetime.now() if when is None else when
-        return check_name(f"{check_name(camera)}_{when.strftime('%Y%m%d_%H%M%S_%f')}")
+        return check_file_name(f"{check_name(camera)}_{when.strftime('%Y%m%d_%H%M%S_%f')}")
 
     def save_background(self, background_id: str, array: np.ndarray) -> None:
         path = self._background_file(background_id)
@@ -352,7 +352,7 @@ class ConfigStore:
     # --- scripts and libs --------------------------------------------------------------------
 
     def _file(self, kind: str, name: str) -> Path:
-        return self._path(_subdir(FILE_KINDS, kind), check_name(name))
+        return self._path(_subdir(FILE_KINDS, kind), check_file_name(name))
 
     def file_names(self, kind: str) -> list[str]:
         return sorted(_names_in(self._path(_subdir(FILE_KINDS, kind)), ""))

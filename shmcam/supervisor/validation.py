@@ -11,13 +11,13 @@ from numbers import Real
 import numpy as np
 
 from shmcam.bsread.encoder import CREATE_HEADER
+from shmcam.names import FILE_NAME_RULE, NAME_RULE, is_file_name, is_name
 from shmcam.processing import config as processing
 from shmcam.processing.functions import BUILTIN, script_names
 from shmcam.workers import store_path
 from shmcam.workers.pipeline_types import PIPELINE_TYPES, pipeline_type
 
 from .errors import BadRequest
-from .store import NAME_RULE, check_name
 
 CAMERA_SOURCES = ("simulation", "epics", "area_detector", "bsread", "hdf5", "script")
 # What `source` names, per source type (the simulation needs none).
@@ -149,10 +149,8 @@ def _stored_name(config: dict, key: str, what: str) -> None:
     value = config.get(key)
     if value is None:
         return
-    try:
-        check_name(value)
-    except BadRequest:
-        raise _fail("camera", key, f"{what} ({NAME_RULE})", value) from None
+    if not is_file_name(value):
+        raise _fail("camera", key, f"{what} ({FILE_NAME_RULE})", value)
 
 
 def _calibration(calibration) -> None:
@@ -272,12 +270,8 @@ def _pipeline_input(config: dict, camera_names) -> None:
     _choice("pipeline", config, "input_mode", ("SUB", "PULL"))
     upstream = config.get("input_pipeline")
     if upstream is not None:
-        try:
-            check_name(upstream)
-        except BadRequest:
-            raise _fail(
-                "pipeline", "input_pipeline", f"a pipeline name ({NAME_RULE})", upstream
-            ) from None
+        if not is_name(upstream):
+            raise _fail("pipeline", "input_pipeline", f"a pipeline name ({NAME_RULE})", upstream)
         if config.get("input_stream"):
             raise BadRequest("pipeline config: give input_pipeline or input_stream, not both")
     streamed = config.get("input_stream") or upstream

@@ -37,9 +37,9 @@ from shmcam.shm import StatsBlock
 
 from . import store_path
 from .control import Control, report
+from .gate import Gate
 from .h5file import LayoutChange, StoreFile, WriteError
 from .inputs import RingInput
-from .pipeline import Gate
 
 log = logging.getLogger(__name__)
 
