@@ -1,5 +1,5 @@
 """A camera instance process (`python -m shmcam.workers camera`) started directly by a test, as
-the supervisor starts it: the spec on stdin, reports read from stdout, always stopped."""
+the supervisor starts it: the spec sent on its control channel, reports read, always stopped."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class CameraProcess(WorkerProcess):
         report = json.loads(line)
         if "online" in report:
             self.states.append((report["online"], report["reason"]))
-        self.reports.put(report)
+        super()._report(line)
 
     def wait_state(self, online: bool, timeout: float = 20.0) -> str:
         """Wait for the camera to report online (or offline); the reason it gave."""

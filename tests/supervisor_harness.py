@@ -72,7 +72,10 @@ class Supervisor:
         token: str | None = None,
         permanent: dict | None = None,
         pipelines: dict | None = None,
+        settings: dict | None = None,
     ):
+        """`settings`: node settings over the test's defaults, which let tests upload code
+        without a token (allow_anonymous_code) unless they say otherwise."""
         tmp.mkdir(parents=True, exist_ok=True)
         self.node = node
         self.data_dir = tmp / "data"
@@ -88,6 +91,9 @@ class Supervisor:
             "data_dir": str(self.data_dir),
             "config_dir": str(tmp / "etc"),
             "ring_slots": 8,
+            "run_dir": str(tmp / "run"),
+            "allow_anonymous_code": True,
+            **(settings or {}),
         }
         if token:
             (tmp / "token").write_text(token + "\n")
@@ -145,6 +151,11 @@ class Supervisor:
             assert data["state"] == ("ok" if expect < 400 else "error"), data
             return data
         return {"raw": response.content}
+
+    def log_lines(self, instance: str | None = None) -> list[str]:
+        """The node's recent log (or an instance's) as text lines."""
+        path = "/api/v1/logs/txt" if instance is None else f"/api/v1/logs/instance/{instance}/txt"
+        return requests.get(self.url + path, timeout=30).text.splitlines()
 
     def stop(self, sig=signal.SIGTERM) -> int:
         if self.process is not None and self.process.poll() is None:

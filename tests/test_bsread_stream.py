@@ -188,6 +188,12 @@ def test_latest_wins_gives_a_slow_client_the_newest_messages(net, mode, client_k
         assert parts is not None, f"the newest message never arrived; got {pulses}"
         pulses.append(decoder.decode(parts).pulse_id)
     assert pulses == sorted(pulses) and len(pulses) < 20  # a few stale ones, then the newest
+    # the sending thread counts a message once its last part is queued, which the client may
+    # see before that: wait until all 200 are counted, sent or dropped
+    deadline = time.monotonic() + 5
+    while sender.sent + sender.dropped - before_sent - before_dropped < 200:
+        assert time.monotonic() < deadline, (sender.sent, sender.dropped)
+        time.sleep(0.001)
     assert sender.sent - before_sent == len(pulses)
     assert sender.dropped - before_dropped == 200 - len(pulses)
 

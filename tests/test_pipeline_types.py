@@ -237,7 +237,7 @@ def test_bad_input_configs_are_400(supervisor, config, message):
 def test_cascade_to_itself_and_input_changes_are_refused(supervisor):
     sup = supervisor(cameras={"sim": SIM_CAMERA})
     answer = create(sup, {"input_pipeline": "me"}, expect=400, instance_id="me")
-    assert "is the instance itself" in answer["status"]
+    assert "input_pipeline makes a loop (me -> me)" in answer["status"]
     running = create(sup, {"camera_name": "sim"})["instance_id"]
     answer = sup.call(
         "POST",

@@ -264,7 +264,7 @@ def test_bad_camera_config_is_400_naming_the_key_and_changes_nothing(supervisor)
         headers={"Content-Type": "application/json"},
         expect=400,
     )
-    assert "JSON object" in not_json["status"]
+    assert "the request body is not JSON" in not_json["status"]
     for name in ("info", "heartbeat", "script"):  # GET /api/v1/cam/<name> is another route
         answer = sup.call("POST", f"/api/v1/cam/{name}/config", json=CAM, expect=400)
         assert answer["status"] == (
@@ -732,7 +732,7 @@ def test_background_uploads_as_npy_pickle_and_nested_list(supervisor):
         ({"filename": "b", "data": [[1, 2], [3]]}, "numeric nested list"),
         ({"filename": "b", "data": [1, 2]}, "2-D image"),
         ({"filename": "b", "data": [[]]}, "non-empty"),
-        ({"filename": "b", "data": [["1", "2"]]}, "real numbers"),
+        ({"filename": "b", "data": [["1", "2"]]}, "not a plain numeric type"),
         ({"filename": "../b", "data": [[1]]}, "invalid name"),
         ([[1]], "JSON object"),
     ]
@@ -823,17 +823,21 @@ def test_background_names_cannot_leave_the_store(supervisor, tmp_path):
 def test_scripts_and_libs_round_trip(supervisor):
     sup = supervisor(cameras={"sim": CAM})
     script = b"def process_image(*args):\n    return {}\n"
-    for root, kind, listing in (
-        ("/api/v1/pipeline", "script", "scripts"),
-        ("/api/v1/pipeline", "lib", "libs"),
-        ("/api/v1/cam", "script", "scripts"),
+    for root, kind, listing, second in (
+        ("/api/v1/pipeline", "script", "scripts", "two.c"),
+        ("/api/v1/pipeline", "lib", "libs", "two.c"),
+        ("/api/v1/cam", "script", "scripts", "two.py"),  # camera sources are Python
     ):
         base = f"{root}/{kind}"
         assert sup.call("GET", base)[listing] == []
         assert "'one.py'" in sup.call("GET", f"{base}/one.py/{kind}_bytes", expect=404)["status"]
         sup.call("PUT", f"{base}/one.py/{kind}_bytes", data=script)
-        sup.call("PUT", f"{base}/two.c/{kind}_bytes", data=C_FUNCTION)
-        assert sup.call("GET", base)[listing] == ["one.py", "two.c"]
+        sup.call(
+            "PUT",
+            f"{base}/{second}/{kind}_bytes",
+            data=C_FUNCTION if second.endswith(".c") else script,
+        )
+        assert sup.call("GET", base)[listing] == ["one.py", second]
         assert sup.call("GET", f"{base}/one.py/{kind}_bytes")[kind] == script.decode()
         sup.call("PUT", f"{base}/one.py/{kind}_bytes", data=b"# v2\n")
         assert sup.call("GET", f"{base}/one.py/{kind}_bytes")[kind] == "# v2\n"
@@ -845,7 +849,7 @@ def test_scripts_and_libs_round_trip(supervisor):
         assert "deleted" in sup.call("DELETE", f"{base}/one.py/{kind}_bytes")["status"]
         sup.call("GET", f"{base}/one.py/{kind}_bytes", expect=404)
         sup.call("DELETE", f"{base}/one.py/{kind}_bytes", expect=404)
-        sup.call("DELETE", f"{base}/two.c/{kind}_bytes")
+        sup.call("DELETE", f"{base}/{second}/{kind}_bytes")
         assert sup.call("GET", base)[listing] == []
     # a camera script never replaces the pipeline script of the same name
     sup.call("PUT", "/api/v1/pipeline/script/same.py/script_bytes", data=b"# pipeline\n")
@@ -863,9 +867,9 @@ def test_scripts_and_libs_round_trip(supervisor):
 
 def test_server_and_instance_logs(supervisor):
     sup = supervisor(cameras={"sim": CAM})
-    records = sup.call("GET", "/api/v1/logs")["logs"]
-    assert any("REST API on" in r["message"] for r in records)
-    assert {"time", "level", "name", "message", "text"} <= records[0].keys()
+    records = sup.call("GET", "/api/v1/logs")["logs"]  # CamServer's [time, logger, level, msg]
+    assert any("REST API on" in message for _, _, _, message in records)
+    assert all(len(r) == 4 and r[2] in ("DEBUG", "INFO", "WARNING", "ERROR") for r in records)
     text = get(sup, "/api/v1/logs/txt")
     assert text.headers["content-type"].startswith("text/plain")
     assert "REST API on" in text.text
@@ -876,18 +880,21 @@ def test_server_and_instance_logs(supervisor):
         params={"instance_id": "talk"},
         json={**PIPE, "function": "chatty"},
     )
-    lines = wait_for(
+    entries = wait_for(
         lambda: sup.call("GET", "/api/v1/logs/instance/talk")["logs"], what="instance log lines"
     )
-    assert any("user script loaded" in line for line in lines), lines
+    assert any(
+        name == "shmcam.instance.talk" and level == "WARNING" and "user script loaded" in message
+        for _, name, level, message in entries
+    ), entries
     text = get(sup, "/api/v1/logs/instance/talk/txt")
     assert text.headers["content-type"].startswith("text/plain")
-    assert "WARNING user: user script loaded" in text.text
+    assert "WARNING shmcam.instance.talk: user: user script loaded" in text.text
     assert isinstance(sup.call("GET", "/api/v1/logs/instance/sim")["logs"], list)
     assert "'nope'" in sup.call("GET", "/api/v1/logs/instance/nope", expect=404)["status"]
     sup.call("GET", "/api/v1/logs/instance/nope/txt", expect=404)
     records = sup.call("GET", "/api/v1/logs")["logs"]  # recent records, not start-up
-    assert any(r["message"].endswith("scripts/chatty.py") for r in records)
+    assert any(message.endswith("scripts/chatty.py") for *_, message in records)
 
 
 # --- auth --------------------------------------------------------------------------------------

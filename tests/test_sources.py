@@ -152,7 +152,7 @@ def test_area_detector_pulse_ids_state_and_restart_through_the_supervisor(
         assert_ioc_frame(image, pulse_id)
         assert pulse_id < 100  # the new IOC counts from 1
         assert sup.call("GET", "/api/v1/cam/ad/is_online")["online"] is True
-        logs = "\n".join(sup.call("GET", "/api/v1/logs/instance/ad")["logs"])
+        logs = "\n".join(sup.log_lines("ad"))
         assert "source offline: not connected: TST:image1:ArrayData" in logs
     finally:
         reader.close()

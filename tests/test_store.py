@@ -16,7 +16,7 @@ import pytest
 
 from shmcam.supervisor import arrays
 from shmcam.supervisor import store as store_module
-from shmcam.supervisor.errors import BadRequest, Conflict, NotFound
+from shmcam.supervisor.errors import BadRequest, Conflict, NotFound, StorageError
 from shmcam.supervisor.store import ConfigStore, check_file_name, check_name
 
 CAM = {"name": "cam1", "source_type": "simulation", "size_x": 64, "mirror_x": False}
@@ -133,7 +133,7 @@ def test_shipped_config_is_visible_overridden_reverted_and_undeletable(store, sh
 
 
 def test_broken_shipped_toml_is_listed_and_named_but_harms_nothing_else(store, shipped):
-    with pytest.raises(BadRequest, match=r"broken\.toml is not valid TOML: .*line 1"):
+    with pytest.raises(StorageError, match=r"broken\.toml is not valid TOML: .*line 1"):
         store.get_config("camera", "broken")
     assert store.get_config("camera", "simcam")["size_x"] == 100
     store.save_config("camera", "broken", CAM)  # a saved override repairs it
@@ -142,7 +142,7 @@ def test_broken_shipped_toml_is_listed_and_named_but_harms_nothing_else(store, s
 
 def test_shipped_toml_dates_are_refused_by_file_name(store, shipped):
     (shipped / "dated.toml").write_text("since = 2024-01-31\n")
-    with pytest.raises(BadRequest, match=r"dated\.toml is not JSON-serialisable.*date"):
+    with pytest.raises(StorageError, match=r"dated\.toml is not JSON-serialisable.*date"):
         store.get_config("camera", "dated")
 
 
@@ -251,7 +251,7 @@ def test_a_symlink_out_of_the_store_is_refused(store, tmp_path):
     outside.mkdir()
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "cameras").symlink_to(outside)
-    with pytest.raises(BadRequest, match="leads outside the data directory"):
+    with pytest.raises(StorageError, match="leads outside the data directory"):
         store.save_config("camera", "cam1", CAM)
     assert os.listdir(outside) == []
 
@@ -464,3 +464,10 @@ def test_bad_image_bytes_are_refused(change, problem):
 def test_image_bytes_without_its_fields_is_refused(payload):
     with pytest.raises(BadRequest, match='needs a JSON object with "bytes"'):
         arrays.array_from_image_bytes(payload)
+
+
+def test_a_config_above_the_size_limit_is_refused_before_it_is_saved(tmp_path):
+    store = ConfigStore(tmp_path / "data", max_config_bytes=1000)
+    with pytest.raises(BadRequest, match=r"more than the node's limit of 1000 \(max_config_kb\)"):
+        store.save_config("camera", "big", {"source": "x" * 2000})
+    assert store.config_names("camera") == []

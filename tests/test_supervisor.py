@@ -51,8 +51,7 @@ def test_failing_function_is_counted_and_the_stream_goes_on(supervisor):
         assert not m.data["image"].any() and m.data["image"].shape == (240, 320)
     stats = info(sup, "f")["statistics"]
     assert stats["errors"] >= len(failed) and info(sup, "f")["is_stream_active"]
-    logs = sup.call("GET", "/api/v1/logs/instance/f")["logs"]
-    assert any("every 10th frame fails" in line for line in logs)
+    assert any("every 10th frame fails" in line for line in sup.log_lines("f"))
 
 
 SLOW_START = b"""

@@ -338,7 +338,7 @@ def test_c_upload_builds_once_and_its_pipeline_streams(supervisor):
     assert list((sup.data_dir / "cache" / "c").glob("*.so")) == built
     assert not any(
         "from beam.c" in line  # compiled.build's "built <module> from"
-        for line in sup.call("GET", "/api/v1/logs/instance/c")["logs"]
+        for line in sup.log_lines("c")
     )
     assert info(sup, "c")["statistics"]["errors"] == 0
 
@@ -466,16 +466,12 @@ def test_a_c_function_that_does_not_compile_stops_its_pipeline_not_the_node(tmp_
         ), answer
         records = sup.call("GET", "/api/v1/logs")["logs"]
         assert any(
-            r["name"] == "shmcam.instance.once" and "'foo' undeclared" in r["message"]
-            for r in records
+            name == "shmcam.instance.once" and "'foo' undeclared" in message
+            for _, name, _, message in records
         )
         # the permanent one stays known, with the compiler's message in its own log
         lines = wait_for(
-            lambda: [
-                line
-                for line in sup.call("GET", "/api/v1/logs/instance/perm")["logs"]
-                if "'foo' undeclared" in line
-            ],
+            lambda: [line for line in sup.log_lines("perm") if "'foo' undeclared" in line],
             what="the compile error in the permanent instance's log",
         )
         assert "broken.c:3:40: error" in lines[0]
@@ -521,7 +517,7 @@ def test_a_segfault_kills_only_its_pipeline_and_a_permanent_one_restarts(tmp_pat
             what="the victim's exit code",
         )
         assert exit_code == -signal.SIGSEGV
-        victim_log = "\n".join(sup.call("GET", "/api/v1/logs/instance/victim")["logs"])
+        victim_log = "\n".join(sup.log_lines("victim"))
         assert "Fatal Python error: Segmentation fault" in victim_log
         assert 'user.py", line' in victim_log, victim_log  # where it called the function
         restarted = wait_for(

@@ -1,14 +1,18 @@
 """An instance process started by a test as the supervisor starts it: the spec as the first
-line on stdin, reports (JSON lines) queued from stdout, the log collected from stderr."""
+line on its control channel, reports (JSON lines) queued from its report channel, its log
+records and printed output collected (workers/control.py)."""
 
 from __future__ import annotations
 
 import json
 import os
 import queue
+import signal
 import subprocess
 import threading
 import time
+
+from shmcam.workers.control import CONTROL_FD, REPORT_FD
 
 
 class WorkerProcess:
@@ -16,20 +20,31 @@ class WorkerProcess:
         self.spec = spec
         self.reports: queue.Queue = queue.Queue()
         self.log: list[str] = []
+        control_r, control_w = os.pipe()
+        report_r, report_w = os.pipe()
         self.process = subprocess.Popen(
             argv,
-            stdin=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})},
+            pass_fds=(control_r, report_w),
+            env={
+                **os.environ,
+                "PYTHONUNBUFFERED": "1",
+                "OMP_NUM_THREADS": "1",
+                CONTROL_FD: str(control_r),
+                REPORT_FD: str(report_w),
+                **(env or {}),
+            },
         )
+        os.close(control_r)
+        os.close(report_w)
+        self.control = os.fdopen(control_w, "w")
+        reports = os.fdopen(report_r, "r")
         self._threads = [
             threading.Thread(target=self._read, args=(stream, handle), daemon=True)
-            for stream, handle in (
-                (self.process.stdout, self._report),
-                (self.process.stderr, self.log.append),
-            )
+            for stream, handle in ((reports, self._report), (self.process.stdout, self.log.append))
         ]
         for thread in self._threads:
             thread.start()
@@ -39,13 +54,17 @@ class WorkerProcess:
     def _read(stream, handle) -> None:
         for line in stream:
             handle(line.rstrip("\n"))
+        stream.close()
 
     def _report(self, line: str) -> None:
-        self.reports.put(json.loads(line))
+        report = json.loads(line)
+        if "log" in report:
+            self.log.append(report["log"]["message"])
+        self.reports.put(report)
 
     def send(self, message: dict) -> None:
-        self.process.stdin.write(json.dumps(message) + "\n")
-        self.process.stdin.flush()
+        self.control.write(json.dumps(message) + "\n")
+        self.control.flush()
 
     def wait_report(self, key: str, timeout: float = 20.0):
         """The value of the next report that has `key`; fails on an error report before it."""
@@ -66,14 +85,16 @@ class WorkerProcess:
         return code
 
     def stop(self) -> int:
-        """Ask the instance to stop, as the supervisor does; kill it if it does not."""
+        """Stop the instance as the supervisor does (SIGTERM); kill it if it does not."""
         if self.process.poll() is None:
-            try:
-                self.send({"stop": True})
-            except (BrokenPipeError, OSError):
-                pass
+            self.process.send_signal(signal.SIGTERM)
         try:
             return self.wait(10)
         except subprocess.TimeoutExpired:
             self.process.kill()
             return self.wait()
+        finally:
+            try:
+                self.control.close()
+            except OSError:
+                pass

@@ -15,7 +15,7 @@ from pathlib import Path
 from shmcam.names import check_name as check_instance_id
 from shmcam.supervisor import settings as node_settings
 from shmcam.supervisor import validation
-from shmcam.supervisor.errors import BadRequest
+from shmcam.supervisor.errors import BadRequest, StorageError
 from shmcam.supervisor.store import CONFIG_KINDS, ConfigStore, check_name, read_toml
 
 SETTINGS_FILE = "shmcam.toml"
@@ -162,7 +162,7 @@ def _config_problems(kind: str, path: Path, known: Known) -> list[str]:
     """The problems of one camera or pipeline config file."""
     try:
         config = read_toml(path)
-    except (BadRequest, OSError) as error:
+    except (BadRequest, StorageError, OSError) as error:
         return [str(error)]
     problems = []
 

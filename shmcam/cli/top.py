@@ -2,8 +2,7 @@
 
 Reads the supervisor's REST API (the same statistics the web page and /metrics show), so it
 works from any machine that can reach the node. Keys: q quits; c, f, d, e, n sort by CPU,
-frame rate, drops, errors or name. `--once` prints one table, `--json` one JSON document
-(both sample the node twice, 0.5 s apart, for its network rates).
+frame rate, drops, errors or name. `--once` prints one table, `--json` one JSON document.
 
 Columns: K kind (camera, pipeline), S state (R running, S starting), CPU% of one core, MEM in
 MB, frames in and out per second, DROP/TORN/ERR counts, P50/P99 processing ms, CL clients,
@@ -42,7 +41,6 @@ COLUMNS = (  # header, width, row key, format; the name takes what the terminal 
 NAME_WIDTH = 11  # at least; 80 columns leave 79 for a line, so that it never wraps
 NAME_WIDTH_MAX = 32
 STATE_LETTERS = {"running": "R", "starting": "S", "ended": "E", "failed": "F"}
-RATE_SAMPLE = 0.5  # seconds between the two samples of --once and --json
 SORT_KEYS = {"c": "cpu", "f": "fps_out", "d": "dropped", "e": "errors", "n": "name"}
 
 
@@ -87,13 +85,18 @@ def _get(url: str) -> dict:
         raise Unreachable(f"cannot reach the supervisor at {url}: {reason}") from None
 
 
-def snapshot(url: str, previous: dict | None = None) -> dict:
-    """Node totals and one row per instance, from the cam and pipeline info endpoints; with
-    the previous snapshot, the node's network rates since then."""
+def snapshot(url: str) -> dict:
+    """Node totals (CPU and memory percent, network bytes/s) and one row per instance, from
+    the cam and pipeline info endpoints."""
     rows, totals = [], {}
     for kind, root in (("camera", "cam"), ("pipeline", "pipeline")):
         info = _get(f"{url}/api/v1/{root}/info")["info"]
-        totals = {k: info[k] for k in ("cpu", "memory", "tx", "rx")}
+        totals = {
+            "cpu": info["cpu"],
+            "memory": info["memory_percent"],
+            "rx_bytes_per_s": info["rx"],
+            "tx_bytes_per_s": info["tx"],
+        }
         for name, instance in info["active_instances"].items():
             s = instance["statistics"]
             rows.append(
@@ -117,11 +120,6 @@ def snapshot(url: str, previous: dict | None = None) -> dict:
                     "stream": instance["stream_address"],
                 }
             )
-    totals["time"] = time.monotonic()
-    if previous is not None:
-        seconds = max(1e-3, totals["time"] - previous["node"]["time"])
-        for key in ("rx", "tx"):
-            totals[f"{key}_bytes_per_s"] = (totals[key] - previous["node"][key]) / seconds
     return {"url": url, "node": totals, "instances": rows}
 
 
@@ -180,9 +178,7 @@ def run(args) -> int:
     url = (args.url or default_url(args.config)).rstrip("/")
     try:
         if args.json or args.once:
-            first = snapshot(url)
-            time.sleep(RATE_SAMPLE)  # network rates need two samples
-            data = snapshot(url, first)
+            data = snapshot(url)
             print(
                 json.dumps(data)
                 if args.json
@@ -212,7 +208,7 @@ def live(screen, url: str, interval: float) -> None:
             next_refresh = time.monotonic() + interval
             height, width = screen.getmaxyx()
             try:
-                data = snapshot(url, data)
+                data = snapshot(url)
                 lines, message = table(data, sort, width), ""
             except Unreachable as error:
                 message, data = str(error), None

@@ -1,4 +1,4 @@
-"""What the camera sources share: their interface, pacing, fallback pulse ids and retry backoff."""
+"""What the camera sources share: their interface, pacing and fallback pulse ids."""
 
 from __future__ import annotations
 
@@ -71,20 +71,3 @@ def arrival_time() -> tuple[int, int]:
     """Now as (sec, ns): the timestamp of a frame whose source has none."""
     sec, ns = divmod(time.time_ns(), 1_000_000_000)
     return sec, ns
-
-
-class Backoff:
-    """Delays between retries of a lost source: growing, capped, and reset by a success."""
-
-    DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
-
-    def __init__(self):
-        self._tries = 0
-
-    def next(self) -> float:
-        delay = self.DELAYS[min(self._tries, len(self.DELAYS) - 1)]
-        self._tries += 1
-        return delay
-
-    def reset(self) -> None:
-        self._tries = 0

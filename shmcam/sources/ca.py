@@ -22,7 +22,9 @@ import time
 
 import numpy as np
 
-from .base import Backoff, PulseCounter, Source, arrival_time
+from shmcam.restarts import RestartPolicy
+
+from .base import PulseCounter, Source, arrival_time
 
 # Before libca starts: room for the largest frames (a 2560x2160 32-bit frame is 22 MB).
 os.environ.setdefault("EPICS_CA_MAX_ARRAY_BYTES", str(64 << 20))
@@ -51,7 +53,7 @@ class CaCamera(Source):
         self.prefix = str(config["source"])
         self._frames: queue.Queue = queue.Queue(QUEUE_FRAMES)
         self._pvs: dict[str, epics.PV] = {}
-        self._backoff = Backoff()
+        self._backoff = RestartPolicy()
         self._retry_at: float | None = None
         self._bad_size: tuple | None = None
         self._counter = PulseCounter()
@@ -112,12 +114,12 @@ class CaCamera(Source):
             self._backoff.reset()
             self._retry_at = None
         elif self._retry_at is None:
-            self._retry_at = now + self._backoff.next()
+            self._retry_at = now + self._backoff.next_delay()
         elif now >= self._retry_at:
             log.info("searching again for %s", ", ".join(self.missing()))
             self._disconnect()
             self._connect()
-            self._retry_at = now + self._backoff.next()
+            self._retry_at = now + self._backoff.next_delay()
 
     # --- frames ----------------------------------------------------------------------------
     def _on_image(self, value=None, posixseconds=0, nanoseconds=0, **_) -> None:

@@ -12,7 +12,9 @@ import logging
 import time
 from collections.abc import Callable
 
-from .base import Backoff, Source
+from shmcam.restarts import RestartPolicy
+
+from .base import Source
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +23,7 @@ class RetryingSource(Source):
     def __init__(self, factory: Callable[[], Source]):
         self._factory = factory
         self._source: Source | None = None
-        self._backoff = Backoff()
+        self._backoff = RestartPolicy()
         self._retry_at = 0.0
         self._failure = "not started"
         self._counts = {"errors": 0, "dropped": 0}  # of the sources closed so far
@@ -34,8 +36,6 @@ class RetryingSource(Source):
         except Exception as error:
             self._fail(error)
             return None
-        if item is not None:
-            self._backoff.reset()
         return item
 
     def _open(self, timeout: float) -> bool:
@@ -48,10 +48,11 @@ class RetryingSource(Source):
         except Exception as error:
             self._fail(error)
             return False
+        self._backoff.started()
         return True
 
     def _fail(self, error: Exception) -> None:
-        delay = self._backoff.next()
+        delay = self._backoff.next_delay()
         self._failure = f"{type(error).__name__}: {error}"
         log.warning(
             "source failed (%s): trying again in %g s",

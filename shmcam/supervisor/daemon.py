@@ -6,15 +6,19 @@ import logging
 import signal
 from pathlib import Path
 
-import waitress
+from shmcam.shm import remove_stale
 
-from shmcam.shm import remove_all
-
+from . import server as rest_server
 from . import settings as node_settings
+from .api import CONFIG, UPLOAD, Auth, create_app
+from .frames import Frames
+from .hub import Hub
 from .logs import LogRing
 from .manager import Manager
-from .rest import create_app
+from .node import Node
 from .store import ConfigStore
+from .succession import NodeBusy, NodeLock, PidFiles
+from .watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,7 @@ def add_parser(commands) -> None:
     p.add_argument("--port", type=int, help="REST port, 0 for any free one (overrides rest_port)")
     p.add_argument("--node", help="node name (overrides)")
     p.add_argument("--public-host", help="host name put in stream addresses (overrides)")
+    p.add_argument("--run-dir", type=Path, help="run directory (overrides run_dir)")
     p.set_defaults(run=run)
 
 
@@ -52,21 +57,58 @@ def run(args) -> int:
             rest_port=args.port,
             node=args.node,
             public_host=args.public_host,
+            run_dir=args.run_dir,
         )
         token = node_settings.read_token(settings)
     except node_settings.SettingsError as error:
         raise SystemExit(f"shmcam supervisor: {error}") from None
-    removed = remove_all(f"shmcam.{settings.node}.")
-    if removed:
-        log.warning("removed %d stale shared-memory segments of a previous run", len(removed))
+    lock = NodeLock(settings.node)
+    try:
+        lock.acquire()
+    except NodeBusy as error:
+        raise SystemExit(f"shmcam supervisor: {error}") from None
+    try:
+        return _serve(settings, token)
+    finally:
+        lock.release()
+
+
+def _serve(settings: node_settings.Settings, token: str | None) -> int:
     log_ring = LogRing()
     logging.getLogger().addHandler(log_ring)
-    manager = Manager(settings, ConfigStore(settings.data_dir, settings.config_dir))
-    server = waitress.create_server(
-        create_app(manager, log_ring, token),
-        host=settings.rest_host,
-        port=settings.rest_port,
-        threads=8,
+    pids = PidFiles(settings.run_dir, settings.node)
+    ended = pids.end_predecessors()
+    if ended:
+        log.warning("ended %d instances a previous supervisor left: %s", len(ended), ended)
+    removed = remove_stale(f"shmcam.{settings.node}.")
+    if removed:
+        log.warning("removed %d stale shared-memory segments of a previous run", len(removed))
+    if token is None:
+        log.warning(
+            "node %s has no token: anyone who reaches http://%s:%s may change it%s. Set "
+            "token_file in its shmcam.toml to a file holding a secret (see the README)",
+            settings.node,
+            settings.rest_host,
+            settings.rest_port,
+            ""
+            if not settings.allow_anonymous_code
+            else ", and make it run code (allow_anonymous_code = true)",
+        )
+    store = ConfigStore(
+        settings.data_dir, settings.config_dir, max_config_bytes=settings.max_config_bytes
+    )
+    hub = Hub()
+    manager = Manager(settings, store, hub, pids)
+    frames = Frames(manager, slots=max(1, settings.rest_threads // 4))
+    node = Node(manager, frames, log_ring)
+    limits = {CONFIG: settings.max_config_bytes, UPLOAD: settings.max_upload_bytes}
+    app = create_app(node, Auth(token, settings.allow_anonymous_code), limits)
+    server = rest_server.create(
+        app,
+        settings.rest_host,
+        settings.rest_port,
+        settings.rest_threads,
+        max(limits.values()),
     )
 
     def terminate(signum, frame):
@@ -74,7 +116,8 @@ def run(args) -> int:
 
     signal.signal(signal.SIGTERM, terminate)
     try:
-        manager.start()
+        manager.start_permanent()
+        Watchdog(manager, settings.stuck_timeout).start()
         log.info(
             "node %s: REST API on http://%s:%s, data in %s",
             settings.node,
@@ -90,5 +133,6 @@ def run(args) -> int:
         log.info("stopping every instance")
         manager.shutdown()
         server.close()
-        remove_all(f"shmcam.{settings.node}.")
+        hub.close()
+        remove_stale(f"shmcam.{settings.node}.")
     return 0

@@ -1,17 +1,19 @@
 """One instance process as the supervisor sees it: start, control, logs, statistics, stop.
 
 Instances are started as clean interpreters (`python -m shmcam.workers KIND`), never forked
-from the threaded daemon. Their stdin is the control channel; stdout carries their few reports
-(ready, finished, error, a camera's online state); stderr their log, of which the last lines
-are kept for the REST API.
+from the threaded daemon, with their control and report channels (workers/control.py) served by
+the hub (hub.py): nothing here ever blocks on an instance. Config updates are acknowledged by
+the instance once applied (or refused), so a REST call answers what really happened. Stopping
+is SIGTERM, then SIGKILL after a deadline, so even an instance stuck in C code goes.
 """
 
 from __future__ import annotations
 
 import collections
-import json
 import logging
+import math
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -21,10 +23,15 @@ import psutil
 
 from shmcam.shm import StatsBlock, segment
 
+from .hub import Hub, Link
+from .succession import PidFiles
+
 log = logging.getLogger(__name__)
 
 LOG_LINES = 100
 STOP_TIMEOUT = 5.0
+PARENT_ENV = "SHMCAM_SUPERVISOR_PID"  # workers/__main__.py reads both
+MEMORY_ENV = "SHMCAM_MEMORY_LIMIT"
 
 
 class Instance:
@@ -36,9 +43,12 @@ class Instance:
         spec: dict,
         stream: str,
         *,
+        hub: Hub,
+        pids: PidFiles,
         read_only: bool = False,
         permanent: bool = False,
         omp_threads: int = 1,
+        memory_limit: int = 0,
     ):
         self.kind = kind
         self.id = instance_id
@@ -48,8 +58,11 @@ class Instance:
         self.read_only = read_only
         self.permanent = permanent
         self.omp_threads = omp_threads
-        self.logs: collections.deque[str] = collections.deque(maxlen=LOG_LINES)
-        self.process: subprocess.Popen | None = None
+        self.memory_limit = memory_limit  # bytes of address space, 0 for none
+        self.hub = hub
+        self.pids = pids
+        self.logs: collections.deque[dict] = collections.deque(maxlen=LOG_LINES)
+        self.link: Link | None = None
         self.start_time: float | None = None
         self.exit_code: int | None = None
         self.last_error: str | None = None
@@ -57,46 +70,54 @@ class Instance:
         self.output_file: str | None = None  # the HDF5 file a store pipeline writes
         self.online: tuple[bool, str] | None = None  # a camera's last (online, reason) report
         self.restarts = 0
+        self.restart_at: float | None = None  # when the watchdog restarts it (monotonic)
         self.reaped = False  # its end was noticed and cleaned up
-        self.idle_since: float | None = None  # on-demand bookkeeping of the manager
+        self.idle_since: float | None = None  # on-demand bookkeeping of the watchdog
         self._ready = threading.Event()
         self._stats: StatsBlock | None = None
         self._psutil: psutil.Process | None = None
         self._rates = (time.monotonic(), {}, {})  # time, counters then, rates (Hz)
         self._cpu: float | None = None
         self._memory: int | None = None
-        self._stdin_lock = threading.Lock()
+        self._acks = threading.Condition()
+        self._seq = 0
+        self._pending: dict[int, dict] = {}  # config updates sent, by sequence number
+        self._answers: dict[int, str | None] = {}  # seq -> None (applied) or the refusal
+
+    @property
+    def process(self) -> subprocess.Popen | None:
+        return self.link.process if self.link is not None else None
 
     # --- lifetime -------------------------------------------------------------------------
     def start(self) -> None:
         self._ready.clear()
         self.exit_code = self.finished = self.online = None
         self.reaped = False
-        env = dict(os.environ, OMP_NUM_THREADS=str(self.omp_threads), PYTHONUNBUFFERED="1")
-        self.process = subprocess.Popen(
+        self.restart_at = None
+        env = dict(
+            os.environ,
+            OMP_NUM_THREADS=str(self.omp_threads),
+            PYTHONUNBUFFERED="1",
+            **{PARENT_ENV: str(os.getpid())},
+        )
+        if self.memory_limit:
+            env[MEMORY_ENV] = str(self.memory_limit)
+        self.link = self.hub.start(
             [sys.executable, "-m", "shmcam.workers", self.kind],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            start_new_session=True,
-        )  # Ctrl-C at the terminal is the supervisor's alone
+            env,
+            self._on_report,
+            self._on_output,
+        )
         self.start_time = time.time()
-        self._psutil = psutil.Process(self.process.pid)
-        self._send({**self.spec, "config": self.config})
-        threading.Thread(
-            target=self._read_reports, args=(self.process,), daemon=True, name=f"{self.id} reports"
-        ).start()
-        threading.Thread(
-            target=self._read_log, args=(self.process,), daemon=True, name=f"{self.id} log"
-        ).start()
+        self._psutil = psutil.Process(self.link.process.pid)
+        self.pids.record(self.link.process.pid, self.kind, self.id)
+        self.link.send({**self.spec, "config": self.config})
 
     def wait_ready(self, timeout: float) -> None:
         """Block until the instance reports ready; raise RuntimeError with its error if not."""
         deadline = time.monotonic() + timeout
         while not self._ready.wait(0.05):
-            if self.process.poll() is not None or time.monotonic() > deadline:
+            if self.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(
                     self.last_error
@@ -104,23 +125,36 @@ class Instance:
                     or f"{self.kind} {self.id} did not start within {timeout:g} s"
                 )
 
-    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """Ask the instance to stop, kill it if it does not, and remove its segments."""
+    def terminate(self) -> None:
+        """Ask the instance to stop (SIGTERM); it finishes its frame and exits."""
         process = self.process
         if process is not None and process.poll() is None:
             try:
-                self._send({"stop": True})
-                process.stdin.close()
-            except (BrokenPipeError, OSError, ValueError):
+                process.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
                 pass
+
+    def kill(self) -> None:
+        process = self.process
+        if process is not None and process.poll() is None:
+            log.warning("%s %s did not stop: killing it", self.kind, self.id)
+            process.kill()
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop the instance (SIGTERM, SIGKILL after timeout) and remove its segments."""
+        self.terminate()
+        self.wait_stopped(timeout)
+
+    def wait_stopped(self, timeout: float) -> None:
+        """After terminate(): wait for the end, kill at the deadline, clean up."""
+        process = self.process
+        if process is not None:
             try:
                 process.wait(timeout)
             except subprocess.TimeoutExpired:
-                log.warning("%s %s did not stop in %g s: killing it", self.kind, self.id, timeout)
-                process.kill()
+                self.kill()
                 process.wait()
-        if process is not None:
-            self.exit_code = process.returncode
+        self.poll()
         self.release_segments()
 
     def release_segments(self) -> None:
@@ -145,6 +179,11 @@ class Instance:
         return self.process is not None and self.process.poll() is None
 
     @property
+    def holds_port(self) -> bool:
+        """Its port stays reserved while it runs or is to be restarted."""
+        return self.alive or self.restart_at is not None or self.permanent
+
+    @property
     def state(self) -> str:
         """starting (not ready yet), running, ended (exit code 0: stopped or done) or failed."""
         if self.alive:
@@ -157,49 +196,110 @@ class Instance:
 
     def poll(self) -> int | None:
         """The exit code if the process has ended (recorded), else None."""
-        if self.process is None:
+        process = self.process
+        if process is None:
             return self.exit_code
-        code = self.process.poll()
-        if code is not None:
+        code = process.poll()
+        if code is not None and self.exit_code is None:
             self.exit_code = code
+            self.pids.forget(process.pid)
+            self.link.close()
         return code
 
-    def send_config(self, config: dict) -> None:
-        self.config = config
-        self._send({"config": config})
+    # --- config updates --------------------------------------------------------------------
+    def update_config(self, config: dict, timeout: float) -> str | None:
+        """Send a config update and wait until the instance applied it: None if it did, else
+        why not (its refusal, or that it did not answer in time: then the update is
+        withdrawn, superseded by the config in force, and nothing changed)."""
+        with self._acks:
+            self._seq += 1
+            seq = self._seq
+            self._pending[seq] = config
+        self.link.send({"config": config, "seq": seq}, replaces="config")
+        deadline = time.monotonic() + timeout
+        with self._acks:
+            while seq not in self._answers:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self.alive:
+                    break
+                self._acks.wait(min(left, 0.2))
+            if seq in self._answers:
+                return self._answers.pop(seq)
+            self._pending.pop(seq, None)
+            self._seq += 1
+            current = self._seq
+            self._pending[current] = self.config
+        self.link.send({"config": self.config, "seq": current}, replaces="config")
+        return (
+            f"{self.kind} {self.id} did not take the update within {timeout:g} s (is its "
+            f"function stuck?); nothing was changed"
+        )
 
-    def _send(self, message: dict) -> None:
-        with self._stdin_lock:
-            self.process.stdin.write(json.dumps(message) + "\n")
-            self.process.stdin.flush()
+    def _acknowledged(self, seq: int, refusal: str | None) -> None:
+        with self._acks:
+            config = self._pending.pop(seq, None)
+            for older in [s for s in self._pending if s < seq]:
+                del self._pending[older]  # superseded: the instance never applies them
+            if refusal is None and config is not None:
+                self.config = config
+            self._answers[seq] = refusal
+            for old in [s for s in self._answers if s < seq - 100]:
+                del self._answers[old]
+            self._acks.notify_all()
 
-    # --- reports and logs ------------------------------------------------------------------
-    def _read_reports(self, process: subprocess.Popen) -> None:
-        for line in process.stdout:
-            try:
-                report = json.loads(line)
-            except ValueError:
-                continue
-            if "ready" in report:
-                ready = report["ready"]
-                self.output_file = ready.get("output_file") if isinstance(ready, dict) else None
-                self._ready.set()
-            if "error" in report:
-                self.last_error = str(report["error"])
-            if "finished" in report:
-                self.finished = str(report["finished"])
-            if "online" in report:
-                self.online = (bool(report["online"]), str(report.get("reason", "")))
+    # --- reports and logs (called in the hub's thread) ----------------------------------------
+    def _on_report(self, report: dict) -> None:
+        if "ready" in report:
+            ready = report["ready"]
+            self.output_file = ready.get("output_file") if isinstance(ready, dict) else None
+            self._ready.set()
+        if "error" in report:
+            self.last_error = str(report["error"])
+        if "finished" in report:
+            self.finished = str(report["finished"])
+        if "online" in report:
+            self.online = (bool(report["online"]), str(report.get("reason", "")))
+        if "config_applied" in report:
+            self._acknowledged(_seq(report["config_applied"]), None)
+        if "config_refused" in report:
+            self._acknowledged(_seq(report["config_refused"]), str(report.get("error")))
+        if isinstance(report.get("log"), dict):
+            self._log_record(report["log"])
 
-    def _read_log(self, process: subprocess.Popen) -> None:
-        worker_log = logging.getLogger(f"shmcam.instance.{self.id}")
-        for line in process.stderr:
-            line = line.rstrip("\n")
-            self.logs.append(line)
-            worker_log.info("%s", line)
+    def _log_record(self, entry: dict) -> None:
+        """A worker's log record: its own level and time, under the instance's logger."""
+        level = str(entry.get("level", "INFO"))
+        levelno = logging.getLevelName(level)
+        created = entry.get("time")
+        if not isinstance(created, (int, float)) or not math.isfinite(created):
+            created = time.time()
+        message = f"{entry.get('name', '?')}: {entry.get('message', '')}"
+        self._add_log(
+            created, level, levelno if isinstance(levelno, int) else logging.INFO, message
+        )
+
+    def _on_output(self, stream: str, line: str) -> None:
+        """A line the process printed (user code, a crash dump): text in the instance log."""
+        level = "INFO" if stream == "stdout" else "WARNING"
+        self._add_log(time.time(), level, logging.getLevelName(level), f"{stream}: {line}")
+
+    def _add_log(self, created: float, level: str, levelno: int, message: str) -> None:
+        name = f"shmcam.instance.{self.id}"
+        self.logs.append({"time": created, "level": level, "name": name, "message": message})
+        record = logging.makeLogRecord(
+            {
+                "name": name,
+                "levelname": level,
+                "levelno": levelno,
+                "msg": message,
+                "created": created,
+                "msecs": (created % 1) * 1000,
+            }
+        )
+        logging.getLogger(name).handle(record)
 
     def _last_log(self) -> str | None:
-        return self.logs[-1] if self.logs else None
+        return self.logs[-1]["message"] if self.logs else None
 
     # --- statistics ------------------------------------------------------------------------
     def counters(self) -> dict:
@@ -214,6 +314,12 @@ class Instance:
     def histogram(self) -> list[tuple[float, int]]:
         """Processing-time histogram (seconds, count) of the instance, [] while it has none."""
         return self._stats.histogram() if self.counters() and self._stats else []
+
+    def progressed_within(self, seconds: float) -> bool:
+        """Whether its main loop updated its statistics within the last `seconds` (every
+        instance does twice a second while it is not stuck)."""
+        updated = self.counters().get("updated_ns", 0)
+        return not updated or time.time_ns() - updated < seconds * 1e9
 
     def update_rates(self) -> None:
         """Frames/s in and out, and CPU, since the last call (the manager's watchdog calls this
@@ -264,6 +370,7 @@ class Instance:
             "processing_ms_p50": counters.get("proc_ms_p50"),
             "processing_ms_p99": counters.get("proc_ms_p99"),
             "restarts": self.restarts,
+            "control_pending": self.link.pending if self.link is not None and self.alive else 0,
         }
 
     def _ring_fill(self, counters: dict) -> float | None:
@@ -296,3 +403,7 @@ class Instance:
             "permanent": self.permanent,
             "output_file": self.output_file,
         }
+
+
+def _seq(value) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else -1

@@ -1,9 +1,10 @@
-"""The node's instances: which run, on which ports, when they start, stop and restart.
+"""The node's instances: which run, on which ports, how they start and stop.
 
 One camera instance per camera, started when a pipeline or a client needs it. Pipelines are
 private (own id), shared (a saved config's name) or read-only shared (reused for equal configs).
-A watchdog thread stops on-demand instances after `no_client_timeout` without clients and
-restarts permanent ones with backoff.
+The watchdog (watchdog.py) restarts what must run and stops what nobody uses. Waiting for an
+instance (its start, a config update, its stop) never holds the manager lock: the node answers
+other calls meanwhile, whatever one instance does.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -20,17 +20,18 @@ from shmcam.shm import ring_base, stats_name
 from shmcam.workers.pipeline_types import pipeline_type
 
 from . import validation
-from .errors import BadRequest, Conflict, NotFound
-from .instances import Instance
+from .errors import BadRequest, Conflict, NotFound, Unavailable
+from .hub import Hub
+from .instances import STOP_TIMEOUT, Instance
 from .settings import Settings
 from .store import ConfigStore
+from .succession import PidFiles
 
 log = logging.getLogger(__name__)
 
-DEFAULT_NO_CLIENT_TIMEOUT = 10.0
 READY_TIMEOUT = 60.0
-WATCH_PERIOD = 0.5
-BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
+UPDATE_TIMEOUT = 10.0  # for an instance to apply a live config update
+MAX_CASCADE = 16  # pipelines reading pipelines reading ...
 # What a pipeline reads is set up at its start: these keys cannot change on a running instance.
 INPUT_KEYS = (
     "camera_name",
@@ -43,21 +44,19 @@ INPUT_KEYS = (
 
 
 class Manager:
-    def __init__(self, settings: Settings, store: ConfigStore):
+    def __init__(self, settings: Settings, store: ConfigStore, hub: Hub, pids: PidFiles):
         self.settings = settings
         self.store = store
+        self.hub = hub
+        self.pids = pids
         self.cameras: dict[str, Instance] = {}
         self.pipelines: dict[str, Instance] = {}
         self.lock = threading.RLock()
-        self._stopping = threading.Event()
-        self._restart_due: dict[str, float] = {}
-        self._watchdog = threading.Thread(target=self._watch, name="watchdog", daemon=True)
+        self.stopping = threading.Event()
 
-    def start(self) -> None:
-        """Start the watchdog, and the permanent instances in the background: the REST API
-        answers while they come up."""
+    def start_permanent(self) -> None:
+        """Start the permanent instances in the background: the REST API answers meanwhile."""
         threading.Thread(target=self._start_permanent, name="permanent", daemon=True).start()
-        self._watchdog.start()
 
     def _start_permanent(self) -> None:
         for instance_id, config_name in self.settings.permanent.items():
@@ -70,6 +69,9 @@ class Manager:
                     "permanent instance %s (%s) did not start: %s", instance_id, config_name, error
                 )
 
+    def table(self, kind: str) -> dict[str, Instance]:
+        return self.cameras if kind == "camera" else self.pipelines
+
     # --- cameras ----------------------------------------------------------------------------
     def camera_config(self, name: str) -> dict:
         return validation.camera(self.store.get_config("camera", name))
@@ -77,17 +79,18 @@ class Manager:
     def camera(self, name: str) -> Instance:
         """The running camera instance, started if needed. The start is waited for outside
         the manager lock: the node answers other calls meanwhile."""
+        instance, _ = self._camera(name)
+        return instance
+
+    def _camera(self, name: str) -> tuple[Instance, bool]:
+        """The camera instance, and whether this call started it."""
         with self.lock:
             instance = self.cameras.get(name)
-            if instance is None or not instance.alive:
+            started = instance is None or not instance.alive
+            if started:
                 _check_instance_id(name)
                 instance = self._spawn_camera(name, self.camera_config(name))
-        return self._started(self.cameras, instance, Conflict)
-
-    def _start_camera(self, name: str, config: dict) -> Instance:
-        """Start a camera and wait for it, under the lock (a config change is one step)."""
-        with self.lock:
-            return self._started(self.cameras, self._spawn_camera(name, config), Conflict)
+        return self._started(self.cameras, instance, Conflict), started
 
     def _spawn_camera(self, name: str, config: dict) -> Instance:
         instance = self._new_instance("camera", name, config, self.settings.camera_ports)
@@ -112,14 +115,15 @@ class Manager:
         run with it, it goes back to the config it had and nothing is saved."""
         validation.camera_name(name)
         validation.camera(config)
+        self.store.check_config(config, f"camera config {name!r}")
         with self.lock:
             running = self.cameras.get(name)
             if running is not None and running.alive:
                 running.stop()
                 try:
-                    self._start_camera(name, config)
+                    self._started(self.cameras, self._spawn_camera(name, config), Conflict)
                 except Conflict:
-                    self._start_camera(name, running.config)
+                    self._started(self.cameras, self._spawn_camera(name, running.config), Conflict)
                     raise
             self.store.save_config("camera", name, config)
         return config
@@ -133,25 +137,36 @@ class Manager:
         read_only: bool = False,
         permanent: bool = False,
     ) -> Instance:
+        """Start a pipeline. One that does not start changes nothing: a camera or upstream
+        started for it is stopped again."""
         validation.pipeline(config, self.store.config_names("camera"))
         validation.function_available(config, self.store.file_names("script"))
+        self.store.check_config(config, "pipeline config")
         instance_id = instance_id or str(uuid.uuid4())
         _check_instance_id(instance_id)
+        self._check_cascade(config, instance_id)
         self._check_not_running(instance_id)
-        source = self._input(config, instance_id)  # may start a camera or an upstream
-        with self.lock:
-            self._check_not_running(instance_id)  # nobody took the id meanwhile
-            instance = self._new_instance(
-                "pipeline",
-                instance_id,
-                config,
-                self.settings.pipeline_ports,
-                read_only=read_only,
-                permanent=permanent,
-                source=source,
-            )
-            self.pipelines[instance_id] = instance
-        return self._started(self.pipelines, instance, BadRequest)
+        started: list[Instance] = []
+        try:
+            source = self._input(config, instance_id, started)
+            with self.lock:
+                self._check_not_running(instance_id)  # nobody took the id meanwhile
+                instance = self._new_instance(
+                    "pipeline",
+                    instance_id,
+                    config,
+                    self.settings.pipeline_ports,
+                    read_only=read_only,
+                    permanent=permanent,
+                    source=source,
+                )
+                self.pipelines[instance_id] = instance
+            return self._started(self.pipelines, instance, BadRequest)
+        except Exception:
+            for upstream in reversed(started):
+                if not upstream.permanent and not self._readers_of(upstream):
+                    upstream.stop()
+            raise
 
     def _check_not_running(self, instance_id: str) -> None:
         if self._running_pipeline(instance_id) is not None:
@@ -166,14 +181,38 @@ class Manager:
             instance = self.pipelines.get(instance_id)
         return instance if instance is not None and instance.alive else None
 
-    def _input(self, config: dict, instance_id: str) -> dict | None:
+    def _check_cascade(self, config: dict, instance_id: str) -> None:
+        """Refuse a cascade that reads itself (A -> B -> A), however long the loop."""
+        seen = [instance_id]
+        upstream = config.get("input_pipeline")
+        while upstream:
+            if upstream in seen:
+                raise BadRequest(
+                    f"pipeline config: input_pipeline makes a loop "
+                    f"({' -> '.join([*seen, upstream])}); a pipeline cannot read its own output"
+                )
+            if len(seen) > MAX_CASCADE:
+                raise BadRequest(f"pipeline config: more than {MAX_CASCADE} cascaded pipelines")
+            seen.append(upstream)
+            running = self._running_pipeline(upstream)
+            try:
+                upstream_config = (
+                    running.config if running else self.store.get_config("pipeline", upstream)
+                )
+            except (NotFound, BadRequest):
+                return  # it will fail to start with its own clear error
+            upstream = upstream_config.get("input_pipeline")
+
+    def _input(self, config: dict, instance_id: str, started: list[Instance]) -> dict | None:
         """Where a pipeline's frames come from unless from its camera's ring (None): the
         stream it names, its upstream pipeline's (a cascade: started from the saved config
-        of that name if not running) or, for a stream pipeline, its camera's stream. The
-        camera a pipeline reads is started first."""
+        of that name if not running) or, for a stream pipeline, its camera's stream. What
+        this starts is appended to `started`."""
         camera = camera_read(config)
         if camera is not None:
-            instance = self.camera(camera)
+            instance, new = self._camera(camera)
+            if new:
+                started.append(instance)
             if pipeline_type(config) != "stream":
                 return None
             return {
@@ -184,11 +223,10 @@ class Manager:
         stream, mode = config.get("input_stream"), config.get("input_mode") or "SUB"
         upstream = config.get("input_pipeline")
         if upstream:
-            if upstream == instance_id:
-                raise BadRequest(
-                    f"pipeline config: input_pipeline {upstream!r} is the instance itself"
-                )
+            running = self._running_pipeline(upstream)
             source = self.shared_pipeline(upstream)
+            if running is None:
+                started.append(source)
             stream = f"tcp://127.0.0.1:{source.spec['port']}"
             mode = "PULL" if source.config.get("mode") == "PUSH" else "SUB"
         if stream is None:
@@ -222,8 +260,9 @@ class Manager:
         return self.create_pipeline(config, read_only=True)
 
     def update_pipeline(self, instance_id: str, update: dict) -> dict:
-        """Merge a live update into a running private instance; refuse what it cannot apply
-        (the worker cannot report a failure back), and change nothing then."""
+        """Merge a live update into a running private instance, applied by the instance from
+        its next frame. It answers only once the instance took it; one it refuses (a function
+        that does not load) or does not take in time changes nothing."""
         if not isinstance(update, dict):
             raise BadRequest("a config update must be a JSON object")
         with self.lock:
@@ -253,8 +292,13 @@ class Manager:
                 validation.merge(instance.config, update), self.store.config_names("camera")
             )
             validation.function_available(config, self.store.file_names("script"))
-            instance.send_config(config)
+            self.store.check_config(config, "pipeline config")
+        refusal = instance.update_config(config, UPDATE_TIMEOUT)
+        if refusal is None:
             return config
+        if "did not take the update" in refusal:
+            raise Unavailable(refusal)
+        raise BadRequest(f"instance {instance_id} refused the update: {refusal}")
 
     def running_pipeline(self, instance_id: str) -> Instance:
         instance = self.pipelines.get(instance_id)
@@ -265,32 +309,52 @@ class Manager:
     # --- common -----------------------------------------------------------------------------
     def instances(self, kind: str) -> dict[str, Instance]:
         with self.lock:
-            table = self.cameras if kind == "camera" else self.pipelines
-            return {k: v for k, v in table.items() if v.alive}
+            return {k: v for k, v in self.table(kind).items() if v.alive}
+
+    def everything(self) -> list[Instance]:
+        """Every instance known, pipelines first (they read the cameras)."""
+        with self.lock:
+            return [*self.pipelines.values(), *self.cameras.values()]
 
     def stop(self, kind: str, instance_id: str, forget: bool = False) -> None:
         with self.lock:
-            table = self.cameras if kind == "camera" else self.pipelines
+            table = self.table(kind)
             instance = table.get(instance_id)
             if instance is None:
                 raise NotFound(f"no {kind} instance {instance_id!r} on this node")
             instance.permanent = False  # stopped on purpose: not restarted
+            instance.restart_at = None
             if forget:
                 del table[instance_id]
         instance.stop()
 
     def stop_all(self, kind: str) -> None:
-        for instance_id in list(self.instances(kind)):
-            self.stop(kind, instance_id)
+        with self.lock:
+            table = self.table(kind)
+            for instance in table.values():
+                instance.permanent = False
+                instance.restart_at = None
+            chosen = list(table.values())
+        stop_together(chosen)
 
     def shutdown(self) -> None:
-        """Stop everything (pipelines first, then the cameras they read)."""
-        self._stopping.set()
+        """Stop everything: the pipelines together, then the cameras together, so that however
+        many are stuck the whole takes about two stop timeouts."""
+        self.stopping.set()
+        for kind in ("pipeline", "camera"):
+            with self.lock:
+                chosen = list(self.table(kind).values())
+                for instance in chosen:
+                    instance.permanent = False
+            stop_together(chosen)
+
+    def _readers_of(self, instance: Instance) -> list[Instance]:
+        """Live pipelines reading this camera (its ring or its stream) or this pipeline."""
         with self.lock:
-            everything = [*self.pipelines.values(), *self.cameras.values()]
-        for instance in everything:
-            instance.permanent = False
-            instance.stop()
+            pipelines = list(self.pipelines.values())
+        if instance.kind == "camera":
+            return [p for p in pipelines if p.alive and p.spec["camera"] == instance.id]
+        return [p for p in pipelines if p.alive and p.config.get("input_pipeline") == instance.id]
 
     def _new_instance(
         self, kind: str, instance_id: str, config: dict, ports, source=None, **flags
@@ -303,9 +367,9 @@ class Manager:
             "instance_id": instance_id,
             "camera": camera,
             "ring": camera and ring_base(self.settings.node, camera),
-            "preview": None
-            if kind == "camera"
-            else ring_base(self.settings.node, instance_id, "preview"),
+            "preview": (
+                None if kind == "camera" else ring_base(self.settings.node, instance_id, "preview")
+            ),
             "ring_slots": self.settings.ring_slots,
             "stats": stats_name(self.settings.node, f"{kind[0]}-{instance_id}"),
             "port": port,
@@ -315,6 +379,7 @@ class Manager:
             "camera_scripts_dir": str(data / "camera_scripts"),
             "backgrounds_dir": str(data / "backgrounds"),
             "store_dir": str(data / "store"),
+            "max_frame_bytes": self.settings.max_frame_bytes,
         }
         instance = Instance(
             kind,
@@ -322,101 +387,38 @@ class Manager:
             config,
             spec,
             f"tcp://{self.settings.public_host}:{port}",
+            hub=self.hub,
+            pids=self.pids,
             omp_threads=self.settings.omp_threads,
+            memory_limit=self.settings.instance_memory_mb * 2**20,
             **flags,
         )
         instance.start()
         return instance
 
     def _free_port(self, ports) -> int:
-        taken = {
-            i.spec["port"] for i in (*self.cameras.values(), *self.pipelines.values()) if i.alive
-        }
+        """A port of the range that no instance holds (a permanent one being restarted keeps
+        its port) and that nothing else on the host is bound to."""
+        with self.lock:
+            taken = {i.spec["port"] for i in self.everything() if i.holds_port}
         for port in range(ports[0], ports[1] + 1):
             if port not in taken and _bindable(port):
                 return port
         raise Conflict(f"no free port left in {list(ports)}; stop instances or widen the range")
 
-    # --- watchdog ---------------------------------------------------------------------------
-    def _watch(self) -> None:
-        while not self._stopping.wait(WATCH_PERIOD):
-            try:
-                self._check()
-            except Exception:
-                log.exception("watchdog check failed")
 
-    def _check(self) -> None:
-        now = time.monotonic()
-        with self.lock:
-            everything = [*self.pipelines.values(), *self.cameras.values()]
-        for instance in everything:
-            code = instance.poll()
-            if code is not None:
-                self._ended(instance, code, now)
-                continue
-            instance.update_rates()
-            if not instance.permanent:
-                self._stop_if_idle(instance, now)
-
-    def _needed(self, instance: Instance) -> bool:
-        """Permanent instances, and cameras that running pipelines read, come back if they die."""
-        return instance.permanent or (instance.kind == "camera" and self._has_pipelines(instance))
-
-    def _has_pipelines(self, camera: Instance) -> bool:
-        """Whether running pipelines read this camera (its ring, or its stream)."""
-        return any(p.alive and p.spec["camera"] == camera.id for p in list(self.pipelines.values()))
-
-    def _ended(self, instance: Instance, code: int, now: float) -> None:
-        if not self._needed(instance) or self._stopping.is_set():
-            if not instance.reaped:
-                instance.reaped = True
-                instance.release_segments()
-                log.info(
-                    "%s %s ended with exit code %s%s",
-                    instance.kind,
-                    instance.id,
-                    code,
-                    f" ({instance.finished})" if instance.finished else "",
-                )
-            return
-        due = self._restart_due.get(instance.id)
-        if due is None:
-            delay = BACKOFF[min(instance.restarts, len(BACKOFF) - 1)]
-            log.warning(
-                "%s %s died (exit code %s): restarting in %g s",
-                instance.kind,
-                instance.id,
-                code,
-                delay,
-            )
-            instance.release_segments()
-            self._restart_due[instance.id] = now + delay
-        elif now >= due:
-            del self._restart_due[instance.id]
-            instance.restarts += 1
-            try:
-                if instance.kind == "pipeline":
-                    instance.spec["input"] = self._input(instance.config, instance.id)
-                instance.start()
-            except Exception as error:
-                instance.last_error = str(error)
-                log.error("restart of %s failed: %s", instance.id, error)
-
-    def _stop_if_idle(self, instance: Instance, now: float) -> None:
-        timeout = instance.config.get("no_client_timeout", DEFAULT_NO_CLIENT_TIMEOUT)
-        if timeout is None or timeout <= 0 or not instance.ready:
-            return  # an instance still starting has had no chance to get clients
-        busy = (
-            instance.counters().get("clients", 0) > 0 or pipeline_type(instance.config) == "store"
-        )  # it writes files, not streams
-        if instance.kind == "camera":
-            busy = busy or self._has_pipelines(instance)
-        if busy or instance.idle_since is None:
-            instance.idle_since = None if busy else now
-            return
-        if now - instance.idle_since >= timeout:
-            log.info("%s %s: no clients for %g s, stopping", instance.kind, instance.id, timeout)
-            instance.stop()
+def stop_together(instances: list[Instance], timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM to all, then wait for all at once: stuck ones are killed at one deadline."""
+    for instance in instances:
+        instance.terminate()
+    threads = [
+        threading.Thread(target=instance.wait_stopped, args=(timeout,), daemon=True)
+        for instance in instances
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def camera_read(config: dict) -> str | None:

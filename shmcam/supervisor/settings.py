@@ -38,9 +38,37 @@ class Settings:
     allow_anonymous_code: bool = False  # without a token: accept code uploads all the same
     function_dirs: tuple[Path, ...] = ()  # where `function` may name user code by path
     executable_dirs: tuple[Path, ...] = ()  # where external pipelines' programs may be
+    run_dir: Path = Path("/run/shmcam")  # the instances' pids, for the next supervisor
+    stuck_timeout: float = 60.0  # s without progress before an instance is killed
+    max_frame_mb: int = 64  # largest camera frame (size_x * size_y * bytes)
+    max_upload_mb: int = 128  # largest script, lib or background upload
+    max_config_kb: int = 1024  # largest camera or pipeline config (as JSON)
+    instance_memory_mb: int = 8192  # address space of one instance; 0 for no limit
+    rest_threads: int = 16  # REST request threads (slow calls may take only some of them)
+
+    @property
+    def max_frame_bytes(self) -> int:
+        return self.max_frame_mb * 2**20
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * 2**20
+
+    @property
+    def max_config_bytes(self) -> int:
+        return self.max_config_kb * 2**10
 
 
-_INT_RANGES = {"rest_port": (0, 65535), "ring_slots": (2, 4096), "omp_threads": (1, 1024)}
+_INT_RANGES = {
+    "rest_port": (0, 65535),
+    "ring_slots": (2, 4096),
+    "omp_threads": (1, 1024),
+    "max_frame_mb": (1, 1 << 20),
+    "max_upload_mb": (1, 1 << 20),
+    "max_config_kb": (1, 1 << 20),
+    "instance_memory_mb": (0, 1 << 30),
+    "rest_threads": (4, 256),
+}
 
 
 def load(path: Path | None = None, **overrides) -> Settings:
@@ -115,7 +143,11 @@ def _check(key: str, value, source: str):
         ):
             raise bad("a list of absolute directory paths")
         return tuple(Path(v) for v in value)
-    if key in ("data_dir", "config_dir", "token_file"):
+    if key == "stuck_timeout":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value < 1e6:
+            raise bad("a number of seconds from 1")
+        return float(value)
+    if key in ("data_dir", "config_dir", "token_file", "run_dir"):
         if not isinstance(value, (str, Path)) or not str(value):
             raise bad("a path")
         return Path(value)

@@ -28,7 +28,7 @@ import numpy as np
 
 from shmcam import names
 from shmcam.supervisor.arrays import check_array
-from shmcam.supervisor.errors import BadRequest, Conflict, NotFound
+from shmcam.supervisor.errors import BadRequest, Conflict, NotFound, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -150,12 +150,12 @@ def _parse(path: Path, loads: Callable[[str], object], language: str) -> dict:
     """A config file's dict (FileNotFoundError passes); a broken file is named, not a crash."""
     try:
         config = loads(path.read_text(encoding="utf-8"))
-    except ValueError as error:  # JSON/TOML syntax errors and bad UTF-8 are all ValueErrors
-        raise BadRequest(
+    except (ValueError, RecursionError) as error:  # syntax errors and bad UTF-8 are ValueErrors
+        raise StorageError(
             f"{path} is not valid {language}: {error}; fix or remove the file"
         ) from None
     if not isinstance(config, dict):
-        raise BadRequest(f"{path} must hold a {language} object, got {type(config).__name__}")
+        raise StorageError(f"{path} must hold a {language} object, got {type(config).__name__}")
     return config
 
 
@@ -164,16 +164,27 @@ def _read_json(path: Path) -> dict:
 
 
 def read_toml(path: Path) -> dict:
-    """A shipped config as the JSON types the API returns; TOML dates are refused by name."""
-    return json.loads(_to_json(_parse(path, tomllib.loads, "TOML"), str(path)))
+    """A shipped config as the JSON types the API returns; TOML dates and NaN are refused by
+    name."""
+    try:
+        return json.loads(_to_json(_parse(path, tomllib.loads, "TOML"), str(path)))
+    except BadRequest as error:
+        raise StorageError(f"{error}; fix the file") from None
 
 
 class ConfigStore:
     """Configs (saved and shipped), their history, backgrounds, scripts and libs of a node."""
 
-    def __init__(self, data_dir: Path, config_dir: Path | None = None, history_limit: int = 50):
+    def __init__(
+        self,
+        data_dir: Path,
+        config_dir: Path | None = None,
+        history_limit: int = 50,
+        max_config_bytes: int = 1 << 20,
+    ):
         if history_limit < 1:
             raise ValueError(f"history_limit must be at least 1, got {history_limit}")
+        self.max_config_bytes = max_config_bytes
         self.data_dir = Path(data_dir)
         self.config_dir = None if config_dir is None else Path(config_dir)
         self.history_limit = history_limit
@@ -186,7 +197,7 @@ class ConfigStore:
         path = self.data_dir.joinpath(*parts)
         root = self.data_dir.resolve()
         if not path.resolve().is_relative_to(root):
-            raise BadRequest(
+            raise StorageError(
                 f"refused: {path} leads outside the data directory {root}; remove the link"
             )
         return path
@@ -260,10 +271,21 @@ class ConfigStore:
             f"no {kind} config named {name!r}: save it first, or use one of the {kind} config names"
         )
 
+    def check_config(self, config: dict, what: str) -> bytes:
+        """The config as it would be saved: strict JSON within the size limit, else
+        BadRequest (checked before anything runs with it, not only when it is saved)."""
+        data = _to_json(config, what)
+        if len(data) > self.max_config_bytes:
+            raise BadRequest(
+                f"{what} takes {len(data)} bytes as JSON, more than the node's limit of "
+                f"{self.max_config_bytes} (max_config_kb); configs hold settings, not data"
+            )
+        return data
+
     def save_config(self, kind: str, name: str, config: dict) -> None:
         """Save atomically; the version it replaces goes to history first."""
         path = self._config_file(kind, name)
-        data = _to_json(config, f"{kind} config {name!r}")
+        data = self.check_config(config, f"{kind} config {name!r}")
         self._write(path, lambda file: file.write(data), history=".json")
 
     def delete_config(self, kind: str, name: str) -> None:

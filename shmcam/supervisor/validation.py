@@ -13,6 +13,7 @@ import numpy as np
 from shmcam.bsread.encoder import CREATE_HEADER
 from shmcam.names import FILE_NAME_RULE, NAME_RULE, is_file_name, is_name
 from shmcam.processing import config as processing
+from shmcam.processing import functions
 from shmcam.processing.functions import BUILTIN, script_names
 from shmcam.workers import store_path
 from shmcam.workers.pipeline_types import PIPELINE_TYPES, pipeline_type
@@ -188,6 +189,30 @@ def _numbers(value, count: int, kind=Real) -> bool:
 
 def _integers(value, count: int) -> bool:
     return _numbers(value, count, int)
+
+
+def upload(kind: str, name: str, data: bytes, data_dir) -> None:
+    """Code must load before it is stored: a pipeline script as processing/functions.py
+    checks it (Python compiled, C built, neither run), a camera script compiled as Python."""
+    if kind == "script":
+        try:
+            functions.check(name, data, data_dir / "scripts")
+        except ValueError as error:
+            raise BadRequest(f"{error}; nothing was stored") from None
+    elif kind == "camera_script":
+        try:
+            compile(data, name, "exec", dont_inherit=True)
+        except (SyntaxError, ValueError) as error:
+            raise BadRequest(
+                f"camera script {name} is not valid Python: {error}; nothing was stored"
+            ) from None
+
+
+def runs_code(config) -> str | None:
+    """What in a pipeline config makes the node start a program, or None."""
+    if isinstance(config, dict) and config.get("pipeline_type") == "external":
+        return "a pipeline that starts an external program"
+    return None
 
 
 def function_available(config: dict, scripts: list[str]) -> None:

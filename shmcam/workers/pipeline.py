@@ -118,14 +118,16 @@ class Pipeline:
         self._errors_logged = 0
 
     def apply(self, config: dict) -> None:
-        """Take a new effective config; from the next frame on."""
+        """Take a new effective config, from the next frame on; one that raises (a function
+        that does not load) changes nothing."""
         reload = config.get("reload") or config.get("function") != self.config.get("function")
-        if reload or not hasattr(self, "function"):
-            self.function = self.resolve(config.get("function"))
+        function = self.resolve(config.get("function")) if reload or not self.config else None
+        gate = Gate(config if self.type != "custom" else {**config, "max_frame_rate": None})
+        parameters_json = json.dumps(config)
+        if function is not None:
+            self.function = function
         self.parameters, self.setup_error = self.with_background(config)
-        self.config = config
-        self.gate = Gate(config if self.type != "custom" else {**config, "max_frame_rate": None})
-        self.parameters_json = json.dumps(config)
+        self.config, self.gate, self.parameters_json = config, gate, parameters_json
         if self.type == "custom":
             self.input.pacer.period = 1.0 / (config.get("max_frame_rate") or CUSTOM_RATE)
             self.generator = None  # started afresh with the new parameters
@@ -225,13 +227,7 @@ class Pipeline:
         report(ready={"stream_port": self.spec["port"]})
         next_stats = 0.0
         while not control.stop.is_set():
-            update = control.take_config()
-            if update is not None:
-                try:
-                    self.apply(update)
-                except Exception:
-                    self.stats.add("errors")
-                    log.exception("config update refused; keeping the previous config")
+            control.apply_update(self.apply)
             now = time.monotonic()
             if now >= next_stats:
                 self.publish_stats()

@@ -222,7 +222,7 @@ class Store:
     def _loop(self, control: Control) -> str | None:
         next_stats = next_flush = 0.0
         while not control.stop.is_set():
-            self._take_config(control)
+            control.apply_update(self._apply_config)
             now = time.monotonic()
             if now >= next_stats:
                 self.publish_stats()
@@ -261,17 +261,10 @@ class Store:
         self.stats.record_time(time.perf_counter_ns() - t0)
         return gate.finished(item.pulse_id, self.written)
 
-    def _take_config(self, control: Control) -> None:
-        config = control.take_config()
-        if config is None:
-            return
+    def _apply_config(self, config: dict) -> None:
         if config.get("output_file") != self.config.get("output_file"):
             log.warning("output_file cannot change during a run; it applies to the next run")
-        try:
-            self.gate, self.min_free = Gate(config), min_free_mb(config)
-        except Exception:
-            self.errors += 1
-            log.exception("config update refused; keeping the previous config")
+        self.gate, self.min_free = Gate(config), min_free_mb(config)
 
     def publish_stats(self) -> None:
         counters = {"errors": 0, **self.input.counters()}

@@ -156,7 +156,7 @@ function setUpToken() {
 
 function renderNode(info, count) {
   $("node-cpu").textContent = `${info.cpu.toFixed(0)} %`;
-  $("node-memory").textContent = `${info.memory.toFixed(0)} %`;
+  $("node-memory").textContent = `${info.memory_percent.toFixed(0)} %`;
   $("node-instances").textContent = count;
   $("node-updated").textContent = new Date().toLocaleTimeString();
 }
@@ -451,7 +451,9 @@ async function refreshLog() {
   let lines;
   try {
     const data = await getJson(source ? `api/v1/logs/instance/${enc(source)}` : "api/v1/logs");
-    lines = source ? data.logs.map((text) => ({text, level: ""})) : data.logs;
+    // CamServer's entries: [time, logger, level, message]
+    lines = data.logs.map(([time, name, level, message]) =>
+      ({text: `${time} ${level} ${name}: ${message}`, level}));
   } catch (error) {
     if (error instanceof Disconnected) return;   // the banner says so already
     lines = [{text: `cannot read this log: ${error.message}`, level: "ERROR"}];

@@ -13,6 +13,8 @@ from flask import Blueprint, jsonify
 
 import shmcam
 
+from .common import READ, route
+
 # Everything the page loads comes from the node itself; previews are blob: URLs of fetched PNGs.
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' blob:; object-src 'none'; "
@@ -20,16 +22,17 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-def blueprint(node: str, token_required: bool) -> Blueprint:
+def blueprint(node: str, auth) -> Blueprint:
     web = Blueprint("web", __name__, static_folder="static", static_url_path="/web/static")
+    token_required = auth.token is not None
 
-    @web.get("/")
+    @route(web, "/", "GET", READ)
     def index():
         response = web.send_static_file("index.html")
         response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
         return response
 
-    @web.get("/web/node")
+    @route(web, "/web/node", "GET", READ)
     def node_facts():
         return jsonify(
             {

@@ -1,0 +1,267 @@
+"""What the REST API asks of a node, in one place: the seam between routes and the node.
+
+The routes (api/) call only these methods, so the cluster coordinator serves the same routes by
+implementing them over many nodes. Each method validates what it is given and changes nothing
+when it refuses (BadRequest, NotFound, Conflict, Unavailable: errors.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+
+import numpy as np
+import psutil
+
+import shmcam
+
+from . import metrics, validation
+from .errors import BadRequest, NotFound, StorageError
+from .frames import MAX_BACKGROUND_IMAGES, Frames
+from .logs import LogRing, camserver_entry
+from .manager import Manager
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Node:
+    def __init__(self, manager: Manager, frames: Frames, log_ring: LogRing):
+        self.manager = manager
+        self.store = manager.store
+        self.frames = frames
+        self.log_ring = log_ring
+        self.name = manager.settings.node
+        self._net = (time.monotonic(), psutil.net_io_counters(), None)
+        self._load_lock = threading.Lock()
+
+    @property
+    def settings(self) -> Settings:
+        return self.manager.settings
+
+    # --- both roots -------------------------------------------------------------------------
+    def server_info(self, kind: str) -> dict:
+        return {
+            "version": shmcam.__version__,
+            "active_instances": {
+                i: inst.info() for i, inst in self.manager.instances(kind).items()
+            },
+            **self.host_load(),
+        }
+
+    def host_load(self) -> dict:
+        """CamServer's host figures: cpu (percent), memory (bytes in use), tx and rx (bytes
+        per second, over at least the last second); and memory_percent."""
+        with self._load_lock:
+            now = time.monotonic()
+            then, before, figures = self._net
+            if figures is None or now - then >= 1.0:
+                net, memory = psutil.net_io_counters(), psutil.virtual_memory()
+                elapsed = max(now - then, 1e-3)
+                figures = {
+                    "cpu": psutil.cpu_percent(),
+                    "memory": memory.total - memory.available,
+                    "memory_percent": memory.percent,
+                    "tx": (net.bytes_sent - before.bytes_sent) / elapsed,
+                    "rx": (net.bytes_recv - before.bytes_recv) / elapsed,
+                }
+                self._net = (now, net, figures)
+            return dict(figures)
+
+    def heartbeat(self, kind: str) -> dict:
+        return {i: inst.statistics() for i, inst in self.manager.instances(kind).items()}
+
+    def stop_all(self, kind: str) -> None:
+        self.manager.stop_all(kind)
+
+    def stop(self, kind: str, instance_id: str, forget: bool = False) -> None:
+        self.manager.stop(kind, instance_id, forget)
+
+    def metrics(self) -> str:
+        tables = {kind: self.manager.instances(kind) for kind in ("camera", "pipeline")}
+        return metrics.render(self.name, tables)
+
+    # --- cameras ----------------------------------------------------------------------------
+    def camera_names(self) -> list[str]:
+        return self.store.config_names("camera")
+
+    def camera_aliases(self) -> dict[str, str]:
+        aliases = {}
+        for name, config in self._configs("camera"):
+            for alias in _listed(config.get("alias")):
+                aliases[alias] = name
+        return aliases
+
+    def groups(self, kind: str) -> dict[str, list[str]]:
+        groups: dict[str, list[str]] = {}
+        for name, config in self._configs(kind):
+            for group in _listed(config.get("group")):
+                groups.setdefault(group, []).append(name)
+        return groups
+
+    def _configs(self, kind: str):
+        """(name, config) of every config that reads (a broken one is left out and logged)."""
+        for name in self.store.config_names(kind):
+            try:
+                yield name, self.store.get_config(kind, name)
+            except (NotFound, BadRequest, StorageError) as error:
+                log.warning("%s config %s left out: %s", kind, name, error)
+
+    def camera_stream(self, name: str) -> str:
+        return self.manager.camera(name).stream
+
+    def camera_online(self, name: str) -> tuple[bool, str]:
+        config = self.manager.camera_config(name)
+        instance = self.manager.instances("camera").get(name)
+        if instance is None:
+            return True, (
+                f"camera {name} is not running; it starts on request "
+                f"({config.get('source_type', 'simulation')} source)"
+            )
+        if instance.online is None:
+            return False, "connecting to the source"
+        online, reason = instance.online
+        arriving = online and instance.counters().get("frames_in", 0) > 0
+        return online, "frames arriving" if arriving else reason
+
+    def camera_config(self, name: str) -> dict:
+        return self.manager.camera_config(name)
+
+    def set_camera_config(self, name: str, config) -> dict:
+        return self.manager.set_camera_config(name, config)
+
+    def delete_camera_config(self, name: str) -> None:
+        self.store.delete_config("camera", name)
+
+    def camera_image(self, name: str) -> np.ndarray:
+        return self.frames.camera_image(name)
+
+    # --- pipelines --------------------------------------------------------------------------
+    def pipeline_names(self) -> list[str]:
+        return self.store.config_names("pipeline")
+
+    def create_pipeline(self, config, instance_id: str | None):
+        return self.manager.create_pipeline(config, instance_id)
+
+    def create_pipeline_from_name(self, name: str, instance_id: str | None, extra: str | None):
+        config = self.store.get_config("pipeline", name)
+        if extra:
+            try:
+                extra = json.loads(extra, parse_constant=_no_constant)
+            except (ValueError, RecursionError) as error:
+                raise BadRequest(f"additional_config is not JSON: {error}") from None
+            if not isinstance(extra, dict):
+                raise BadRequest("additional_config must be a JSON object")
+            config = {**config, **extra}
+        return self.manager.create_pipeline(config, instance_id)
+
+    def shared_pipeline(self, instance_id: str):
+        return self.manager.shared_pipeline(instance_id)
+
+    def pipeline_for_config(self, config):
+        return self.manager.pipeline_for_config(config)
+
+    def pipeline_info(self, instance_id: str) -> dict:
+        return self.manager.running_pipeline(instance_id).info()
+
+    def pipeline_exitcode(self, instance_id: str) -> dict:
+        instance = self.manager.running_pipeline(instance_id)
+        return {
+            "exitcode": instance.poll(),
+            "finished": instance.finished,
+            "last_error": instance.last_error,
+        }
+
+    def pipeline_image(self, instance_id: str) -> np.ndarray:
+        return self.frames.pipeline_image(instance_id)
+
+    def instance_config(self, instance_id: str) -> dict:
+        return self.manager.running_pipeline(instance_id).config
+
+    def update_pipeline(self, instance_id: str, update) -> dict:
+        return self.manager.update_pipeline(instance_id, update)
+
+    def pipeline_config(self, name: str) -> dict:
+        return self.store.get_config("pipeline", name)
+
+    def save_pipeline_config(self, name: str, config) -> dict:
+        validation.pipeline(config, self.store.config_names("camera"))
+        self.store.save_config("pipeline", name, config)
+        return config
+
+    def delete_pipeline_config(self, name: str) -> None:
+        self.store.delete_config("pipeline", name)
+
+    # --- backgrounds ------------------------------------------------------------------------
+    def collect_background(self, camera: str, n_images: int) -> str:
+        if not 1 <= n_images <= MAX_BACKGROUND_IMAGES:
+            raise BadRequest(f"n_images must be between 1 and {MAX_BACKGROUND_IMAGES}")
+        self.manager.camera_config(camera)  # a camera of that name, before any waiting
+        mean = self.frames.background(camera, n_images)
+        background_id = self.store.new_background_id(camera)
+        self.store.save_background(background_id, mean)
+        return background_id
+
+    def latest_background(self, camera: str) -> str:
+        return self.store.latest_background(camera)
+
+    def background_ids(self, camera: str) -> list[str]:
+        return self.store.background_ids(camera)
+
+    def background(self, background_id: str) -> np.ndarray:
+        return self.store.get_background(background_id)
+
+    def save_background(self, background_id: str, array: np.ndarray) -> None:
+        self.store.save_background(background_id, background_image(array))
+
+    # --- scripts and libs -------------------------------------------------------------------
+    def file_names(self, kind: str) -> list[str]:
+        return self.store.file_names(kind)
+
+    def get_file(self, kind: str, name: str) -> bytes:
+        return self.store.get_file(kind, name)
+
+    def save_file(self, kind: str, name: str, data: bytes) -> None:
+        validation.upload(kind, name, data, self.store.data_dir)
+        self.store.save_file(kind, name, data)
+
+    def delete_file(self, kind: str, name: str) -> None:
+        self.store.delete_file(kind, name)
+
+    # --- logs -------------------------------------------------------------------------------
+    def logs(self) -> list[list]:
+        return [camserver_entry(record) for record in self.log_ring.records]
+
+    def instance_logs(self, instance_id: str) -> list[list]:
+        for kind in ("pipeline", "camera"):
+            instance = self.manager.table(kind).get(instance_id)
+            if instance is not None:
+                return [camserver_entry(record) for record in list(instance.logs)]
+        raise NotFound(f"no instance {instance_id!r} on this node")
+
+
+def background_image(array: np.ndarray) -> np.ndarray:
+    """An uploaded background: a non-empty 2-D image of real numbers, as frames are."""
+    if array.dtype.kind not in "biuf":
+        raise BadRequest(f"a background must hold real numbers, got dtype {array.dtype.str!r}")
+    if array.ndim != 2 or not array.size:
+        raise BadRequest(
+            f"a background must be a non-empty 2-D image [height, width], "
+            f"got shape {list(array.shape)}"
+        )
+    return array
+
+
+def _listed(value) -> list[str]:
+    """CamServer's `alias` and `group`: a name or a list of names."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, str)]
+    return []
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
