@@ -153,6 +153,9 @@ def _json(raw: Any, what: str) -> Any:
         raise BsreadError(f"{what} is not UTF-8 JSON: {error}") from None
 
 
+INT64_MAX = 2**63 - 1  # pulse ids and times are int64 wherever they are stored
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -165,16 +168,17 @@ def _main_header(part: memoryview) -> tuple[int, tuple[int, int], str, str]:
     if not isinstance(header, dict):
         raise BsreadError("main header is not a JSON object")
     pulse_id, hash_ = header.get("pulse_id"), header.get("hash")
-    if not _is_int(pulse_id):
-        raise BsreadError(f"main header pulse_id {pulse_id!r} is not an integer")
+    if not _is_int(pulse_id) or not 0 <= pulse_id <= INT64_MAX:
+        raise BsreadError(f"main header pulse_id {pulse_id!r} is not an integer in 0..2**63-1")
     if not isinstance(hash_, str):
         raise BsreadError(f"main header hash {hash_!r} is not a string")
     stamp = header.get("global_timestamp")
     sec = stamp.get("sec", stamp.get("epoch")) if isinstance(stamp, dict) else None
     ns = stamp.get("ns") if isinstance(stamp, dict) else None
-    if not (_is_int(sec) and _is_int(ns)):
+    if not (_is_int(sec) and _is_int(ns) and 0 <= sec <= INT64_MAX and 0 <= ns <= INT64_MAX):
         raise BsreadError(
-            f"main header global_timestamp {stamp!r} has no integer sec (or epoch) and ns"
+            f"main header global_timestamp {stamp!r} has no integer sec (or epoch) and ns "
+            f"in 0..2**63-1"
         )
     dh_codec = header.get("dh_compression") or NONE
     if dh_codec not in CODECS:

@@ -15,6 +15,10 @@ GOOD_REGION = {"threshold": 0.3, "gfscale": 1.8}
 SLICES = {"number_of_slices": 1, "scale": 2, "orientation": "vertical"}
 ORIENTATIONS = ("vertical", "horizontal")
 ROTATION_ORDERS = (0, 1)
+# Bounds that keep one config from taking the node: averaging keeps this many frames (of up to
+# 44 MB each at 2560x2160 float64), and every slice is a Gaussian fit per frame.
+MAX_AVERAGING = 100
+MAX_SLICES = 101
 
 
 @dataclass(frozen=True)
@@ -82,12 +86,17 @@ def _number(config, key, default=None, prefix=""):
     return _get(config, key, _is_number, "a number", default, prefix)
 
 
-def _integer(config, key, default=None, positive=False, prefix=""):
-    if positive:
-        return _get(
-            config, key, lambda v: _is_integer(v) and v > 0, "a positive integer", default, prefix
-        )
-    return _get(config, key, _is_integer, "an integer", default, prefix)
+def _integer(config, key, default=None, positive=False, prefix="", limit=None):
+    """An integer (positive if asked), of magnitude up to `limit` if given."""
+    low = 1 if positive else None
+    expected = "a positive integer" if positive else "an integer"
+    if limit is not None:
+        expected = f"an integer from {low if positive else -limit} to {limit}"
+
+    def check(v):
+        return _is_integer(v) and (low is None or v >= low) and (limit is None or abs(v) <= limit)
+
+    return _get(config, key, check, expected, default, prefix)
 
 
 def _flag(config, key):
@@ -192,7 +201,9 @@ def _slices(config) -> Slices | None:
     slices = _section(config, "image_slices", SLICES)
     if slices is None:
         return None
-    number = _integer(slices, "number_of_slices", positive=True, prefix="image_slices.")
+    number = _integer(
+        slices, "number_of_slices", positive=True, prefix="image_slices.", limit=MAX_SLICES
+    )
     scale = _number(slices, "scale", prefix="image_slices.")
     orientation = _get(
         slices,
@@ -220,7 +231,7 @@ def parse(config: dict) -> Settings:
     background, background_mode = _background(config)
     threshold = _number(config, "image_threshold")
     return Settings(
-        averaging=_integer(config, "averaging", 0),
+        averaging=_integer(config, "averaging", 0, limit=MAX_AVERAGING),
         binning=(
             _integer(config, "binning_x", 1, positive=True),
             _integer(config, "binning_y", 1, positive=True),
@@ -234,7 +245,7 @@ def parse(config: dict) -> Settings:
         rotation=rotation,
         roi=_roi(config),
         threshold=threshold if threshold is not None and threshold > 0 else None,
-        image_averaging=_integer(config, "image_averaging", 1),
+        image_averaging=_integer(config, "image_averaging", 1, limit=MAX_AVERAGING),
         scale=_number(config, "image_scale"),
         offset=_number(config, "image_offset"),
         fw_threshold=_get(

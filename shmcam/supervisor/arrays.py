@@ -149,7 +149,7 @@ class _DtypeSpec:
             raise _refuse(f"invalid byte order {byteorder!r}")
         try:
             dtype = np.dtype(self.obj)
-        except (TypeError, ValueError) as error:
+        except Exception as error:  # TypeError, ValueError or even SyntaxError
             raise _refuse(f"invalid dtype {self.obj!r}: {error}") from None
         return dtype.newbyteorder(byteorder) if byteorder in "<>" else dtype
 
@@ -279,7 +279,7 @@ def array_from_image_bytes(payload: dict) -> np.ndarray:
         )
     try:
         dtype = np.dtype(payload["dtype"])
-    except TypeError as error:
+    except Exception as error:  # numpy raises TypeError, ValueError or even SyntaxError
         raise BadRequest(f'image_bytes: invalid "dtype" {payload["dtype"]!r}: {error}') from None
     shape = payload["shape"]
     if not isinstance(shape, list):

@@ -23,6 +23,7 @@ import psutil
 
 from shmcam.shm import StatsBlock, segment
 
+from .errors import BadRequest, Unavailable
 from .hub import Hub, Link
 from .succession import PidFiles
 
@@ -83,6 +84,7 @@ class Instance:
         self._seq = 0
         self._pending: dict[int, dict] = {}  # config updates sent, by sequence number
         self._answers: dict[int, str | None] = {}  # seq -> None (applied) or the refusal
+        self._waiting = False  # a call waits for its update's answer
 
     @property
     def process(self) -> subprocess.Popen | None:
@@ -207,30 +209,44 @@ class Instance:
         return code
 
     # --- config updates --------------------------------------------------------------------
-    def update_config(self, config: dict, timeout: float) -> str | None:
-        """Send a config update and wait until the instance applied it: None if it did, else
-        why not (its refusal, or that it did not answer in time: then the update is
-        withdrawn, superseded by the config in force, and nothing changed)."""
+    def update_config(self, config: dict, timeout: float) -> None:
+        """Send a config update and wait until the instance applied it. BadRequest if it
+        refused it; Unavailable if it did not answer in time (the update is then withdrawn,
+        superseded by the config in force: nothing changed). One update waits at a time:
+        another one meanwhile is answered at once (Unavailable), so that an instance that does
+        not read its updates holds at most one request thread."""
         with self._acks:
+            if self._waiting:
+                raise Unavailable(
+                    f"{self.kind} {self.id} has not answered the previous config update yet; "
+                    f"try again"
+                )
+            self._waiting = True
             self._seq += 1
             seq = self._seq
             self._pending[seq] = config
         self.link.send({"config": config, "seq": seq}, replaces="config")
         deadline = time.monotonic() + timeout
         with self._acks:
-            while seq not in self._answers:
-                left = deadline - time.monotonic()
-                if left <= 0 or not self.alive:
-                    break
-                self._acks.wait(min(left, 0.2))
-            if seq in self._answers:
-                return self._answers.pop(seq)
-            self._pending.pop(seq, None)
-            self._seq += 1
-            current = self._seq
-            self._pending[current] = self.config
+            try:
+                while seq not in self._answers:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not self.alive:
+                        break
+                    self._acks.wait(min(left, 0.2))
+                if seq in self._answers:
+                    refusal = self._answers.pop(seq)
+                    if refusal is not None:
+                        raise BadRequest(f"{self.kind} {self.id} refused the update: {refusal}")
+                    return
+                self._pending.pop(seq, None)
+                self._seq += 1
+                current = self._seq
+                self._pending[current] = self.config
+            finally:
+                self._waiting = False
         self.link.send({"config": self.config, "seq": current}, replaces="config")
-        return (
+        raise Unavailable(
             f"{self.kind} {self.id} did not take the update within {timeout:g} s (is its "
             f"function stuck?); nothing was changed"
         )

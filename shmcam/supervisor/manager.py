@@ -20,7 +20,7 @@ from shmcam.shm import ring_base, stats_name
 from shmcam.workers.pipeline_types import pipeline_type
 
 from . import validation
-from .errors import BadRequest, Conflict, NotFound, Unavailable
+from .errors import BadRequest, Conflict, NotFound
 from .hub import Hub
 from .instances import STOP_TIMEOUT, Instance
 from .settings import Settings
@@ -74,7 +74,12 @@ class Manager:
 
     # --- cameras ----------------------------------------------------------------------------
     def camera_config(self, name: str) -> dict:
-        return validation.camera(self.store.get_config("camera", name))
+        return self._checked_camera(self.store.get_config("camera", name))
+
+    def _checked_camera(self, config) -> dict:
+        validation.camera(config)
+        validation.camera_limits(config, self.settings.max_frame_bytes)
+        return config
 
     def camera(self, name: str) -> Instance:
         """The running camera instance, started if needed. The start is waited for outside
@@ -114,7 +119,7 @@ class Manager:
         """Save a camera config; a running camera restarts with it first, and if it cannot
         run with it, it goes back to the config it had and nothing is saved."""
         validation.camera_name(name)
-        validation.camera(config)
+        self._checked_camera(config)
         self.store.check_config(config, f"camera config {name!r}")
         with self.lock:
             running = self.cameras.get(name)
@@ -293,12 +298,8 @@ class Manager:
             )
             validation.function_available(config, self.store.file_names("script"))
             self.store.check_config(config, "pipeline config")
-        refusal = instance.update_config(config, UPDATE_TIMEOUT)
-        if refusal is None:
-            return config
-        if "did not take the update" in refusal:
-            raise Unavailable(refusal)
-        raise BadRequest(f"instance {instance_id} refused the update: {refusal}")
+        instance.update_config(config, UPDATE_TIMEOUT)
+        return config
 
     def running_pipeline(self, instance_id: str) -> Instance:
         instance = self.pipelines.get(instance_id)

@@ -160,7 +160,15 @@ def _parse(path: Path, loads: Callable[[str], object], language: str) -> dict:
 
 
 def _read_json(path: Path) -> dict:
-    return _parse(path, json.loads, "JSON")
+    """Strict JSON, as the API answers it (a NaN written by hand is named, not passed on)."""
+    return _parse(path, _strict_loads, "JSON")
+
+
+def _strict_loads(text: str):
+    def refuse(name: str):
+        raise ValueError(f"{name} is not a number JSON allows")
+
+    return json.loads(text, parse_constant=refuse)
 
 
 def read_toml(path: Path) -> dict:

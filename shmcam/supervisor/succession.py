@@ -86,6 +86,8 @@ class PidFiles:
                 process = psutil.Process(int(entry["pid"]))
                 if abs(process.create_time() - float(entry["started"])) > 0.01:
                     raise psutil.NoSuchProcess(process.pid)  # the pid was reused
+                if process.status() == psutil.STATUS_ZOMBIE:
+                    raise psutil.NoSuchProcess(process.pid)  # dead, waiting to be reaped
                 left.append((process, f"{entry['kind']} {entry['instance']} (pid {process.pid})"))
             except (ValueError, KeyError, TypeError, OSError, psutil.Error):
                 pass

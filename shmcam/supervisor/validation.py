@@ -6,6 +6,7 @@ Unknown keys pass through (CamServer configs carry many), but a known key must m
 
 from __future__ import annotations
 
+import math
 from numbers import Real
 
 import numpy as np
@@ -55,6 +56,7 @@ def _number(kind, config, key, positive=True, integer=False, allow_zero=False):
     if (
         isinstance(value, bool)
         or not ok_type
+        or not math.isfinite(value)
         or (positive and not (value > 0 or (allow_zero and value == 0)))
     ):
         what = "an integer" if integer else "a number"
@@ -103,7 +105,7 @@ def camera(config) -> dict:
     if dtype is not None:
         try:
             ok = np.dtype(dtype).kind in "uif"
-        except TypeError:
+        except Exception:  # numpy raises TypeError, ValueError or even SyntaxError
             ok = False
         if not ok:
             raise _fail("camera", "dtype", "a numeric numpy type such as uint16", dtype)
@@ -119,6 +121,30 @@ def camera(config) -> dict:
     _stored_name(config, "image_background", "a stored background id")
     _calibration(config.get("camera_calibration"))
     return config
+
+
+MAX_FRAME_RATE = 1000.0  # Hz: beyond any camera of a 100 Hz machine
+
+
+def camera_limits(config: dict, max_frame_bytes: int) -> None:
+    """What a camera config may ask of the node: frames of at most max_frame_bytes (the
+    node's max_frame_mb), at most MAX_FRAME_RATE frames a second."""
+    for key in ("frame_rate", "max_frame_rate"):
+        value = config.get(key)
+        if isinstance(value, Real) and value > MAX_FRAME_RATE:
+            raise _fail("camera", key, f"at most {MAX_FRAME_RATE:g} frames/s", value)
+    size_x, size_y = config.get("size_x"), config.get("size_y")
+    if isinstance(size_x, int) and isinstance(size_y, int):
+        try:
+            itemsize = np.dtype(config.get("dtype") or "uint16").itemsize
+        except Exception:
+            itemsize = 8
+        if size_x * size_y * itemsize > max_frame_bytes:
+            raise BadRequest(
+                f"camera config: a {size_x}x{size_y} frame of {itemsize}-byte pixels takes "
+                f"{size_x * size_y * itemsize / 2**20:.0f} MB, more than the node's limit of "
+                f"{max_frame_bytes / 2**20:.0f} MB (max_frame_mb)"
+            )
 
 
 def _camera_source(config: dict) -> None:

@@ -54,12 +54,23 @@ def select(result: dict, config: dict) -> dict:
     return result
 
 
+def is_image(value) -> bool:
+    """A frame image a processing function can take: a non-empty 2-D numeric array."""
+    return (
+        isinstance(value, np.ndarray)
+        and value.ndim == 2
+        and value.size > 0
+        and value.dtype.kind in "biuf"
+    )
+
+
 def error_result(image, x_axis, y_axis, parameters_json: str, error: Exception) -> dict:
-    """The frame CamServer clients expect when processing failed (docs/spec/processing.md); without
-    an image (stream and custom pipelines), just the parameters with the error."""
+    """The frame CamServer clients expect when processing failed (docs/spec/processing.md);
+    without an image (stream and custom pipelines, or an input whose image is not one), just
+    the parameters with the error."""
     parameters = json.loads(parameters_json)
     parameters["processing_error"] = f"{type(error).__name__}: {error}"
-    if image is None:
+    if not is_image(image):
         return {"processing_parameters": json.dumps(parameters)}
     return {
         "x_axis": x_axis,
@@ -69,6 +80,12 @@ def error_result(image, x_axis, y_axis, parameters_json: str, error: Exception) 
         "height": image.shape[0],
         "processing_parameters": json.dumps(parameters),
     }
+
+
+def _describe(value) -> str:
+    if isinstance(value, np.ndarray):
+        return f"{value.dtype} of shape {list(value.shape)}"
+    return "none" if value is None else type(value).__name__
 
 
 def open_input(spec: dict, config: dict):
@@ -111,6 +128,7 @@ class Pipeline:
         self._warm_up_frame = None
         self.apply(spec["config"])
         self.sender = make_sender(spec, self.config)
+        self.push = (self.config.get("mode") or "PUB") == "PUSH"
         self.preview = Preview(spec.get("preview"))
         self.sent = 0
         self.ended = False  # a custom pipeline's generator is exhausted
@@ -182,6 +200,11 @@ class Pipeline:
     def call(self, frame) -> dict | None:
         """The function's result for a frame, called the way the pipeline type calls it."""
         if self.type == "processing":
+            if not is_image(frame.image):  # a foreign stream's: checked where it enters
+                raise ValueError(
+                    f"the input's image is not a non-empty 2-D numeric array "
+                    f"({_describe(frame.image)})"
+                )
             channels = self.input.channels(frame)
             extra = {} if channels is None else {"bsdata": channels}
             return self.function(
@@ -217,7 +240,7 @@ class Pipeline:
             if self._errors_logged < 10:
                 self._errors_logged += 1
                 log.exception("processing pulse %d failed", frame.pulse_id)
-            axes = self.input.axes(frame) if frame.image is not None else (None, None)
+            axes = self.input.axes(frame) if is_image(frame.image) else (None, None)
             result = error_result(frame.image, *axes, self.parameters_json, error)
         self.stats.record_time(time.perf_counter_ns() - t0)
         return result
@@ -236,7 +259,7 @@ class Pipeline:
             if frame is None:
                 continue
             self.stats.add("frames_in")
-            self.frame_shape = None if frame.image is None else frame.image.shape
+            self.frame_shape = frame.image.shape if is_image(frame.image) else None
             passed = self.gate.passed(frame.pulse_id)
             if passed:
                 return self.finish(passed)
@@ -263,6 +286,11 @@ class Pipeline:
         return 0
 
     def send(self, result: dict, frame) -> bool:
+        """Send a result; False if it was not sent. A PUSH stream without a client sends
+        nothing and drops nothing: no client asked for the frame (a PUB stream has ZMQ
+        discard it the same way)."""
+        if self.push and not self.sender.clients:
+            return False
         try:
             return self.sender.send(result, frame.pulse_id, frame.timestamp)
         except (TypeError, ValueError) as error:  # a result bsread cannot carry, or

@@ -12,6 +12,7 @@ still is, since the preview never leaves the node.
 from __future__ import annotations
 
 import logging
+import struct
 import time
 
 import numpy as np
@@ -54,7 +55,8 @@ class Preview:
             if self._ring is None:
                 self._ring = RingWriter(self.base, image.dtype, image.shape, SLOTS)
             self._ring.write(image, pulse_id, timestamp)
-        except (ShmError, OSError, ValueError) as error:  # /dev/shm full: the stream matters more
+        except (ShmError, OSError, ValueError, struct.error) as error:
+            # /dev/shm full, a pulse id out of range: the stream matters more than a preview
             log.warning("preview not written: %s", error)
             self._next = time.monotonic() + 10 * self.period
 

@@ -18,7 +18,13 @@ def png_response(image: np.ndarray) -> Response:
     if factor is not None:
         if not 0 < factor <= 1e6:
             raise BadRequest(f"scale must be a positive number, got {args['scale']!r}")
-        step = max(1, min(round(1 / factor), max(image.shape)))
+        largest = max(image.shape)
+        if factor * largest < 1:
+            raise BadRequest(
+                f"scale {args['scale']} leaves less than a pixel of this "
+                f"{image.shape[1]}x{image.shape[0]} image; use at least {1 / largest:.3g}"
+            )
+        step = max(1, round(1 / factor))
         image = image[::step, ::step]
     try:
         if args.get("raw") is None:
