@@ -40,8 +40,7 @@ from .preview import Preview
 log = logging.getLogger(__name__)
 
 STATS_PERIOD = 0.5
-CUSTOM_RATE = 10.0  # frames/s of a custom pipeline without max_frame_rate
-ENTRIES = {"processing": "process_image", "stream": "process", "custom": "generate"}
+CUSTOM_RATE = 10.0  # frames/s of a custom pipeline without max_frame_rate (shmcam's generators)
 ENDED = object()  # what a custom pipeline's exhausted generator yields
 
 
@@ -129,7 +128,8 @@ class Pipeline:
         self.parameters, self.setup_error = self.with_background(config)
         self.config, self.gate, self.parameters_json = config, gate, parameters_json
         if self.type == "custom":
-            self.input.pacer.period = 1.0 / (config.get("max_frame_rate") or CUSTOM_RATE)
+            rate = getattr(self.function, "default_rate", CUSTOM_RATE)
+            self.input.pacer.period = 1.0 / (config.get("max_frame_rate") or rate)
             self.generator = None  # started afresh with the new parameters
         self.warm_up()
 
@@ -143,7 +143,7 @@ class Pipeline:
                 "a custom pipeline needs a function (an uploaded script "
                 "defining generate(parameters))"
             )
-        return functions.resolve(name, self.scripts, ENTRIES[self.type])
+        return functions.resolve(name, self.scripts, self.type, self.spec.get("function_dirs") or ())
 
     def with_background(self, config: dict) -> tuple[dict, str | None]:
         """The parameters the function gets: the config, plus the stored background it names
@@ -202,6 +202,10 @@ class Pipeline:
         if item is ENDED:
             self.ended = True
             return None
+        if isinstance(item, functions.Stamped):  # CamServer's custom functions stamp their data
+            frame.pulse_id = frame.pulse_id if item.pulse_id is None else item.pulse_id
+            frame.timestamp = item.timestamp or frame.timestamp
+            return item.data
         return item
 
     def process(self, frame) -> dict | None:
