@@ -260,7 +260,7 @@ def _check_includes(
         path = (work / dependency).resolve()
         if not any(path.is_relative_to(folder) for folder in allowed):
             raise CompileError(
-                f"{name} includes {dependency}, which is outside the folders a user function "
+                f"{name} includes {path}, which is outside the folders a user function "
                 f"may include from: the C library's, Python's and numpy's headers, and the "
                 f"node's libs folder"
             )
@@ -456,8 +456,8 @@ def _explain(output: str, shown: str, source: bytes) -> str:
     generated = tuple(f"{file}:" for file in (HEADER_NAME, WRAPPER_NAME, MODULE_C_NAME))
     if all(line.startswith(generated) for line in lines):  # consequences of other errors
         return (
-            f"no message is located in {shown}: the error is in a file it includes or in "
-            f"assembler code, whose messages are not shown"
+            f"no message is located in {shown}: the error is in another file (an include, "
+            f"a #line directive) or in assembler code, whose messages are not shown"
         )
     return "\n".join(lines[:MESSAGE_LINES])
 

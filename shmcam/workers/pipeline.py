@@ -143,7 +143,9 @@ class Pipeline:
                 "a custom pipeline needs a function (an uploaded script "
                 "defining generate(parameters))"
             )
-        return functions.resolve(name, self.scripts, self.type, self.spec.get("function_dirs") or ())
+        return functions.resolve(
+            name, self.scripts, self.type, self.spec.get("function_dirs") or ()
+        )
 
     def with_background(self, config: dict) -> tuple[dict, str | None]:
         """The parameters the function gets: the config, plus the stored background it names
