@@ -34,12 +34,12 @@ def to_levels(image: np.ndarray) -> np.ndarray:
 
 
 def encode(image8: np.ndarray, colormap: str = "grey") -> bytes:
-    """PNG of 8-bit levels: grey (as they are) or through the named colormap."""
+    """PNG of 8-bit levels through the named colormap (grey ones as a grey PNG)."""
     if colormap not in maps.names():
         raise ValueError(f"unknown colormap {colormap!r}; use one of {', '.join(colormaps())}")
     height, width = image8.shape
-    if colormap in ("grey", "gray"):
-        pixels, color_type = image8, 0
+    if colormap in ("grey", "gray"):  # one channel: a grey PNG
+        pixels, color_type = _lut(colormap)[image8, 0], 0
     else:
         pixels, color_type = _lut(colormap)[image8].reshape(height, width * 3), 2
     rows = np.empty((height, pixels.shape[1] + 1), np.uint8)
