@@ -16,10 +16,25 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 from . import config
 from .preprocess import Preprocessor
 from .profile import as_float, full_width, measure
 from .regions import fit_fields, good_region
+
+
+def error_fields(image, x_axis, y_axis, processing_parameters: str) -> dict:
+    """The fields of a frame that could not be processed (docs/spec/processing.md): the axes, a
+    zeroed image, its size, and the parameters, which say what went wrong."""
+    return {
+        "x_axis": x_axis,
+        "y_axis": y_axis,
+        "image": np.zeros_like(image),
+        "width": image.shape[1],
+        "height": image.shape[0],
+        "processing_parameters": processing_parameters,
+    }
 
 
 class Configured:

@@ -27,6 +27,7 @@ import numpy as np
 
 from shmcam.bsread import Encoder, Sender
 from shmcam.processing import functions
+from shmcam.processing.standard import error_fields
 from shmcam.shm import StatsBlock
 from shmcam.sources.simulation import beam_frames
 from shmcam.sources.transforms import axis_arrays
@@ -60,14 +61,7 @@ def error_result(image, x_axis, y_axis, parameters_json: str, error: Exception) 
     parameters["processing_error"] = f"{type(error).__name__}: {error}"
     if image is None:
         return {"processing_parameters": json.dumps(parameters)}
-    return {
-        "x_axis": x_axis,
-        "y_axis": y_axis,
-        "image": np.zeros_like(image),
-        "width": image.shape[1],
-        "height": image.shape[0],
-        "processing_parameters": json.dumps(parameters),
-    }
+    return error_fields(image, x_axis, y_axis, json.dumps(parameters))
 
 
 def open_input(spec: dict, config: dict):

@@ -10,9 +10,7 @@ notify_on_error), only the fields of an error frame, with a zeroed image.
 
 from __future__ import annotations
 
-import numpy as np
-
-from shmcam.processing.standard import StandardProcessing
+from shmcam.processing.standard import StandardProcessing, error_fields
 
 from .parameters import parameters_json
 
@@ -21,12 +19,5 @@ _measures = StandardProcessing(preprocessed=True)
 
 def process_image(image, pulse_id, timestamp, x_axis, y_axis, parameters, bsdata=None):
     if parameters.get("processing_error"):
-        return {
-            "x_axis": x_axis,
-            "y_axis": y_axis,
-            "image": np.zeros_like(image),
-            "width": image.shape[1],
-            "height": image.shape[0],
-            "processing_parameters": parameters_json(parameters),
-        }
+        return error_fields(image, x_axis, y_axis, parameters_json(parameters))
     return _measures(image, pulse_id, timestamp, x_axis, y_axis, parameters, bsdata)
