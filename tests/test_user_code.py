@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ CAM = {**SIM_CAMERA, "no_client_timeout": 0}
 FRAME = beam_frames(64, 48, "uint16", count=1)[0]
 AXES = (np.linspace(-3.0, 3.0, 64, dtype=np.float32), np.arange(48, dtype=np.float32)[::-1])
 TIMESTAMP = (1700000000, 250000000)
+EXT = sysconfig.get_config_var("EXT_SUFFIX")
 
 ECHO = b"""
 def process_image(image, pulse_id, timestamp, x_axis, y_axis, parameters):
@@ -200,6 +202,15 @@ def test_stream_functions_are_called_as_they_are_and_shmcam_c_is_for_images(
     assert functions.resolve("stream", scripts, "stream")({}, 1, TIMESTAMP, {}) == "as is"
     with pytest.raises(ValueError, match="image.c defines no process function"):
         functions.resolve("image", scripts, "stream")
+
+
+def test_names_are_looked_up_in_camservers_order():
+    stored = ["beam", "beam.py", "beam.abi3.so", "beam.c", "beamer.so", f"beam{EXT}", "b.py"]
+    assert functions.script_names("beam", stored) == [
+        "beam", "beam.c", f"beam{EXT}", "beam.abi3.so", "beam.py"
+    ]  # fmt: skip
+    assert functions.script_names("beam.py", stored) == ["beam.py"]
+    assert functions.script_names("nothing", stored) == []
 
 
 # --- C: the documented example, the build, its errors and its cache ------------------------------
