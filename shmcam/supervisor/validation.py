@@ -84,18 +84,11 @@ def _strings(kind, config, key):
         raise _fail(kind, key, "a list of channel names", value)
 
 
-def _names(kind, config, key, expected):
-    """A list of store names (files that cannot leave their folder)."""
+def _file_names(kind, config, key, expected):
+    """A list of store file names (files that cannot leave their folder)."""
     value = config.get(key)
-    if value is None:
-        return
-    try:
-        if not isinstance(value, list):
-            raise BadRequest(expected)
-        for name in value:
-            check_name(name)
-    except BadRequest:
-        raise _fail(kind, key, f"{expected} ({NAME_RULE})", value) from None
+    if value is not None and not (isinstance(value, list) and all(map(is_file_name, value))):
+        raise _fail(kind, key, f"{expected} ({FILE_NAME_RULE})", value)
 
 
 def _choice(kind, config, key, choices, default=None):
@@ -307,7 +300,7 @@ def pipeline(config, camera_names) -> dict:
     _port("pipeline", config)
     _strings("pipeline", config, "include")
     _strings("pipeline", config, "exclude")
-    _names("pipeline", config, "libs", "a list of uploaded lib names")
+    _file_names("pipeline", config, "libs", "a list of uploaded lib names")
     if config.get("copy") is not None and not isinstance(config["copy"], bool):
         raise _fail("pipeline", "copy", "true or false", config["copy"])
     if config.get("prefix") is not None and not isinstance(config["prefix"], str):

@@ -9,6 +9,7 @@ import os
 import sys
 import warnings
 
+from shmcam.names import FILE_NAME_RULE, is_file_name
 from shmcam.processing.functions import LIBS_ENV
 
 
@@ -17,8 +18,8 @@ def get_lib_file(lib_name: str) -> str:
     folder = os.environ.get(LIBS_ENV)
     if not folder:
         raise RuntimeError(f"{LIBS_ENV} is not set: libs are known inside pipelines only")
-    if not lib_name or "/" in lib_name or lib_name.startswith("."):
-        raise ValueError(f"{lib_name!r} is not a lib name (a file name in the libs folder)")
+    if not is_file_name(lib_name):
+        raise ValueError(f"{lib_name!r} is not a lib name: use {FILE_NAME_RULE}")
     return os.path.join(folder, lib_name)
 
 
