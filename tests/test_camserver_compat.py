@@ -265,7 +265,7 @@ def test_a_prebuilt_so_is_found_before_a_python_script_of_the_same_name(supervis
          "-o", str(built)],
         check=True,
     )  # fmt: skip
-    sup = supervisor(cameras={"sim": CAM})
+    sup = supervisor(cameras={"sim": CAM}, token="t0ken")  # prebuilt binaries need one
     upload(sup, "presum.py", b"def process_image(image, *args):\n    return {'origin': 'py'}\n")
     upload(sup, built.name, built.read_bytes())
     answer = upload(sup, "junk.so", b"not an ELF file", expect=400)
