@@ -3,7 +3,10 @@
 `python tests/ioc.py KIND PREFIX WIDTH HEIGHT RATE` serves a camera on 127.0.0.1 at the port
 in EPICS_CA_SERVER_PORT. KIND `epics`: <P>:FPICTURE, :WIDTH, :HEIGHT, :INIT. KIND
 `area_detector`: <P>:image1:ArrayData, ArraySize0_RBV, ArraySize1_RBV, UniqueId_RBV,
-ArrayCounter_RBV and <P>:cam1:Acquire, DataType, ColorMode. The pixels travel as SHORT and
+ArrayCounter_RBV and <P>:cam1:Acquire, DataType, ColorMode. KIND `psss`: the PVs of CamServer's
+psss function, no camera: <P>:SPC_ROI_YMIN, :SPC_ROI_YMAX, :SPECTRUM_X (WIDTH values, 100 +
+0.5 i) read by it and :SPECTRUM_Y, :SPECTRUM_CENTER, :SPECTRUM_FWHM, :SPECTRUM_COM,
+:SPECTRUM_STD written by it. The pixels travel as SHORT and
 mean uint16 (as areaDetector serves them). Frame n (UniqueId n) holds (i + n) % 4096 at flat
 index i, so a reader can check every pixel. Commands on stdin, one a line: `size W H` (live
 resize), `lie W H` (announce a size, keep sending the old one), `acquire 0|1`. The IOC prints
@@ -102,12 +105,24 @@ class Ioc:
 
 def pv_database(kind: str, prefix: str, width: int, height: int):
     """The IOC's PVs, and the names of its image, width, height and counter PVs."""
-    from caproto import ChannelEnum, ChannelInteger, ChannelShort, ChannelString
+    from caproto import ChannelDouble, ChannelEnum, ChannelInteger, ChannelShort, ChannelString
 
     def image():
         return ChannelShort(value=np.zeros(MAX_PIXELS, np.int16), max_length=MAX_PIXELS)
 
-    if kind == "epics":
+    if kind == "psss":
+        channels = {
+            "SPC_ROI_YMIN": ChannelInteger(value=0),
+            "SPC_ROI_YMAX": ChannelInteger(value=0),
+            "SPECTRUM_X": ChannelDouble(value=100 + 0.5 * np.arange(width), max_length=4096),
+            "SPECTRUM_Y": ChannelDouble(value=np.zeros(width), max_length=4096),
+            **{
+                name: ChannelDouble(value=0.0)
+                for name in ("SPECTRUM_CENTER", "SPECTRUM_FWHM", "SPECTRUM_COM", "SPECTRUM_STD")
+            },
+        }
+        names = (None, None, None, None)
+    elif kind == "epics":
         channels = {
             "FPICTURE": image(),
             "WIDTH": ChannelInteger(value=width),
@@ -177,7 +192,8 @@ async def serve(kind: str, prefix: str, width: int, height: int, rate: float) ->
     async def startup(async_lib):
         print("ready", flush=True)
         asyncio.get_running_loop().create_task(commands())
-        asyncio.get_running_loop().create_task(frames())
+        if image is not None:
+            asyncio.get_running_loop().create_task(frames())
 
     await start_server(pvdb, interfaces=["127.0.0.1"], startup_hook=startup)
 

@@ -52,3 +52,26 @@ def test_a_real_cam_server_package_wins(tmp_path):
         env,
     )
     assert out.strip() == "True"
+
+
+def test_camservers_modules_for_user_code_import_by_its_paths():
+    """Every module user code written for CamServer imports, and the names it takes from them."""
+    modules = {
+        "pipeline.data_processing.functions": "gauss_fit get_fwhm binning get_png_from_image",
+        "pipeline.data_processing.processor": "process_image",
+        "pipeline.data_processing.default": "process_image",
+        "pipeline.data_processing.transparent": "process_image",
+        "pipeline.data_processing.merge": "process_image",
+        "pipeline.data_processing.psen": "process_image",
+        "pipeline.data_processing.psss": "process_image",
+        "pipeline.data_processing.propagate_stream": "process",
+        "pipeline.data_processing.propagate_stream_with_prefix": "process",
+        "pipeline.data_processing.custom_pipeline": "process",
+        "pipeline.utils": "import_egg get_lib_file",
+    }
+    code = "from shmcam.camserver import alias\nalias.install()\nimport importlib\n" + "".join(
+        f"print(all(callable(getattr(importlib.import_module('cam_server.{module}'), n)) "
+        f"for n in {names.split()!r}))\n"
+        for module, names in modules.items()
+    )
+    assert run(code).split() == ["True"] * len(modules)

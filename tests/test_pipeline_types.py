@@ -203,7 +203,7 @@ def test_custom_generator_that_ends_finishes_the_instance(supervisor):
         ({"pipeline_type": "custom"}, "custom pipeline needs a function"),
         (
             {"pipeline_type": "stream", "function": "standard", "camera_name": "sim"},
-            "is an image function",
+            "is a built-in processing function",
         ),
         ({"input_stream": "localhost:9000"}, "input_stream must be a stream address"),
         ({"input_stream2": "tcp://h:1", "camera_name": "sim"}, "input_stream2 is merged"),

@@ -9,7 +9,7 @@ status is 1 if there is any, else 0.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from shmcam.names import check_name as check_instance_id
@@ -60,6 +60,8 @@ class Known:
     scripts: list[str] | None
     backgrounds: set[str] | None
     backgrounds_dir: Path
+    libs: list[str] | None = None
+    function_dirs: tuple[Path, ...] = ()
 
 
 def check(config_dir: Path, data_dir: Path | None = None) -> Report:
@@ -79,7 +81,10 @@ def check(config_dir: Path, data_dir: Path | None = None) -> Report:
     files = {
         kind: _config_files(config_dir / subdir, report) for kind, subdir in CONFIG_KINDS.items()
     }
-    known = _known(ConfigStore(settings.data_dir, config_dir), files, report)
+    known = replace(
+        _known(ConfigStore(settings.data_dir, config_dir), files, report),
+        function_dirs=settings.function_dirs,
+    )
     for kind, paths in files.items():
         for path in paths:
             report.problems += _config_problems(kind, path, known)
@@ -126,6 +131,7 @@ def _known(store: ConfigStore, files: dict[str, list[Path]], report: Report) -> 
                 store.file_names("script"),
                 set(store.background_ids()),
                 backgrounds_dir,
+                store.file_names("lib"),
             )
         except OSError as error:
             report.problems.append(f"data directory {store.data_dir}: {error}")
@@ -178,7 +184,7 @@ def _config_problems(kind: str, path: Path, known: Known) -> list[str]:
     else:
         attempt(validation.pipeline, known.cameras)
         if known.scripts is not None:
-            attempt(validation.function_available, known.scripts)
+            attempt(validation.function_available, known.scripts, known.function_dirs, known.libs)
     background = config.get("image_background")
     if (
         known.backgrounds is not None

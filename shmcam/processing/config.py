@@ -64,6 +64,15 @@ class Settings:
     slices: Slices | None = None
 
 
+def measures_only(settings: Settings) -> Settings:
+    """The settings without the pre-processing steps: for an image pre-processed already."""
+    return Settings(
+        fw_threshold=settings.fw_threshold,
+        good_region=settings.good_region,
+        slices=settings.slices,
+    )
+
+
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 

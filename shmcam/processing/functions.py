@@ -1,13 +1,21 @@
-"""Resolve a pipeline's `function`: a built-in name, or user code in the data directory.
+"""Resolve a pipeline's `function`: a built-in name, user code in the data directory, or a
+path in one of the node's function_dirs; adapted to the calling convention of the pipeline
+type.
 
 User code lives beside the scripts folder the pipeline is given: `<data_dir>/scripts` holds
-user functions, Python (`<name>`, `<name>.py`) or C (`<name>.c`, built by compiled.py into
-`<data_dir>/cache/c`); `<data_dir>/libs` holds libraries and data files, importable by
-scripts, #include-able by C sources, and named to both by the SHMCAM_LIBS environment
-variable. A name is looked up as given, then with `.py`, then with `.c`. User image
-functions run after the standard pre-processing (user.py); C sources are image functions
-only. All of it is loaded in the pipeline's own process, so broken user code can only break
-that pipeline.
+user functions, Python (`<name>`, `<name>.py`), C (`<name>.c`, built by compiled.py into
+`<data_dir>/cache/c`) or prebuilt extension modules (`<name>.so`, `<name>.<tag>.so`);
+`<data_dir>/libs` holds libraries and data files, importable by scripts, #include-able by C
+sources, and named to both by the SHMCAM_LIBS environment variable. A name is looked up as
+given, then as CamServer does: `<name>.c`, `<name>.so`, `<name>.py`. A name containing `/`
+is a path, allowed only inside the node's function_dirs (symlinks resolved).
+
+A module's entry point is the pipeline type's (processing: `process_image`; stream:
+`process`; custom: shmcam's `generate(parameters)` generator), else CamServer's `process`
+(for custom pipelines `process(parameters, init)` returning `(data, timestamp, pulse_id,
+data_size)`, adapted here into a generator). Image functions other than shmcam's own
+built-ins run after the standard pre-processing (user.py), as in CamServer. All of it is
+loaded in the pipeline's own process, so broken user code can only break that pipeline.
 """
 
 from __future__ import annotations
@@ -15,16 +23,47 @@ from __future__ import annotations
 import importlib
 import importlib.machinery
 import importlib.util
+import math
 import os
 import sys
+import sysconfig
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
+
+PROCESSING, STREAM, CUSTOM = "processing", "stream", "custom"
+CAMSERVER = "shmcam.camserver.pipeline.data_processing."
+
+
+@dataclass(frozen=True)
+class Builtin:
+    module: str
+    kind: str  # the pipeline type it serves
+    preprocessed: bool = False  # CamServer's image functions: the standard pre-processing first
+
 
 # Built-in functions by name, imported only by the pipelines that use them (the supervisor
-# checks names without importing numba kernels).
-BUILTIN = {"standard": "shmcam.processing.standard", "minimal": "shmcam.processing.minimal"}
+# checks names without importing numba kernels). The CamServer ones keep its names.
+BUILTIN = {
+    "standard": Builtin("shmcam.processing.standard", PROCESSING),
+    "minimal": Builtin("shmcam.processing.minimal", PROCESSING),
+    "processor": Builtin(CAMSERVER + "processor", PROCESSING, preprocessed=True),
+    "transparent": Builtin(CAMSERVER + "transparent", PROCESSING, preprocessed=True),
+    "merge": Builtin(CAMSERVER + "merge", PROCESSING, preprocessed=True),
+    "psen": Builtin(CAMSERVER + "psen", PROCESSING, preprocessed=True),
+    "psss": Builtin(CAMSERVER + "psss", PROCESSING, preprocessed=True),
+    "propagate_stream": Builtin(CAMSERVER + "propagate_stream", STREAM),
+    "propagate_stream_with_prefix": Builtin(CAMSERVER + "propagate_stream_with_prefix", STREAM),
+    "custom_pipeline": Builtin(CAMSERVER + "custom_pipeline", CUSTOM),
+}
 DEFAULT = "standard"  # CamServer's default
-IMAGE_ENTRY = "process_image"
-SUFFIXES = ("", ".py", ".c")  # the order a function name is looked up in
+# Entry points per pipeline type: shmcam's first, then CamServer's.
+ENTRIES = {
+    PROCESSING: ("process_image", "process"),
+    STREAM: ("process",),
+    CUSTOM: ("generate", "process"),
+}
+SUFFIXES = ("", ".c", ".so", ".py")  # the order a function name is looked up in (CamServer's)
 LIBS_ENV = "SHMCAM_LIBS"
 
 
@@ -36,49 +75,144 @@ def cache_dir(scripts_dir: Path) -> Path:
     return scripts_dir.parent / "cache" / "c"
 
 
-def script_names(name: str) -> list[str]:
-    """The file names a function name can be stored as, in lookup order."""
-    return [f"{name}{suffix}" for suffix in SUFFIXES]
+def is_path(name: str) -> bool:
+    return "/" in name
 
 
-def is_c(file_name: str) -> bool:
-    return file_name.endswith(".c")
+def script_names(name: str, stored: list[str]) -> list[str]:
+    """The stored files a function name can mean, in lookup order: the name itself,
+    `<name>.c`, `<name>.so` or `<name>.<tag>.so` (this Python's tag first), `<name>.py`."""
+    found = []
+    for suffix in SUFFIXES:
+        if suffix == ".so":
+            tagged = sorted(
+                (s for s in stored if s.startswith(f"{name}.") and s.endswith(".so")),
+                key=lambda s: s != name + sysconfig.get_config_var("EXT_SUFFIX"),
+            )
+            found += [s for s in tagged if s not in found]
+        elif f"{name}{suffix}" in stored and f"{name}{suffix}" not in found:
+            found.append(f"{name}{suffix}")
+    return found
 
 
-def resolve(name: str | None, scripts_dir: Path, entry: str = IMAGE_ENTRY):
-    """The callable for a config's `function` (None means the default): a script's `entry`,
-    which is process_image for image pipelines, process or generate for stream and custom
-    pipelines (built-ins are image functions). Image functions of scripts run after the
-    standard pre-processing. Each call loads user code afresh (what `reload` asks for)."""
+def allowed_path(name: str, function_dirs) -> Path:
+    """The file a `function` path names, if it lies inside one of the node's function_dirs
+    (symlinks resolved on both sides); ValueError saying why not."""
+    if not os.path.isabs(name):
+        raise ValueError(f"function {name!r} contains '/' but is not an absolute path")
+    dirs = [Path(d).resolve() for d in function_dirs]
+    path = Path(name).resolve()
+    if not any(path.is_relative_to(d) for d in dirs):
+        allowed = ", ".join(map(str, dirs)) or "none: the node's function_dirs setting is empty"
+        raise ValueError(
+            f"function {name!r} is outside the folders this node runs functions from "
+            f"by path ({allowed})"
+        )
+    if not path.is_file():
+        raise ValueError(f"function {name!r} is not a file")
+    return path
+
+
+def resolve(name: str | None, scripts_dir: Path, kind: str = PROCESSING, function_dirs=()):
+    """The callable for a config's `function` (None means the default), with the calling
+    convention of pipeline type kind: processing `f(image, pulse_id, timestamp, x_axis,
+    y_axis, parameters, bsdata=None)`, stream `f(data, pulse_id, timestamp, parameters)`,
+    custom `f(parameters)` returning an iterable of results. Each call loads user code
+    afresh (what `reload` asks for)."""
     name = name or DEFAULT
-    if name in BUILTIN:
-        return importlib.import_module(BUILTIN[name]).process_image
-    for candidate in map(scripts_dir.joinpath, script_names(name)):
-        if candidate.is_file() and candidate.parent == scripts_dir:
-            function = _load(candidate, scripts_dir, entry)
-            if entry != IMAGE_ENTRY:
-                return function  # stream data and generators are not images
-            from .user import UserFunction  # numba kernels: only in pipelines that need them
+    builtin = BUILTIN.get(name)
+    if builtin is not None:
+        if builtin.kind != kind:
+            raise ValueError(
+                f"function {name!r} is a built-in {builtin.kind} function; a {kind} "
+                f"pipeline cannot run it"
+            )
+        module = importlib.import_module(builtin.module)
+        return _adapted(module, name, kind, builtin.preprocessed)
+    if is_path(name):
+        path = allowed_path(name, function_dirs)
+    else:
+        stored = [p.name for p in scripts_dir.iterdir()] if scripts_dir.is_dir() else []
+        found = script_names(name, stored)
+        if not found:
+            raise ValueError(
+                f"function {name!r} is neither built in ({', '.join(BUILTIN)}) "
+                f"nor an uploaded script in {scripts_dir}"
+            )
+        path = scripts_dir / found[0]
+    return _adapted(_load(path, scripts_dir), path.name, kind, True, _takes_raw_arrays(path))
 
-            return UserFunction(function, candidate.name)
-    raise ValueError(
-        f"function {name!r} is neither built in ({', '.join(BUILTIN)}) "
-        f"nor an uploaded script in {scripts_dir}"
-    )
+
+def _adapted(module, name: str, kind: str, preprocessed: bool, contiguous: bool = False):
+    """The module's entry point for pipeline type kind, called the way that type calls;
+    image functions get the standard pre-processing first if `preprocessed`, and
+    C-contiguous arrays if `contiguous`."""
+    entry = next((e for e in ENTRIES[kind] if callable(getattr(module, e, None))), None)
+    if entry is None:
+        raise ValueError(f"{name} defines no {' or '.join(ENTRIES[kind])} function")
+    function = getattr(module, entry)
+    if kind == CUSTOM:
+        return function if entry == "generate" else CamServerCustom(function)
+    if kind == STREAM or not preprocessed:
+        return function
+    from .user import UserFunction  # numba kernels: only in pipelines that need them
+
+    return UserFunction(function, name, contiguous)
 
 
-def _load(path: Path, scripts_dir: Path, entry: str):
+def _takes_raw_arrays(path: Path) -> bool:
+    """Whether a user function reads arrays' memory as C-contiguous without checking (C in
+    CamServer's form, prebuilt extensions): it then gets contiguous copies of views."""
+    from . import compiled
+
+    if path.name.endswith(".c"):
+        return compiled.is_camserver_form(path.read_bytes())
+    return path.name.endswith(".so")
+
+
+class Stamped(NamedTuple):
+    """A custom pipeline's result with the pulse id and timestamp it goes out with (None:
+    the pipeline's own)."""
+
+    data: dict | None
+    pulse_id: int | None
+    timestamp: tuple[int, int] | None
+
+
+class CamServerCustom:
+    """CamServer's custom function `process(parameters, init)` -> `(data, timestamp,
+    pulse_id, data_size)` as a generator: init is True on the function's first call only,
+    the timestamp (seconds, a float) and pulse id go out with the data (None: the
+    pipeline's), empty data is no message. Without max_frame_rate it runs as fast as the
+    function returns, as in CamServer (the function paces itself)."""
+
+    default_rate = math.inf
+
+    def __init__(self, function):
+        self.function = function
+        self.init = True
+
+    def __call__(self, parameters):
+        while True:
+            data, timestamp, pulse_id, _ = self.function(parameters, self.init)
+            self.init = False
+            if timestamp is not None:
+                seconds = math.floor(timestamp)
+                timestamp = (seconds, round((timestamp - seconds) * 1e9))
+            yield Stamped(data or None, pulse_id, timestamp)
+
+
+def _load(path: Path, scripts_dir: Path):
+    """The module of a user function file: Python, C (built), or a prebuilt extension."""
     libs = libs_dir(scripts_dir)
     os.environ[LIBS_ENV] = str(libs)
-    if is_c(path.name):
-        if entry != IMAGE_ENTRY:
-            raise ValueError(
-                f"{path.name} is a C user function, which defines "
-                f"{IMAGE_ENTRY}; a {entry} function must be a Python script"
-            )
-        from . import compiled
+    from . import compiled
 
+    if path.name.endswith(".c"):
         return compiled.load(path, cache_dir(scripts_dir), libs)
+    if path.name.endswith(".so"):
+        _import_from(libs)
+        return compiled.load_extension(path)
     _import_from(libs)
     # Uploaded scripts need not end in .py: name the loader explicitly.
     loader = importlib.machinery.SourceFileLoader(f"shmcam_user_{path.stem}", str(path))
@@ -86,10 +220,7 @@ def _load(path: Path, scripts_dir: Path, entry: str):
     module = importlib.util.module_from_spec(spec)
     sys.modules[loader.name] = module  # as imported modules are (dataclasses, pickle)
     spec.loader.exec_module(module)
-    function = getattr(module, entry, None)
-    if not callable(function):
-        raise ValueError(f"script {path.name} defines no {entry} function")
-    return function
+    return module
 
 
 def _import_from(libs: Path) -> None:
@@ -106,12 +237,16 @@ def _import_from(libs: Path) -> None:
 
 def check(file_name: str, code: bytes, scripts_dir: Path) -> None:
     """Refuse an uploaded script that cannot load, before it is stored: ValueError saying
-    why. A C source is built (into the cache: its pipelines will not build it again); a
-    Python script is compiled to bytecode, not run."""
-    if is_c(file_name):
-        from . import compiled
+    why. Nothing of it runs: a C source is built (into the cache: its pipelines will not
+    build it again), a prebuilt extension's symbols are read, a Python script is compiled
+    to bytecode."""
+    from . import compiled
 
+    if file_name.endswith(".c"):
         compiled.build(code, file_name, cache_dir(scripts_dir), libs_dir(scripts_dir))
+        return
+    if file_name.endswith(".so"):
+        compiled.check_extension(code, file_name)
         return
     try:
         compile(code, file_name, "exec", dont_inherit=True)

@@ -80,10 +80,10 @@ def good_region(frame: Prepared, settings: Settings) -> dict:
 
 def _slice_fields(image, rect, x_axis, y_axis, x_fit, y_fit, slices: Slices) -> dict:
     """slice_* fields of the configured orientation; coupling always from the bands along x."""
-    along_x, length = _bands(image, rect, x_axis, y_axis, x_fit, slices, along_rows=False)
+    along_x, length = fitted_bands(image, rect, x_axis, y_axis, x_fit, slices, along_rows=False)
     bands = along_x
     if slices.orientation == "vertical":
-        bands, length = _bands(image, rect, y_axis, x_axis, y_fit, slices, along_rows=True)
+        bands, length = fitted_bands(image, rect, y_axis, x_axis, y_fit, slices, along_rows=True)
     fields = {"slice_length": length}
     for i, band in enumerate(bands):
         fields.update(zip((f"slice_{i}_{name}" for name in SLICE), band))
@@ -95,7 +95,7 @@ def _slice_fields(image, rect, x_axis, y_axis, x_fit, y_fit, slices: Slices) -> 
     return fields
 
 
-def _bands(image, rect, along, across, fit, slices: Slices, along_rows: bool):
+def fitted_bands(image, rect, along, across, fit, slices: Slices, along_rows: bool):
     """([(center_x, center_y, sigma, intensity, converged) per band], middle band length) of
     the bands along the `along` axis, centred on the good-region fit, each fitted across."""
     bounds, half = slice_bounds(as_float(along), fit[2], fit[3], slices.number, slices.scale)

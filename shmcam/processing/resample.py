@@ -37,13 +37,19 @@ def _bin(source, by, bx, mean, out):
 def binned(image, x_axis, y_axis, bx, by, mean):
     """(image, x_axis, y_axis) binned by bx x by: cropped to whole bins, uint16 result, axes
     averaged per bin in their own dtype."""
-    height, width = image.shape[0] // by, image.shape[1] // bx
-    out = np.empty((height, width), np.uint16)
+    out = bin_image(image, bx, by, mean)
+    return out, bin_axis(x_axis, bx, out.shape[1]), bin_axis(y_axis, by, out.shape[0])
+
+
+def bin_image(image, bx, by, mean):
+    """image binned by bx x by (cropped to whole bins): sums or means, uint16."""
+    out = np.empty((image.shape[0] // by, image.shape[1] // bx), np.uint16)
     _bin(image, by, bx, mean, out)
-    return (out, _bin_axis(x_axis, bx, width), _bin_axis(y_axis, by, height))
+    return out
 
 
-def _bin_axis(axis, size, bins):
+def bin_axis(axis, size, bins):
+    """The first bins * size values of axis averaged per bin of size, in the axis' dtype."""
     return axis[: bins * size].reshape(bins, size).mean(axis=1).astype(axis.dtype)
 
 

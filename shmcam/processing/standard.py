@@ -16,36 +16,56 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 from . import config
 from .preprocess import Preprocessor
 from .profile import as_float, full_width, measure
 from .regions import fit_fields, good_region
 
 
+def error_fields(image, x_axis, y_axis, processing_parameters: str) -> dict:
+    """The fields of a frame that could not be processed (docs/spec/processing.md): the axes, a
+    zeroed image, its size, and the parameters, which say what went wrong."""
+    return {
+        "x_axis": x_axis,
+        "y_axis": y_axis,
+        "image": np.zeros_like(image),
+        "width": image.shape[1],
+        "height": image.shape[0],
+        "processing_parameters": processing_parameters,
+    }
+
+
 class Configured:
     """What a config costs to prepare, made once per parameters object: the parsed settings,
-    the JSON of `processing_parameters`, the averaging state."""
+    the JSON of `processing_parameters`, the averaging state. With `preprocessed`, the image
+    is taken as pre-processed already: only the measures are configured."""
 
-    def __init__(self, parameters: dict):
+    def __init__(self, parameters: dict, preprocessed: bool = False):
         self.settings = config.parse(parameters)
         self.json = json.dumps(
             {key: value for key, value in parameters.items() if key != "background_data"}
         )
-        self.preprocess = Preprocessor(self.settings)
+        steps = config.measures_only(self.settings) if preprocessed else self.settings
+        self.preprocess = Preprocessor(steps)
         self.parameters = parameters
 
 
 class StandardProcessing:
-    """process_image with its state. The state follows the parameters object: a pipeline
-    passes the same dict until its config changes, and a new dict (a new config) starts
-    afresh. A dict changed in place is not seen: pass a new one."""
+    """process_image with its state (`preprocessed`: the measures of an image
+    pre-processed already, as CamServer's processor.process_image takes it). The state
+    follows the parameters object: a pipeline passes the same dict until its config changes,
+    and a new dict (a new config) starts afresh. A dict changed in place is not seen: pass a
+    new one."""
 
-    def __init__(self):
+    def __init__(self, preprocessed: bool = False):
+        self.preprocessed = preprocessed
         self.configured: Configured | None = None
 
     def __call__(self, image, pulse_id, timestamp, x_axis, y_axis, parameters, bsdata=None):
         if self.configured is None or self.configured.parameters is not parameters:
-            self.configured = Configured(parameters)
+            self.configured = Configured(parameters, self.preprocessed)
         settings = self.configured.settings
         frame = self.configured.preprocess(image, x_axis, y_axis, parameters.get("background_data"))
         if frame is None:

@@ -4,8 +4,12 @@ CamServer hands a user function the pre-processed image and axes (binning, backg
 mirror, rotation, ROI, threshold, averaging, scale/offset of docs/spec/processing.md), so a script
 written for it sees what it saw there. The chain is the standard function's own, with its
 state per config kept the same way (a new parameters dict starts afresh). The image and axes
-are handed over read-only, and a result that is neither a dict nor None raises TypeError, so
-that the pipeline counts it as an error instead of failing later in the sender.
+are handed over read-only (`copy: true` in the config hands over a writable copy of the
+image instead, for functions that change it in place, as in CamServer), and a result that is
+neither a dict nor None raises TypeError, so that the pipeline counts it as an error instead
+of failing later in the sender. Functions that read arrays' memory as C-contiguous without
+checking (C written for CamServer) get contiguous arrays: copies where the pre-processing
+left a view (a region of interest, a mirror).
 """
 
 from __future__ import annotations
@@ -13,6 +17,11 @@ from __future__ import annotations
 import numpy as np
 
 from .standard import Configured
+
+
+def _contiguous(array: np.ndarray) -> np.ndarray:
+    """array as a read-only C-contiguous array (a copy if it is not one)."""
+    return read_only(array if array.flags.c_contiguous else np.ascontiguousarray(array))
 
 
 def read_only(array: np.ndarray) -> np.ndarray:
@@ -28,9 +37,10 @@ class UserFunction:
     """process_image(image, pulse_id, timestamp, x_axis, y_axis, parameters, bsdata=None)
     around a user's function of the same signature."""
 
-    def __init__(self, function, name: str):
+    def __init__(self, function, name: str, contiguous: bool = False):
         self.function = function
         self.name = name
+        self.view = _contiguous if contiguous else read_only
         self.configured: Configured | None = None
 
     def __call__(self, image, pulse_id, timestamp, x_axis, y_axis, parameters, bsdata=None):
@@ -40,12 +50,14 @@ class UserFunction:
         if frame is None:  # `averaging` is collecting frames
             return None
         extra = () if bsdata is None else (bsdata,)  # 6-argument CamServer scripts work
+        view = self.view
+        image = np.array(frame.image, order="C") if parameters.get("copy") else view(frame.image)
         result = self.function(
-            read_only(frame.image),
+            image,
             pulse_id,
             timestamp,
-            read_only(frame.x_axis),
-            read_only(frame.y_axis),
+            view(frame.x_axis),
+            view(frame.y_axis),
             parameters,
             *extra,
         )

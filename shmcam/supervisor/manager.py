@@ -145,7 +145,7 @@ class Manager:
         """Start a pipeline. One that does not start changes nothing: a camera or upstream
         started for it is stopped again."""
         validation.pipeline(config, self.store.config_names("camera"))
-        validation.function_available(config, self.store.file_names("script"))
+        self._code_available(config)
         self.store.check_config(config, "pipeline config")
         instance_id = instance_id or str(uuid.uuid4())
         _check_instance_id(instance_id)
@@ -172,6 +172,14 @@ class Manager:
                 if not upstream.permanent and not self._readers_of(upstream):
                     upstream.stop()
             raise
+
+    def _code_available(self, config: dict) -> None:
+        validation.function_available(
+            config,
+            self.store.file_names("script"),
+            self.settings.function_dirs,
+            self.store.file_names("lib"),
+        )
 
     def _check_not_running(self, instance_id: str) -> None:
         if self._running_pipeline(instance_id) is not None:
@@ -296,7 +304,7 @@ class Manager:
             config = validation.pipeline(
                 validation.merge(instance.config, update), self.store.config_names("camera")
             )
-            validation.function_available(config, self.store.file_names("script"))
+            self._code_available(config)
             self.store.check_config(config, "pipeline config")
         instance.update_config(config, UPDATE_TIMEOUT)
         return config

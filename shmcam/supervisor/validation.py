@@ -15,7 +15,7 @@ from shmcam.bsread.encoder import CREATE_HEADER
 from shmcam.names import FILE_NAME_RULE, NAME_RULE, is_file_name, is_name
 from shmcam.processing import config as processing
 from shmcam.processing import functions
-from shmcam.processing.functions import BUILTIN, script_names
+from shmcam.processing.functions import BUILTIN, allowed_path, is_path, script_names
 from shmcam.workers import store_path
 from shmcam.workers.pipeline_types import PIPELINE_TYPES, pipeline_type
 
@@ -41,6 +41,21 @@ STREAM_KEYS = {
     "port": None,
 }
 LATER_TYPES = ("fanout", "fanin", "external")  # CamServer's, not built yet
+# What each pipeline type runs, for messages.
+SERVES = {
+    "processing": "an image function (process_image)",
+    "stream": "a stream function (process(data, pulse_id, timestamp, parameters))",
+    "custom": "a generator (generate(parameters)) or CamServer's process(parameters, init)",
+    "store": "no function",
+}
+SCRIPT_TYPE = (
+    "pipeline_type 'script' is not supported: a pipeline_script's run(stop_event, "
+    "statistics, parameter_queue, ...) drives CamServer's own receive and send loop through "
+    "its internals (cam_client, background_manager, mflow senders), which shmcam does not "
+    "have. Port it to a custom pipeline (generate(parameters), or CamServer's "
+    "process(parameters, init)), a stream pipeline (process(data, pulse_id, timestamp, "
+    "parameters)) or an external pipeline (any executable)"
+)
 SUB_DICTS = ("image_good_region", "image_slices")
 
 
@@ -69,6 +84,13 @@ def _strings(kind, config, key):
         not isinstance(value, list) or not all(isinstance(v, str) for v in value)
     ):
         raise _fail(kind, key, "a list of channel names", value)
+
+
+def _file_names(kind, config, key, expected):
+    """A list of store file names (files that cannot leave their folder)."""
+    value = config.get(key)
+    if value is not None and not (isinstance(value, list) and all(map(is_file_name, value))):
+        raise _fail(kind, key, f"{expected} ({FILE_NAME_RULE})", value)
 
 
 def _choice(kind, config, key, choices, default=None):
@@ -241,21 +263,30 @@ def runs_code(config) -> str | None:
     return None
 
 
-def function_available(config: dict, scripts: list[str]) -> None:
-    """The config's function is built in or uploaded, as `<name>`, `<name>.py` or
-    `<name>.c` (checked without importing user code)."""
+def function_available(
+    config: dict, scripts: list[str], function_dirs=(), libs: list[str] | None = None
+) -> None:
+    """The config's function is built in, uploaded (`<name>`, `<name>.c`, `<name>.so`,
+    `<name>.py`) or a file inside the node's function_dirs, and the `libs` it names are
+    uploaded (checked without importing user code). libs None: not checked."""
     name = config.get("function")
-    if (
-        isinstance(name, str)
-        and name
-        and name not in BUILTIN
-        and not set(script_names(name)) & set(scripts)
-    ):
+    if isinstance(name, str) and name and is_path(name):
+        try:
+            allowed_path(name, function_dirs)
+        except ValueError as error:
+            raise BadRequest(f"pipeline config: {error}") from None
+    elif isinstance(name, str) and name and name not in BUILTIN and not script_names(name, scripts):
         raise BadRequest(
             f"pipeline config: function {name!r} is neither built in "
             f"({', '.join(BUILTIN)}) nor an uploaded script; upload it first "
             f"(PUT /api/v1/pipeline/script/<name>/script_bytes, <name> ending "
-            f"in .py or .c)"
+            f"in .py, .c or .so)"
+        )
+    missing = [lib for lib in config.get("libs") or () if libs is not None and lib not in libs]
+    if missing:
+        raise BadRequest(
+            f"pipeline config: libs {', '.join(map(repr, missing))} not uploaded; upload "
+            f"them first (PUT /api/v1/pipeline/lib/<name>/lib_bytes)"
         )
 
 
@@ -275,6 +306,8 @@ def stream_unchanged(config: dict, update: dict) -> None:
 def pipeline(config, camera_names) -> dict:
     if not isinstance(config, dict):
         raise BadRequest(f"a pipeline config must be a JSON object, got {type(config).__name__}")
+    if config.get("pipeline_type") == "script" or config.get("pipeline_script") is not None:
+        raise BadRequest(f"pipeline config: {SCRIPT_TYPE}")
     if config.get("pipeline_type") in LATER_TYPES:
         raise BadRequest(
             f"pipeline config: pipeline_type {config['pipeline_type']!r} is not "
@@ -293,6 +326,11 @@ def pipeline(config, camera_names) -> dict:
     _port("pipeline", config)
     _strings("pipeline", config, "include")
     _strings("pipeline", config, "exclude")
+    _file_names("pipeline", config, "libs", "a list of uploaded lib names")
+    if config.get("copy") is not None and not isinstance(config["copy"], bool):
+        raise _fail("pipeline", "copy", "true or false", config["copy"])
+    if config.get("prefix") is not None and not isinstance(config["prefix"], str):
+        raise _fail("pipeline", "prefix", "a string (the channel name prefix)", config["prefix"])
     pid_range = config.get("pid_range")
     if pid_range is not None and not (
         isinstance(pid_range, list)
@@ -331,17 +369,17 @@ def _pipeline_input(config: dict, camera_names) -> None:
             "pipeline config: input_stream2 is merged into an input stream; "
             "give input_stream or input_pipeline too"
         )
-    if kind in ("stream", "custom") and config.get("function") in BUILTIN:
+    builtin = BUILTIN.get(config.get("function"))
+    if builtin is not None and builtin.kind != kind:
         raise BadRequest(
-            f"pipeline config: {config['function']!r} is an image function; a "
-            f"{kind} pipeline runs an uploaded script's "
-            f"{'process' if kind == 'stream' else 'generate'} function"
+            f"pipeline config: {config['function']!r} is a built-in {builtin.kind} function; "
+            f"a {kind} pipeline runs {SERVES[kind]}"
         )
     if kind == "custom":
         if not config.get("function"):
             raise BadRequest(
-                "pipeline config: a custom pipeline needs a function (an uploaded "
-                "script defining generate(parameters))"
+                "pipeline config: a custom pipeline needs a function (an uploaded script "
+                "defining generate(parameters), or CamServer's process(parameters, init))"
             )
         return
     name = config.get("camera_name")

@@ -27,6 +27,7 @@ import numpy as np
 
 from shmcam.bsread import Encoder, Sender
 from shmcam.processing import functions
+from shmcam.processing.standard import error_fields
 from shmcam.shm import StatsBlock
 from shmcam.sources.simulation import beam_frames
 from shmcam.sources.transforms import axis_arrays
@@ -40,8 +41,7 @@ from .preview import Preview
 log = logging.getLogger(__name__)
 
 STATS_PERIOD = 0.5
-CUSTOM_RATE = 10.0  # frames/s of a custom pipeline without max_frame_rate
-ENTRIES = {"processing": "process_image", "stream": "process", "custom": "generate"}
+CUSTOM_RATE = 10.0  # frames/s of a custom pipeline without max_frame_rate (shmcam's generators)
 ENDED = object()  # what a custom pipeline's exhausted generator yields
 
 
@@ -72,14 +72,7 @@ def error_result(image, x_axis, y_axis, parameters_json: str, error: Exception) 
     parameters["processing_error"] = f"{type(error).__name__}: {error}"
     if not is_image(image):
         return {"processing_parameters": json.dumps(parameters)}
-    return {
-        "x_axis": x_axis,
-        "y_axis": y_axis,
-        "image": np.zeros_like(image),
-        "width": image.shape[1],
-        "height": image.shape[0],
-        "processing_parameters": json.dumps(parameters),
-    }
+    return error_fields(image, x_axis, y_axis, json.dumps(parameters))
 
 
 def _describe(value) -> str:
@@ -147,7 +140,8 @@ class Pipeline:
         self.parameters, self.setup_error = self.with_background(config)
         self.config, self.gate, self.parameters_json = config, gate, parameters_json
         if self.type == "custom":
-            self.input.pacer.period = 1.0 / (config.get("max_frame_rate") or CUSTOM_RATE)
+            rate = getattr(self.function, "default_rate", CUSTOM_RATE)
+            self.input.pacer.period = 1.0 / (config.get("max_frame_rate") or rate)
             self.generator = None  # started afresh with the new parameters
         self.warm_up()
 
@@ -161,7 +155,9 @@ class Pipeline:
                 "a custom pipeline needs a function (an uploaded script "
                 "defining generate(parameters))"
             )
-        return functions.resolve(name, self.scripts, ENTRIES[self.type])
+        return functions.resolve(
+            name, self.scripts, self.type, self.spec.get("function_dirs") or ()
+        )
 
     def with_background(self, config: dict) -> tuple[dict, str | None]:
         """The parameters the function gets: the config, plus the stored background it names
@@ -225,6 +221,10 @@ class Pipeline:
         if item is ENDED:
             self.ended = True
             return None
+        if isinstance(item, functions.Stamped):  # CamServer's custom functions stamp their data
+            frame.pulse_id = frame.pulse_id if item.pulse_id is None else item.pulse_id
+            frame.timestamp = item.timestamp or frame.timestamp
+            return item.data
         return item
 
     def process(self, frame) -> dict | None:
