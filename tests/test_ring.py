@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -328,27 +329,9 @@ def test_no_room_in_dev_shm_is_a_clear_error_and_creates_nothing(node):
     assert generations(base) == []
 
 
-def test_c_reader_reads_frames_written_by_python(node, tmp_path):
+def test_c_reader_reads_frames_written_by_python(node, cc):
     """The layout is a contract: a C program using include/shmcam/ring.h reads our frames."""
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    exe = tmp_path / "ring_reader"
-    subprocess.run(
-        [
-            "gcc",
-            "-O2",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-I",
-            str(root / "include"),
-            str(root / "tests" / "c" / "ring_reader.c"),
-            "-o",
-            str(exe),
-        ],
-        check=True,
-    )
+    exe = cc(Path(__file__).parent / "c" / "ring_reader.c")
     base = ring_base(node, "cam")
     with RingWriter(base, np.uint16, (48, 64), slots=8) as w:
         frames = [(np.arange(48 * 64, dtype=np.uint16).reshape(48, 64) * (i + 1)) for i in range(4)]

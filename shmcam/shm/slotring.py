@@ -343,7 +343,8 @@ class Reader(RingEnd):
         return self._map.state == LIVE and segment.pid_alive(self._map.owner_pid)
 
     def _attach_newest(self, start_at_newest: bool) -> bool:
-        """Map the newest generation if it is another segment than ours; True if switched."""
+        """Map the newest generation if it is another segment than ours; True if switched.
+        A closed one counts: what its writer published before it stopped is there to read."""
         gens = generations(self.base)
         if not gens:
             return False
@@ -354,7 +355,7 @@ class Reader(RingEnd):
             m = self.MAPPING(name, *segment.attach(name))
         except FileNotFoundError:  # retired between listing and opening
             return False
-        if m.state != LIVE:
+        if m.state == SUPERSEDED:  # being replaced as we look: its successor comes next
             m.close()
             return False
         old, self._map = self._map, m
