@@ -25,7 +25,7 @@
  *     shmcam_record_begin(&w, pulse_id, sec, ns);
  *     shmcam_record_add(&w, "x_profile", SHMCAM_FLOAT64, 1, (uint32_t[]){width}, profile);
  *     double *sum = shmcam_record_add(&w, "sum", SHMCAM_FLOAT64, 0, NULL, NULL);  // in place
- *     *sum = 42.0;
+ *     *sum = 42.0;  // before the next add, or through shmcam_record_payload(&w, 1) after it
  *     shmcam_record_add_string(&w, "status", "ok");
  *     shmcam_record_commit(&w);
  *     ...
@@ -449,6 +449,13 @@ static inline void *shmcam_record_add(shmcam_records_writer *w, const char *name
 invalid:
     errno = EINVAL;
     return NULL;
+}
+
+/* The payload of channel i of the record begun (an add may have moved the record to larger
+ * slots since it returned its pointer): NULL if there is no such channel. */
+static inline void *shmcam_record_payload(shmcam_records_writer *w, uint32_t i) {
+    if (!w->in_record || i >= w->count) return NULL;
+    return w->slot + (w->entries[i].type == SHMCAM_NULL ? 0 : w->entries[i].offset);
 }
 
 /* Add a string channel (UTF-8, NUL-terminated). Returns 0, or -1 with errno as above. */
