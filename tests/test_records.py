@@ -30,6 +30,7 @@ def every_type() -> dict:
         "count": -(2**62),
         "ratio": 0.125,
         "label": "Strahl µ-2",
+        "numpy_text": np.str_("numpy's own str"),
         "empty": "",
         "missing": None,
         "u1": np.uint8(200),
@@ -124,6 +125,7 @@ def test_a_record_larger_than_a_slot_opens_a_larger_generation(node):
         ({"": 1.0}, TypeError, "non-empty strings"),
         ({5: 1.0}, TypeError, "non-empty strings"),
         ({"a\0b": 1.0}, TypeError, "without NUL"),
+        ([("c", 1.0)], TypeError, "a mapping of names to values"),
     ],
 )
 def test_values_a_record_cannot_hold_are_refused_and_write_nothing(node, channels, error, match):

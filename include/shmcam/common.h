@@ -228,6 +228,16 @@ static inline int64_t shmcam_newest_generation(const char *base, int64_t below) 
     return newest;
 }
 
+/* Copy a ring's base name, with room left for ".g<N>" and a draft suffix. */
+static inline int shmcam_copy_base(char to[SHMCAM_NAME_MAX], const char *base) {
+    if (strlen(base) >= SHMCAM_NAME_MAX - 24) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    strcpy(to, base);
+    return 0;
+}
+
 static inline int shmcam_generation_name(char *out, const char *base, int64_t generation) {
     int len = snprintf(out, SHMCAM_NAME_MAX, "%s.g%lld", base, (long long)generation);
     if (len < 0 || len >= SHMCAM_NAME_MAX) {
@@ -287,11 +297,7 @@ static inline int shmcam_reader_attach_newest(shmcam_reader *r, int start_at_new
 static inline int shmcam_reader_open(shmcam_reader *r, const char *base, const char magic[8],
                                      uint32_t slot_header_size, int latest) {
     memset(r, 0, sizeof *r);
-    if (strlen(base) >= SHMCAM_NAME_MAX - 24) {
-        errno = ENAMETOOLONG;
-        return -1;
-    }
-    strcpy(r->base, base);
+    if (shmcam_copy_base(r->base, base) != 0) return -1;
     memcpy(r->magic, magic, 8);
     r->slot_header_size = slot_header_size;
     r->latest = latest;

@@ -288,11 +288,7 @@ static inline int shmcam__records_generation(shmcam_records_writer *w, int64_t g
 static inline int shmcam_records_create(shmcam_records_writer *w, const char *base,
                                         uint32_t slots, uint64_t capacity) {
     memset(w, 0, sizeof *w);
-    if (strlen(base) >= SHMCAM_NAME_MAX - 24) {
-        errno = ENAMETOOLONG;
-        return -1;
-    }
-    strcpy(w->base, base);
+    if (shmcam_copy_base(w->base, base) != 0) return -1;
     int64_t newest = shmcam_newest_generation(base, -1);
     if (newest >= 0) { /* take over slots and capacity */
         char name[SHMCAM_NAME_MAX];

@@ -96,7 +96,7 @@ def _classify(name: Any, value: Any) -> tuple[_Channel, Any]:
     kind = type(value)
     if value is None:
         return _Channel(name, layout.TYPE_NULL, (), kind, None), None
-    if kind is str:
+    if isinstance(value, str):  # numpy's str_ too
         return _Channel(name, layout.TYPE_STRING, (), kind, None), value
     if kind in _PYTHON:
         if kind is int and not _INT64[0] <= value < _INT64[1]:
@@ -328,6 +328,10 @@ class RecordWriter(Writer):
     def _format(self, channels: MappingType[str, Any]) -> tuple[_WriteFormat, Any]:
         """The format of a record, and the values to copy: the last format if the channels
         repeat it (names, types, shapes), else one made (or found) for them."""
+        if not isinstance(channels, MappingType):
+            raise TypeError(
+                f"a record's channels are a mapping of names to values, not {channels!r}"
+            )
         fmt = self._last
         if fmt is not None:
             values = list(channels.values())
@@ -342,10 +346,6 @@ class RecordWriter(Writer):
                             break
                     else:
                         return fmt, values
-        if not isinstance(channels, MappingType):
-            raise TypeError(
-                f"a record's channels are a mapping of names to values, not {channels!r}"
-            )
         described = [_classify(name, value) for name, value in channels.items()]
         key = tuple((c.name, c.code, c.shape, c.python_type, c.dtype) for c, _ in described)
         fmt = self._formats.get(key)

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from . import layout
+from . import layout, segment
 from .slotring import DEFAULT_SLOTS, Mapping, Reader, Writer, generations, ring_base
 
 __all__ = ["DEFAULT_SLOTS", "Frame", "RingReader", "RingWriter", "generations", "ring_base"]
@@ -61,6 +61,11 @@ class _FrameMapping(Mapping):
         self.dtype = layout.dtype_from_code(dtype)
         self.shape = tuple(shape[:ndim])
         count = int(np.prod(self.shape))
+        if count * self.dtype.itemsize != self.nbytes or self.nbytes > self.capacity:
+            raise segment.ShmError(
+                f"{name}: {self.shape} {self.dtype} frames are not {self.nbytes} bytes "
+                f"in slots of {self.capacity}"
+            )
         self.views = [
             np.frombuffer(
                 mm, self.dtype, count, layout.HEADER_SIZE + i * self.stride + self.SLOT_HEADER_SIZE
