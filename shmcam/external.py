@@ -26,6 +26,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from shmcam.names import check_name
 from shmcam.shm import RecordReader, RecordWriter, RingReader, StatsBlock, layout, segment
 from shmcam.shm.records import DEFAULT_CAPACITY, create_record_ring
 from shmcam.shm.slotring import DEFAULT_SLOTS, generation_name, generations, ring_base
@@ -86,8 +87,8 @@ def environment(
     stats: str | None = None,
 ) -> dict[str, str]:
     """The contract's environment variables for one program (to add to its environment)."""
-    segment.check_name_part(node)
-    segment.check_name_part(instance)
+    check_name(node, "node name")
+    check_name(instance, "instance name")
     if input_ring and input_stream:
         raise ValueError("an external program reads one input: a ring or a stream, not both")
     if output_ring and output_stream:

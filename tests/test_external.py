@@ -259,7 +259,7 @@ def test_the_contract_is_checked_on_both_sides(node, tmp_path):
         external.environment(node, "x", input_ring="shmcam.n.cam", input_stream="tcp://h:1")
     with pytest.raises(ValueError, match="output mode one of .* not .SUB., .REQ."):
         external.environment(node, "x", output_stream="tcp://*:1", output_mode="REQ")
-    with pytest.raises(ValueError, match="invalid name"):
+    with pytest.raises(ValueError, match="invalid instance name"):
         external.environment(node, "a.b")
     with pytest.raises(KeyError, match="SHMCAM_NODE is not set"):
         external.Program({"SHMCAM_INSTANCE": "x"}, handle_sigterm=False)
