@@ -77,11 +77,15 @@ class _FrameMapping(Mapping):
         self.views = []
 
 
-def _geometry_tail(dtype: np.dtype, shape) -> bytes:
-    nbytes = int(np.prod(shape)) * dtype.itemsize
-    return layout.FRAME_GEOMETRY.pack(
-        layout.dtype_code(dtype), *layout.shape_fields(shape), nbytes, 0
-    )
+class _Geometry:
+    """A frame geometry as the writer stores it; refuses what a ring cannot hold."""
+
+    def __init__(self, dtype: np.dtype, shape: tuple[int, ...]):
+        self.key = (dtype, shape)  # what a frame is compared with
+        self.shape_fields = layout.shape_fields(shape)
+        self.dtype_code = layout.dtype_code(dtype)
+        self.nbytes = int(np.prod(shape)) * dtype.itemsize
+        self.tail = layout.FRAME_GEOMETRY.pack(self.dtype_code, *self.shape_fields, self.nbytes, 0)
 
 
 class RingWriter(Writer):
@@ -91,8 +95,8 @@ class RingWriter(Writer):
 
     def __init__(self, base: str, dtype, shape, slots: int = DEFAULT_SLOTS):
         super().__init__(base, slots)
-        self._set_geometry(np.dtype(dtype), tuple(shape))
-        self._start(self._nbytes, _geometry_tail(*self._geometry))
+        self._geometry = _Geometry(np.dtype(dtype), tuple(shape))
+        self._start(self._geometry.nbytes, self._geometry.tail)
 
     @property
     def frames_written(self) -> int:
@@ -105,12 +109,6 @@ class RingWriter(Writer):
     @property
     def shape(self) -> tuple[int, ...]:
         return self._map.shape
-
-    def _set_geometry(self, dtype: np.dtype, shape: tuple[int, ...]) -> None:
-        self._shape_fields = layout.shape_fields(shape)  # refuses what a ring cannot hold
-        self._dtype_code = layout.dtype_code(dtype)
-        self._geometry = (dtype, shape)
-        self._nbytes = int(np.prod(shape)) * dtype.itemsize
 
     def write(
         self,
@@ -125,14 +123,12 @@ class RingWriter(Writer):
         means pixel numbers. Never blocks on readers. A frame of another dtype or shape opens
         a new generation.
         """
-        if (image.dtype, image.shape) != self._geometry:
-            old = self._geometry
-            self._set_geometry(image.dtype, image.shape)
-            self._replace(
-                self._nbytes,
-                _geometry_tail(*self._geometry),
-                f"geometry {old[0]} {old[1]} -> {image.dtype} {image.shape}",
-            )
+        g = self._geometry
+        if (image.dtype, image.shape) != g.key:
+            new = _Geometry(image.dtype, image.shape)
+            why = f"geometry {g.key[0]} {g.key[1]} -> {image.dtype} {image.shape}"
+            self._replace(new.nbytes, new.tail, why)
+            self._geometry = g = new
         m = self._map
         n, slot = self.begin()
         np.copyto(m.views[slot], image, casting="no")
@@ -143,9 +139,9 @@ class RingWriter(Writer):
             timestamp[0],
             timestamp[1],
             time.monotonic_ns(),
-            self._nbytes,
-            self._dtype_code,
-            *self._shape_fields,
+            g.nbytes,
+            g.dtype_code,
+            *g.shape_fields,
             *(axes or layout.NO_AXES),
         )
         self.commit(n, slot)
