@@ -329,6 +329,18 @@ def test_no_room_in_dev_shm_is_a_clear_error_and_creates_nothing(node):
     assert generations(base) == []
 
 
+def test_a_geometry_that_does_not_fit_leaves_the_writer_on_the_old_one(node):
+    base = ring_base(node, "cam")
+    with RingWriter(base, np.uint8, (2, 2), slots=2) as w, RingReader(base) as r:
+        too_big = segment.free_bytes() // 2 // 8 + 1  # two slots of it exceed /dev/shm
+        with pytest.raises(ShmError, match="not enough shared memory"):
+            w.write(np.broadcast_to(np.uint64(0), (too_big, 1)), 1, (0, 0))
+        w.write(np.full((2, 2), 5, np.uint8), 2, (0, 0))
+        frame = r.wait(0)
+        assert frame.pulse_id == 2 and frame.image.tolist() == [[5, 5], [5, 5]]
+        assert generations(base) == [0]
+
+
 def test_c_reader_reads_frames_written_by_python(node, cc):
     """The layout is a contract: a C program using include/shmcam/ring.h reads our frames."""
     exe = cc(Path(__file__).parent / "c" / "ring_reader.c")
