@@ -90,6 +90,28 @@ def procs():
         p.kill_all()
 
 
+ROOT = TESTS.parent
+C_FLAGS = ("-O2", "-std=c11", "-D_DEFAULT_SOURCE", "-Wall", "-Wextra", "-Werror", "-pedantic")
+
+
+@pytest.fixture
+def cc(tmp_path):
+    """Build a C program against include/shmcam with the real gcc: `cc(source, *flags)` returns
+    the executable's path (in tmp_path)."""
+
+    def build(source: Path, *flags: str) -> Path:
+        exe = tmp_path / (Path(source).stem + "".join(f.replace("=", "_") for f in flags))
+        built = subprocess.run(
+            ["gcc", *C_FLAGS, *flags, "-I", str(ROOT / "include"), str(source), "-o", str(exe)],
+            capture_output=True,
+            text=True,
+        )
+        assert built.returncode == 0, f"gcc failed on {source}:\n{built.stderr}"
+        return exe
+
+    return build
+
+
 # The bsread golden messages captured from PSI's reference sender (see their README.md).
 GOLDEN_DIR = TESTS / "data" / "bsread"
 

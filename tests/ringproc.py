@@ -5,6 +5,8 @@ Protocol with the test: each process prints "ready" once attached; a writer then
 Frame patterns: "ramp" frames hold (ramp + i) so content, order and byte order are all checked;
 "flat" frames hold one value per frame, so a frame torn by the writer shows mixed values.
 A reader prints "first" when it got its first frame.
+With --records, the ring is a record ring and each frame travels as the `image` channel of a
+record, with its number as a scalar and its pulse id spelled out as a string.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 
 import numpy as np
 
-from shmcam.shm import RingReader, RingWriter
+from shmcam.shm import RecordReader, RecordWriter, RingReader, RingWriter
 
 
 def parse_shape(text: str) -> tuple[tuple[int, int], np.dtype]:
@@ -44,7 +46,10 @@ def writer(args) -> dict:
     geometries = [parse_shape(s) for s in args.shapes.split(",")]
     per_geometry = args.frames // len(geometries)
     shape, dtype = geometries[0]
-    ring = RingWriter(args.base, dtype, shape, args.slots)
+    if args.records:  # small slots: the first record makes them grow
+        ring = RecordWriter(args.base, args.slots, capacity=1024)
+    else:
+        ring = RingWriter(args.base, dtype, shape, args.slots)
     print("ready", flush=True)
     if sys.stdin.readline().strip() != "go":
         raise SystemExit("no go")
@@ -53,7 +58,13 @@ def writer(args) -> dict:
     generations = [ring.generation]
     for i in range(args.frames):
         shape, dtype = geometries[min(i // per_geometry, len(geometries) - 1)]
-        ring.write(pattern(args.pattern, shape, dtype, i), pulse_id(i), timestamp(i))
+        image = pattern(args.pattern, shape, dtype, i)
+        if args.records:
+            ring.write(
+                pulse_id(i), timestamp(i), {"image": image, "i": i, "pulse": str(pulse_id(i))}
+            )
+        else:
+            ring.write(image, pulse_id(i), timestamp(i))
         if ring.generation != generations[-1]:
             generations.append(ring.generation)
         if period:
@@ -62,13 +73,14 @@ def writer(args) -> dict:
     if args.hold:
         print("held", flush=True)
         sys.stdin.readline()  # keep the ring alive until the test says so
-    written = ring.frames_written
+    written = ring.items_written
     ring.close(unlink=not args.keep)
     return {"written": written, "generations": generations}
 
 
 def reader(args) -> dict:
-    ring = RingReader(args.base, policy=args.policy, timeout=10)
+    kind = RecordReader if args.records else RingReader
+    ring = kind(args.base, policy=args.policy, timeout=10)
     print("ready", flush=True)
     seen = {"taken": [], "pulse_ids": [], "shapes": [], "bad_content": 0, "timeouts": 0}
     while len(seen["taken"]) < args.frames and seen["timeouts"] < args.timeouts:
@@ -88,6 +100,8 @@ def reader(args) -> dict:
         else:
             expected = pattern("ramp", frame.image.shape, frame.image.dtype, i)
             good = np.array_equal(frame.image, expected) and frame.timestamp == timestamp(i)
+        if args.records:  # scalars and strings are read under the seqlock when taken
+            good = good and frame.data["i"] == i and frame.data["pulse"] == str(frame.pulse_id)
         # Only a validated frame's content counts: a torn one must be detected, and dropped.
         if ring.validate(frame):
             seen["bad_content"] += not good
@@ -117,6 +131,7 @@ def main() -> None:
     p.add_argument("--pattern", choices=["ramp", "flat"], default="ramp")
     p.add_argument("--hold", action="store_true", help="writer: wait for a line before closing")
     p.add_argument("--keep", action="store_true", help="writer: close without unlinking")
+    p.add_argument("--records", action="store_true", help="a record ring instead of frames")
     p.add_argument("--policy", default="sequential")
     p.add_argument("--timeout", type=float, default=1.0, help="reader: wait timeout")
     p.add_argument("--timeouts", type=int, default=3, help="reader: give up after so many")

@@ -1,9 +1,14 @@
-"""The ring with writer and readers in separate processes."""
+"""The ring with writer and readers in separate processes.
+
+The tests taking `kind` run twice: on a frame ring, and on a record ring whose records carry
+the same frames as their `image` channel (tests/ringproc.py --records).
+"""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,19 +16,25 @@ import pytest
 from shmcam.shm import RingReader, RingWriter, ShmError, generations, ring_base, segment
 
 
-def start_ring(procs, base, *writer_args, readers=1, reader_args=()):
-    writer = procs.start("writer", base, *writer_args)
+@pytest.fixture(params=["frames", "records"])
+def kind(request):
+    """Extra helper arguments for the kind of ring under test."""
+    return ("--records",) if request.param == "records" else ()
+
+
+def start_ring(procs, base, *writer_args, readers=1, reader_args=(), kind=()):
+    writer = procs.start("writer", base, *writer_args, *kind)
     procs.expect(writer, "ready")
     started = []
     for _ in range(readers):
-        reader = procs.start("reader", base, *reader_args)
+        reader = procs.start("reader", base, *reader_args, *kind)
         procs.expect(reader, "ready")
         started.append(reader)
     procs.go(writer)
     return writer, started
 
 
-def test_frames_arrive_in_order_with_content_and_metadata(node, procs):
+def test_frames_arrive_in_order_with_content_and_metadata(node, procs, kind):
     base = ring_base(node, "cam")
     writer, readers = start_ring(
         procs,
@@ -36,6 +47,7 @@ def test_frames_arrive_in_order_with_content_and_metadata(node, procs):
         "64",
         readers=2,
         reader_args=("--frames", "300"),
+        kind=kind,
     )
     assert procs.result(writer)["written"] == 300
     for reader in readers:
@@ -48,7 +60,7 @@ def test_frames_arrive_in_order_with_content_and_metadata(node, procs):
         assert seen["torn"] == 0 and seen["shapes"] == [[48, 64, "<u2"]]
 
 
-def test_slow_reader_skips_to_newest_and_counts(node, procs):
+def test_slow_reader_skips_to_newest_and_counts(node, procs, kind):
     base = ring_base(node, "cam")
     writer, (reader,) = start_ring(
         procs,
@@ -60,6 +72,7 @@ def test_slow_reader_skips_to_newest_and_counts(node, procs):
         "--slots",
         "16",
         reader_args=("--frames", "400", "--delay", "0.02", "--timeouts", "1"),
+        kind=kind,
     )
     procs.result(writer)
     seen = procs.result(reader)
@@ -84,7 +97,7 @@ def test_latest_policy_always_hands_out_the_newest(node):
         assert r.wait(0) is None
 
 
-def test_torn_frames_are_detected_never_used(node, procs):
+def test_torn_frames_are_detected_never_used(node, procs, kind):
     base = ring_base(node, "cam")
     writer, (reader,) = start_ring(
         procs,
@@ -109,6 +122,7 @@ def test_torn_frames_are_detected_never_used(node, procs):
             "--delay",
             "0.002",
         ),
+        kind=kind,
     )
     procs.result(writer)
     seen = procs.result(reader)
@@ -117,7 +131,7 @@ def test_torn_frames_are_detected_never_used(node, procs):
     assert len(seen["pulse_ids"]) > 0
 
 
-def test_writer_killed_readers_time_out_cleanly(node, procs):
+def test_writer_killed_readers_time_out_cleanly(node, procs, kind):
     base = ring_base(node, "cam")
     writer, (reader,) = start_ring(
         procs,
@@ -127,6 +141,7 @@ def test_writer_killed_readers_time_out_cleanly(node, procs):
         "--rate",
         "200",
         reader_args=("--frames", "100000", "--timeout", "0.3", "--timeouts", "2"),
+        kind=kind,
     )
     procs.expect(reader, "first")
     writer.kill()  # no chance to clean up
@@ -136,10 +151,11 @@ def test_writer_killed_readers_time_out_cleanly(node, procs):
     assert seen["writer_alive"] is False
     assert seen["bad_content"] == 0
     # the dead writer's ring is stale now, and the sweeper finds it
-    assert segment.remove_stale(f"shmcam.{node}.") == [f"{base}.g0"]
+    (left,) = generations(base)  # records: the first record made the slots grow, g1
+    assert segment.remove_stale(f"shmcam.{node}.") == [f"{base}.g{left}"]
 
 
-def test_reader_killed_writer_and_other_readers_unaffected(node, procs):
+def test_reader_killed_writer_and_other_readers_unaffected(node, procs, kind):
     base = ring_base(node, "cam")
     writer, (victim, survivor) = start_ring(
         procs,
@@ -155,6 +171,7 @@ def test_reader_killed_writer_and_other_readers_unaffected(node, procs):
             "--frames",
             "400",
         ),
+        kind=kind,
     )
     procs.expect(victim, "first")
     victim.kill()
@@ -191,7 +208,7 @@ def test_geometry_change_opens_a_new_generation_readers_follow(node, procs):
     assert seen["received"] + seen["missed"] == 90 and seen["generation"] == "2"
 
 
-def test_restarted_writer_is_followed_and_retires_the_old_ring(node, procs):
+def test_restarted_writer_is_followed_and_retires_the_old_ring(node, procs, kind):
     base = ring_base(node, "cam")
     first, (reader,) = start_ring(
         procs,
@@ -203,16 +220,17 @@ def test_restarted_writer_is_followed_and_retires_the_old_ring(node, procs):
         "--hold",
         "--keep",
         reader_args=("--frames", "40", "--timeout", "2"),
+        kind=kind,
     )
     procs.expect(first, "held")
     first.kill()  # a crashed camera leaves its generation behind
     first.wait()
-    assert generations(base) == [0]
+    (left,) = generations(base)  # records: the first record made the slots grow, g1
     # the second writer holds its ring until the reader is done: a reader starved for longer
     # than the writer lives would find no successor left to follow
-    second = procs.start("writer", base, "--frames", "20", "--slots", "64", "--hold")
+    second = procs.start("writer", base, "--frames", "20", "--slots", "64", "--hold", *kind)
     procs.expect(second, "ready")
-    assert generations(base) == [1]  # the new writer retired the stale generation
+    assert generations(base) == [left + 1]  # the new writer retired the stale generation
     procs.go(second)
     procs.expect(second, "held")
     seen = procs.result(reader)
@@ -311,27 +329,21 @@ def test_no_room_in_dev_shm_is_a_clear_error_and_creates_nothing(node):
     assert generations(base) == []
 
 
-def test_c_reader_reads_frames_written_by_python(node, tmp_path):
-    """The layout is a contract: a C program using include/shmcam/ring.h reads our frames."""
-    from pathlib import Path
+def test_a_geometry_that_does_not_fit_leaves_the_writer_on_the_old_one(node):
+    base = ring_base(node, "cam")
+    with RingWriter(base, np.uint8, (2, 2), slots=2) as w, RingReader(base) as r:
+        too_big = segment.free_bytes() // 2 // 8 + 1  # two slots of it exceed /dev/shm
+        with pytest.raises(ShmError, match="not enough shared memory"):
+            w.write(np.broadcast_to(np.uint64(0), (too_big, 1)), 1, (0, 0))
+        w.write(np.full((2, 2), 5, np.uint8), 2, (0, 0))
+        frame = r.wait(0)
+        assert frame.pulse_id == 2 and frame.image.tolist() == [[5, 5], [5, 5]]
+        assert generations(base) == [0]
 
-    root = Path(__file__).resolve().parents[1]
-    exe = tmp_path / "ring_reader"
-    subprocess.run(
-        [
-            "gcc",
-            "-O2",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-I",
-            str(root / "include"),
-            str(root / "tests" / "c" / "ring_reader.c"),
-            "-o",
-            str(exe),
-        ],
-        check=True,
-    )
+
+def test_c_reader_reads_frames_written_by_python(node, cc):
+    """The layout is a contract: a C program using include/shmcam/ring.h reads our frames."""
+    exe = cc(Path(__file__).parent / "c" / "ring_reader.c")
     base = ring_base(node, "cam")
     with RingWriter(base, np.uint16, (48, 64), slots=8) as w:
         frames = [(np.arange(48 * 64, dtype=np.uint16).reshape(48, 64) * (i + 1)) for i in range(4)]

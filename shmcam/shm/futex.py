@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import platform
 
-_SYS_FUTEX = {"x86_64": 202, "aarch64": 98, "ppc64le": 221}.get(platform.machine())
-if _SYS_FUTEX is None:
-    raise ImportError(f"shmcam.shm.futex: no futex syscall number known for {platform.machine()}")
+_SYS_FUTEX = 202  # x86-64's; the package refuses other CPUs (see shmcam/shm/__init__.py)
 
 _FUTEX_WAIT = 0
 _FUTEX_WAKE = 1

@@ -1,7 +1,9 @@
-"""The ring's binary layout, version 1: the contract with readers in any language.
+"""The rings' binary layouts: the contract with readers and writers in any language.
 
-Mirrored field by field in include/shmcam/ring.h and described in docs/ring.md. All integers
-are little-endian and naturally aligned; payloads start on 64-byte boundaries.
+Frame rings (layout version 1) and record rings (version 1 of their own magic) share the first
+88 bytes of their header. Mirrored field by field in include/shmcam/ (common.h, ring.h,
+records.h, stats.h) and described in docs/ring.md. All integers are little-endian and naturally
+aligned; payloads start on 64-byte boundaries.
 """
 
 from __future__ import annotations
@@ -17,8 +19,14 @@ SLOT_HEADER_SIZE = 128
 ALIGN = 64
 MAX_NDIM = 3
 
-# Ring header, offset 0 (the first 32 bytes are the common segment preamble).
-HEADER = struct.Struct("<8sIIqQIIQQQQQII8sI3IQQ")
+# The header every ring starts with (its first 32 bytes are the common segment preamble):
+# magic, version, header_size, owner_pid, created_ns, slot_count, slot_header_size,
+# slot_stride, payload_capacity, generation, write_seq, first_seq, state, futex.
+COMMON_HEADER = struct.Struct("<8sIIqQIIQQQQQII")
+assert COMMON_HEADER.size == 88
+# A frame ring's header: the common part, then its geometry (dtype, ndim, shape, frame_nbytes).
+FRAME_GEOMETRY = struct.Struct("<8sI3IQQ")
+HEADER = struct.Struct(COMMON_HEADER.format + FRAME_GEOMETRY.format[1:])
 assert HEADER.size == HEADER_SIZE
 # Byte offsets of the fields that change while the ring lives.
 OFF_WRITE_SEQ = 64  # i64: frames published over the ring's life; the newest is write_seq - 1
@@ -27,15 +35,51 @@ OFF_STATE = 80  # u32: LIVE, SUPERSEDED or CLOSED
 OFF_FUTEX = 84  # u32: bumped after every publication and state change
 
 LIVE, SUPERSEDED, CLOSED = 0, 1, 2
+# Every slot of either kind starts with its sequence word (u64 at offset 0), the seqlock.
 
-# Slot header, at HEADER_SIZE + i * slot_stride; the payload follows at + SLOT_HEADER_SIZE.
-OFF_SLOT_SEQ = 0  # u64: 0 never written, 2n+1 while frame n is written, 2n+2 once complete
+# Frame slot header, at HEADER_SIZE + i * slot_stride; the payload follows at + SLOT_HEADER_SIZE.
+# seq (u64 at 0): 0 never written, 2n+1 while frame n is written, 2n+2 once complete.
 # At offset 8: pulse_id, ts_sec, ts_ns, publish_ns (CLOCK_MONOTONIC), nbytes, dtype, ndim, shape,
 # then the frame's linear axes x0, dx, y0, dy (x_axis[i] = x0 + i*dx; dx = dy = 0: pixel numbers).
 SLOT_META = struct.Struct("<qqqQQ8sI3Idddd")
 OFF_SLOT_META = 8
 SLOT_READ = struct.Struct("<qqqQ32xdddd")  # what a reader needs per frame, in one unpack
 NO_AXES = (0.0, 0.0, 0.0, 0.0)
+
+# Record rings: the common header, then 40 reserved bytes. A slot holds one record: a 64-byte
+# slot header, then payloads (each on a 64-byte boundary) and the channel table (RECORD_ENTRY
+# per channel, then the names, each NUL-terminated) wherever the slot header says. Offsets in
+# the table count from the slot's start.
+RECORDS_MAGIC = b"SHMCAMRC"
+RECORDS_VERSION = 1
+RECORD_SLOT_HEADER_SIZE = 64
+# At 8: pulse_id, ts_sec, ts_ns, publish_ns (CLOCK_MONOTONIC), format, table_offset,
+# channel_count, table_nbytes (entries and names).
+RECORD_META = struct.Struct("<qqqQQQII")
+OFF_RECORD_META = 8
+RECORD_ENTRY = struct.Struct("<QQ3IHHII")
+RECORD_SPAN = struct.Struct("<QQ")  # an entry's offset and nbytes: all a string changes
+RECORD_TABLE_ALIGN = 8
+RECORD_MAX_NDIM = 3
+# Channel types: the bsread types (docs/spec/bsread.md section 5) plus "null" for a None value.
+# The position is the type's code in the table; the numpy code is stored little-endian.
+RECORD_TYPES = (
+    ("null", None),
+    ("bool", "?"),
+    ("int8", "i1"),
+    ("uint8", "u1"),
+    ("int16", "i2"),
+    ("uint16", "u2"),
+    ("int32", "i4"),
+    ("uint32", "u4"),
+    ("int64", "i8"),
+    ("uint64", "u8"),
+    ("float32", "f4"),
+    ("float64", "f8"),
+    ("string", "u1"),  # UTF-8 bytes, ndim 0, followed by a NUL not counted in nbytes
+)
+TYPE_NULL, TYPE_STRING = 0, 12
+assert RECORD_TYPES[TYPE_STRING][0] == "string"
 
 # Statistics block: preamble, field count, then NAMES as int64 counters, then the histogram.
 STATS_MAGIC = b"SHMCAMST"

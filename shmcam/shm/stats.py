@@ -32,9 +32,10 @@ def _bucket_ms(b: int) -> float:
 
 
 class StatsBlock:
-    """Counters of one instance. Create as the instance, attach as a monitor."""
+    """Counters of one instance. Create as the instance, attach as a monitor; attach
+    `writable` as an external program updating the block its supervisor created for it."""
 
-    def __init__(self, name: str, create: bool = False):
+    def __init__(self, name: str, create: bool = False, writable: bool = False):
         self.name = name
         if create:
             mm = segment.create(
@@ -53,9 +54,14 @@ class StatsBlock:
                 ),
             )
         else:
-            mm, _ = segment.attach(name)
-            magic, version, *_ = layout.STATS_HEADER.unpack_from(mm, 0)
-            if magic != layout.STATS_MAGIC or version != layout.STATS_VERSION:
+            mm, _ = segment.attach(name, writable=writable)
+            magic, version, _, _, _, fields, buckets = layout.STATS_HEADER.unpack_from(mm, 0)
+            if (
+                magic != layout.STATS_MAGIC
+                or version != layout.STATS_VERSION
+                or (fields, buckets) != (len(layout.STATS_FIELDS), layout.HIST_BUCKETS)
+                or len(mm) < layout.STATS_SIZE
+            ):
                 mm.close()
                 raise segment.ShmError(f"{name} is not a shmcam statistics block")
         self._owner = create
