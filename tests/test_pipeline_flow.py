@@ -8,8 +8,9 @@ import numpy as np
 from supervisor_harness import SIM_CAMERA
 
 from shmcam.bsread import Receiver
+from shmcam.workers.gate import Gate
 from shmcam.workers.inputs import detach
-from shmcam.workers.pipeline import Gate, select
+from shmcam.workers.output import select
 
 
 def admitted(config, pulse_ids):
