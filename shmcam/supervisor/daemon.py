@@ -16,6 +16,7 @@ from .hub import Hub
 from .logs import LogRing
 from .manager import Manager
 from .node import Node
+from .permanent import Permanent
 from .store import ConfigStore
 from .succession import NodeBusy, NodeLock, PidFiles
 from .watchdog import Watchdog
@@ -100,7 +101,8 @@ def _serve(settings: node_settings.Settings, token: str | None) -> int:
     hub = Hub()
     manager = Manager(settings, store, hub, pids)
     frames = Frames(manager, slots=max(1, settings.rest_threads // 4))
-    node = Node(manager, frames, log_ring)
+    permanent = Permanent(manager)
+    node = Node(manager, frames, log_ring, permanent)
     limits = {CONFIG: settings.max_config_bytes, UPLOAD: settings.max_upload_bytes}
     app = create_app(node, Auth(token, settings.allow_anonymous_code), limits)
     server = rest_server.create(
@@ -116,7 +118,7 @@ def _serve(settings: node_settings.Settings, token: str | None) -> int:
 
     signal.signal(signal.SIGTERM, terminate)
     try:
-        manager.start_permanent()
+        permanent.start_all()
         Watchdog(manager, settings.stuck_timeout).start()
         log.info(
             "node %s: REST API on http://%s:%s, data in %s",

@@ -54,21 +54,6 @@ class Manager:
         self.lock = threading.RLock()
         self.stopping = threading.Event()
 
-    def start_permanent(self) -> None:
-        """Start the permanent instances in the background: the REST API answers meanwhile."""
-        threading.Thread(target=self._start_permanent, name="permanent", daemon=True).start()
-
-    def _start_permanent(self) -> None:
-        for instance_id, config_name in self.settings.permanent.items():
-            try:
-                self.create_pipeline(
-                    self.store.get_config("pipeline", config_name), instance_id, permanent=True
-                )
-            except Exception as error:
-                log.error(
-                    "permanent instance %s (%s) did not start: %s", instance_id, config_name, error
-                )
-
     def table(self, kind: str) -> dict[str, Instance]:
         return self.cameras if kind == "camera" else self.pipelines
 
@@ -81,13 +66,22 @@ class Manager:
         validation.camera_limits(config, self.settings.max_frame_bytes)
         return config
 
-    def camera(self, name: str) -> Instance:
+    def camera(self, name: str, permanent: bool = False) -> Instance:
         """The running camera instance, started if needed. The start is waited for outside
         the manager lock: the node answers other calls meanwhile."""
-        instance, _ = self._camera(name)
+        instance, _ = self._camera(name, permanent)
         return instance
 
-    def _camera(self, name: str) -> tuple[Instance, bool]:
+    def adopt(self, kind: str, instance_id: str) -> bool:
+        """Make a running instance permanent; False if none runs under that id."""
+        with self.lock:
+            instance = self.table(kind).get(instance_id)
+            if instance is None or not instance.alive:
+                return False
+            instance.permanent = True
+            return True
+
+    def _camera(self, name: str, permanent: bool = False) -> tuple[Instance, bool]:
         """The camera instance, and whether this call started it."""
         with self.lock:
             instance = self.cameras.get(name)
@@ -95,6 +89,7 @@ class Manager:
             if started:
                 _check_instance_id(name)
                 instance = self._spawn_camera(name, self.camera_config(name))
+            instance.permanent = instance.permanent or permanent
         return self._started(self.cameras, instance, Conflict), started
 
     def _spawn_camera(self, name: str, config: dict) -> Instance:

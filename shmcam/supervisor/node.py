@@ -22,14 +22,16 @@ from .errors import BadRequest, NotFound, StorageError
 from .frames import MAX_BACKGROUND_IMAGES, Frames
 from .logs import LogRing, camserver_entry
 from .manager import Manager
+from .permanent import Permanent
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 class Node:
-    def __init__(self, manager: Manager, frames: Frames, log_ring: LogRing):
+    def __init__(self, manager: Manager, frames: Frames, log_ring: LogRing, permanent: Permanent):
         self.manager = manager
+        self.permanent = permanent
         self.store = manager.store
         self.frames = frames
         self.log_ring = log_ring
@@ -69,6 +71,29 @@ class Node:
                 }
                 self._net = (now, net, figures)
             return dict(figures)
+
+    def snapshot(self) -> dict:
+        """Everything a coordinator polls, in one answer: the node, its load and every live
+        instance's info, by kind."""
+        return {
+            "node": self.name,
+            "version": shmcam.__version__,
+            "public_host": self.settings.public_host,
+            "load": {**self.host_load(), "cores": psutil.cpu_count()},
+            "instances": {
+                kind: self.server_info(kind)["active_instances"] for kind in ("camera", "pipeline")
+            },
+            "permanent": self.permanent.table(),
+        }
+
+    def file_hashes(self) -> dict:
+        return self.store.hashes()
+
+    def permanent_instances(self) -> dict[str, str]:
+        return self.permanent.settable()
+
+    def set_permanent_instances(self, table) -> dict[str, str]:
+        return self.permanent.set(table)
 
     def heartbeat(self, kind: str) -> dict:
         return {i: inst.statistics() for i, inst in self.manager.instances(kind).items()}
@@ -181,7 +206,13 @@ class Node:
         return self.manager.running_pipeline(instance_id).config
 
     def update_pipeline(self, instance_id: str, update) -> dict:
-        return self.manager.update_pipeline(instance_id, update)
+        """A live update; a permanent pipeline's saved config follows it (CamServer's §8.2),
+        so that the instance comes back with it after a restart of the node."""
+        config = self.manager.update_pipeline(instance_id, update)
+        saved = self.permanent.config_name(instance_id)
+        if saved is not None:
+            self.store.save_config("pipeline", saved, config)
+        return config
 
     def pipeline_config(self, name: str) -> dict:
         return self.store.get_config("pipeline", name)

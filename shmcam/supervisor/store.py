@@ -12,6 +12,7 @@ touched, and resolved paths must stay inside data_dir: nothing outside it is wri
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -197,6 +198,7 @@ class ConfigStore:
         self.config_dir = None if config_dir is None else Path(config_dir)
         self.history_limit = history_limit
         self._lock = threading.RLock()
+        self._hash_cache: dict[str, tuple[tuple, str]] = {}
 
     # --- paths -------------------------------------------------------------------------------
 
@@ -332,6 +334,56 @@ class ConfigStore:
                 f"{kind} config {name!r} has no version {stamp}: "
                 f"see its history for the versions kept"
             ) from None
+
+    # --- content hashes (what a coordinator compares before pushing) --------------------------
+
+    def hashes(self) -> dict[str, dict[str, str]]:
+        """sha256 of every config (as JSON with sorted keys: saved or shipped, the one in
+        force), script, camera script, lib and background, by kind and name."""
+        found: dict[str, dict[str, str]] = {}
+        for kind in CONFIG_KINDS:
+            found[kind] = {}
+            for name in self.config_names(kind):
+                try:
+                    config = self.get_config(kind, name)
+                except (StorageError, NotFound):
+                    continue
+                text = json.dumps(config, sort_keys=True, allow_nan=False).encode()
+                found[kind][name] = hashlib.sha256(text).hexdigest()
+        for kind in FILE_KINDS:
+            found[kind] = {n: self._file_hash(self._file(kind, n)) for n in self.file_names(kind)}
+        found["background"] = {
+            i: self._file_hash(self._background_file(i)) for i in self.background_ids()
+        }
+        return found
+
+    def _file_hash(self, path: Path) -> str:
+        """A file's sha256, computed again only when its size or time changed."""
+        stat = path.stat()
+        key = (str(path), stat.st_mtime_ns, stat.st_size)
+        cached = self._hash_cache.get(key[0])
+        if cached is None or cached[0] != key:
+            cached = (key, hashlib.sha256(path.read_bytes()).hexdigest())
+            self._hash_cache[key[0]] = cached
+        return cached[1]
+
+    # --- the node's own state ----------------------------------------------------------------
+
+    def read_state(self, name: str) -> dict:
+        """A document the node keeps for itself in `state/` (e.g. its REST-set permanent
+        instances); {} when there is none yet."""
+        try:
+            return _read_json(self._path("state", f"{check_name(name)}.json"))
+        except FileNotFoundError:
+            return {}
+
+    def write_state(self, name: str, document: dict) -> None:
+        data = _to_json(document, f"state {name!r}")
+        self._write(
+            self._path("state", f"{check_name(name)}.json"),
+            lambda file: file.write(data),
+            history=None,
+        )
 
     # --- backgrounds -------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from ..errors import (
     Unauthorized,
     Unavailable,
 )
-from . import backgrounds, cameras, files, instances, logs, pipelines, web
+from . import backgrounds, cameras, files, instances, logs, pipelines, status, web
 from .common import CONFIG, NO_BODY, READ, UPLOAD, Auth, route
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,14 @@ def create_app(node, auth: Auth, limits: dict[str, int]) -> Flask:
     def base():
         return jsonify({"state": "ok", "status": "ok", "base": "/api/v1"})
 
-    for blueprint in (cam, pipe, logs.blueprint(node), root, web.blueprint(node.name, auth)):
+    for blueprint in (
+        cam,
+        pipe,
+        logs.blueprint(node),
+        root,
+        status.blueprint(node),
+        web.blueprint(node.name, auth),
+    ):
         app.register_blueprint(blueprint)
     _check_permissions(app)
     return app
