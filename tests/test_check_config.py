@@ -22,7 +22,7 @@ from shmcam.supervisor.settings import Settings, from_dict
 
 SHIPPED = Path(__file__).resolve().parents[1] / "etc" / "shmcam"
 # Keys whose default depends on the host or is unset: the file shows an example instead.
-EXAMPLE_ONLY = {"node", "public_host", "token_file"}
+EXAMPLE_ONLY = {"node", "public_host", "token_file", "coordinator"}
 DEFAULT_LINE = re.compile(r"# (\w+) = (.+)")
 
 

@@ -414,6 +414,7 @@ class Instance:
                 else None
             ),
             "statistics": self.statistics(),
+            "started": self.start_time,  # shmcam's: epoch seconds of the last start
             "exit_code": self.exit_code,
             "last_error": self.last_error,
             "permanent": self.permanent,

@@ -7,7 +7,6 @@ when it refuses (BadRequest, NotFound, Conflict, Unavailable: errors.py).
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -17,8 +16,8 @@ import psutil
 
 import shmcam
 
-from . import metrics, validation
-from .errors import BadRequest, NotFound, StorageError
+from . import catalog, metrics, validation
+from .errors import BadRequest, NotFound
 from .frames import MAX_BACKGROUND_IMAGES, Frames
 from .logs import LogRing, camserver_entry
 from .manager import Manager
@@ -83,7 +82,7 @@ class Node:
             "instances": {
                 kind: self.server_info(kind)["active_instances"] for kind in ("camera", "pipeline")
             },
-            "permanent": self.permanent.table(),
+            "permanent": self.permanent.settable(),  # the REST-managed part
         }
 
     def file_hashes(self) -> dict:
@@ -113,26 +112,10 @@ class Node:
         return self.store.config_names("camera")
 
     def camera_aliases(self) -> dict[str, str]:
-        aliases = {}
-        for name, config in self._configs("camera"):
-            for alias in _listed(config.get("alias")):
-                aliases[alias] = name
-        return aliases
+        return catalog.aliases(self.store)
 
     def groups(self, kind: str) -> dict[str, list[str]]:
-        groups: dict[str, list[str]] = {}
-        for name, config in self._configs(kind):
-            for group in _listed(config.get("group")):
-                groups.setdefault(group, []).append(name)
-        return groups
-
-    def _configs(self, kind: str):
-        """(name, config) of every config that reads (a broken one is left out and logged)."""
-        for name in self.store.config_names(kind):
-            try:
-                yield name, self.store.get_config(kind, name)
-            except (NotFound, BadRequest, StorageError) as error:
-                log.warning("%s config %s left out: %s", kind, name, error)
+        return catalog.groups(self.store, kind)
 
     def camera_stream(self, name: str) -> str:
         return self.manager.camera(name).stream
@@ -171,15 +154,7 @@ class Node:
         return self.manager.create_pipeline(config, instance_id)
 
     def create_pipeline_from_name(self, name: str, instance_id: str | None, extra: str | None):
-        config = self.store.get_config("pipeline", name)
-        if extra:
-            try:
-                extra = json.loads(extra, parse_constant=_no_constant)
-            except (ValueError, RecursionError) as error:
-                raise BadRequest(f"additional_config is not JSON: {error}") from None
-            if not isinstance(extra, dict):
-                raise BadRequest("additional_config must be a JSON object")
-            config = {**config, **extra}
+        config = catalog.with_additional(self.store.get_config("pipeline", name), extra)
         return self.manager.create_pipeline(config, instance_id)
 
     def shared_pipeline(self, instance_id: str):
@@ -283,16 +258,3 @@ def background_image(array: np.ndarray) -> np.ndarray:
             f"got shape {list(array.shape)}"
         )
     return array
-
-
-def _listed(value) -> list[str]:
-    """CamServer's `alias` and `group`: a name or a list of names."""
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list):
-        return [v for v in value if isinstance(v, str)]
-    return []
-
-
-def _no_constant(name: str):
-    raise ValueError(f"{name} is not a number JSON allows")

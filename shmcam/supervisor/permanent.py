@@ -40,9 +40,13 @@ class Permanent:
         return dict(self._rest)
 
     def start_all(self) -> None:
-        """Start every permanent instance, in the background: the REST API answers meanwhile."""
+        """Start the permanent instances, in the background: the REST API answers meanwhile.
+        A node a coordinator manages starts only its shmcam.toml's: the REST-set ones are the
+        coordinator's, which may have moved them elsewhere while this node was away, and
+        sets them again when it sees the node (never two connections to one camera)."""
+        table = self.fixed if self.manager.settings.coordinator else self.table()
         threading.Thread(
-            target=self._start_each, args=(self.table(),), daemon=True, name="permanent"
+            target=self._start_each, args=(table,), daemon=True, name="permanent"
         ).start()
 
     def set(self, table) -> dict[str, str]:

@@ -45,6 +45,7 @@ class Settings:
     max_config_kb: int = 1024  # largest camera or pipeline config (as JSON)
     instance_memory_mb: int = 8192  # address space of one instance; 0 for no limit
     rest_threads: int = 16  # REST request threads (slow calls may take only some of them)
+    coordinator: str | None = None  # the coordinator's URL, if a coordinator manages the node
 
     @property
     def max_frame_bytes(self) -> int:
@@ -116,6 +117,10 @@ def _check(key: str, value, source: str):
             return check_name(value, "node name")
         except ValueError as error:
             raise SettingsError(f"{source}: {key}: {error}") from None
+    if key == "coordinator":
+        if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+            raise bad("the coordinator's http://host:port")
+        return value
     if key in ("public_host", "rest_host"):
         if not isinstance(value, str) or not value:
             raise bad("a host name")

@@ -351,14 +351,14 @@ class ConfigStore:
                 text = json.dumps(config, sort_keys=True, allow_nan=False).encode()
                 found[kind][name] = hashlib.sha256(text).hexdigest()
         for kind in FILE_KINDS:
-            found[kind] = {n: self._file_hash(self._file(kind, n)) for n in self.file_names(kind)}
-        found["background"] = {
-            i: self._file_hash(self._background_file(i)) for i in self.background_ids()
-        }
+            found[kind] = {n: self.file_hash(kind, n) for n in self.file_names(kind)}
+        found["background"] = {i: self.file_hash("background", i) for i in self.background_ids()}
         return found
 
-    def _file_hash(self, path: Path) -> str:
-        """A file's sha256, computed again only when its size or time changed."""
+    def file_hash(self, kind: str, name: str) -> str:
+        """sha256 of a script, lib or background file, computed again only when its size or
+        time changed."""
+        path = self._background_file(name) if kind == "background" else self._file(kind, name)
         stat = path.stat()
         key = (str(path), stat.st_mtime_ns, stat.st_size)
         cached = self._hash_cache.get(key[0])
