@@ -64,6 +64,8 @@ def _free(port: int) -> bool:
 class Supervisor:
     """`shmcam supervisor` in a subprocess, with the node config written for the test."""
 
+    command = "supervisor"
+
     def __init__(
         self,
         tmp: Path,
@@ -106,7 +108,8 @@ class Supervisor:
             for name, config in (configs or {}).items():
                 (self.data_dir / folder).mkdir(parents=True, exist_ok=True)
                 (self.data_dir / folder / f"{name}.json").write_text(json.dumps(config))
-        self.url = f"http://127.0.0.1:{ports}"
+        self.host = config["rest_host"]
+        self.url = f"http://{self.host}:{ports}"
         self.token = token
         self.process: subprocess.Popen | None = None
         self.log_file = tmp / "supervisor.log"
@@ -118,7 +121,7 @@ class Supervisor:
                 sys.executable,
                 "-m",
                 "shmcam.cli.main",
-                "supervisor",
+                self.command,
                 "--config",
                 str(self.config_file),
             ],
@@ -129,13 +132,13 @@ class Supervisor:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"supervisor exited: {self.log()}")
+                raise RuntimeError(f"{self.command} exited: {self.log()}")
             try:
                 requests.get(self.url + "/api/v1/cam/version", timeout=1)
                 return self
             except (requests.ConnectionError, requests.Timeout):
                 time.sleep(0.05)
-        raise RuntimeError(f"supervisor did not answer: {self.log()}")
+        raise RuntimeError(f"{self.command} did not answer: {self.log()}")
 
     def log(self) -> str:
         return self.log_file.read_text()

@@ -15,7 +15,7 @@ import requests
 from supervisor_harness import SIM_CAMERA, wait_for
 from werkzeug.exceptions import MethodNotAllowed
 
-from shmcam.supervisor.api import create_app
+from shmcam.supervisor.api import node_app
 from shmcam.supervisor.api.common import READ, Auth
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
@@ -28,7 +28,7 @@ SILENT = {"source_type": "bsread", "source": "tcp://127.0.0.1:9"}
 
 
 class RouteListing:
-    """Only what create_app touches while it registers routes: the URL map and each view's
+    """Only what node_app touches while it registers routes: the URL map and each view's
     permission are what this file checks against a real supervisor."""
 
     name = "listing"
@@ -42,7 +42,7 @@ class RouteListing:
 def route_table():
     """Every rule of the app, and `declared(path, method)`: the permission of the view that
     path and method reach (None where the method is not allowed)."""
-    app = create_app(RouteListing(), Auth(TOKEN), {"config": 1, "upload": 1})
+    app = node_app(RouteListing(), Auth(TOKEN), {"config": 1, "upload": 1})
     adapter = app.url_map.bind("node")
     rules = sorted(r.rule for r in app.url_map.iter_rules() if not r.endpoint.endswith("static"))
 

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from shmcam.coordinator import daemon as coordinator
 from shmcam.supervisor import daemon
 
 from . import check_config, demo, ring_demo, top
@@ -21,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_parser(commands)
     ring_demo.add_parser(commands)
     daemon.add_parser(commands)
+    coordinator.add_parser(commands)
     top.add_parser(commands)
     check_config.add_parser(commands)
     return parser

@@ -285,3 +285,15 @@ def array_from_image_bytes(payload: dict) -> np.ndarray:
     if not isinstance(shape, list):
         raise BadRequest(f'image_bytes: "shape" must be a list like [height, width], got {shape!r}')
     return _from_bytes(raw, dtype, tuple(shape))
+
+
+def check_background(array: np.ndarray) -> np.ndarray:
+    """An uploaded background: a non-empty 2-D image of real numbers, as frames are."""
+    if array.dtype.kind not in "biuf":
+        raise BadRequest(f"a background must hold real numbers, got dtype {array.dtype.str!r}")
+    if array.ndim != 2 or not array.size:
+        raise BadRequest(
+            f"a background must be a non-empty 2-D image [height, width], "
+            f"got shape {list(array.shape)}"
+        )
+    return array

@@ -10,7 +10,7 @@ from shmcam.shm import remove_stale
 
 from . import server as rest_server
 from . import settings as node_settings
-from .api import CONFIG, UPLOAD, Auth, create_app
+from .api import CONFIG, UPLOAD, Auth, node_app
 from .frames import Frames
 from .hub import Hub
 from .logs import LogRing
@@ -104,7 +104,7 @@ def _serve(settings: node_settings.Settings, token: str | None) -> int:
     permanent = Permanent(manager)
     node = Node(manager, frames, log_ring, permanent)
     limits = {CONFIG: settings.max_config_bytes, UPLOAD: settings.max_upload_bytes}
-    app = create_app(node, Auth(token, settings.allow_anonymous_code), limits)
+    app = node_app(node, Auth(token, settings.allow_anonymous_code), limits)
     server = rest_server.create(
         app,
         settings.rest_host,

@@ -16,7 +16,7 @@ import psutil
 
 import shmcam
 
-from . import catalog, metrics, validation
+from . import arrays, catalog, metrics, validation
 from .errors import BadRequest, NotFound
 from .frames import MAX_BACKGROUND_IMAGES, Frames
 from .logs import LogRing, camserver_entry
@@ -220,7 +220,7 @@ class Node:
         return self.store.get_background(background_id)
 
     def save_background(self, background_id: str, array: np.ndarray) -> None:
-        self.store.save_background(background_id, background_image(array))
+        self.store.save_background(background_id, arrays.check_background(array))
 
     # --- scripts and libs -------------------------------------------------------------------
     def file_names(self, kind: str) -> list[str]:
@@ -246,15 +246,3 @@ class Node:
             if instance is not None:
                 return [camserver_entry(record) for record in list(instance.logs)]
         raise NotFound(f"no instance {instance_id!r} on this node")
-
-
-def background_image(array: np.ndarray) -> np.ndarray:
-    """An uploaded background: a non-empty 2-D image of real numbers, as frames are."""
-    if array.dtype.kind not in "biuf":
-        raise BadRequest(f"a background must hold real numbers, got dtype {array.dtype.str!r}")
-    if array.ndim != 2 or not array.size:
-        raise BadRequest(
-            f"a background must be a non-empty 2-D image [height, width], "
-            f"got shape {list(array.shape)}"
-        )
-    return array

@@ -50,8 +50,9 @@ class Permanent:
         ).start()
 
     def set(self, table) -> dict[str, str]:
-        """Replace the REST-managed table: start what is new, stop what was removed. Every
-        entry is checked first; a bad one changes nothing."""
+        """Replace the REST-managed table: stop what was removed, start what does not run
+        (new entries, and listed ones stopped meanwhile). Every entry is checked first; a bad
+        one changes nothing."""
         entries = self._checked(table)
         with self._lock:
             clash = sorted(set(entries) & set(self.fixed))
@@ -61,7 +62,6 @@ class Permanent:
                     f"them there"
                 )
             removed = {k: v for k, v in self._rest.items() if k not in entries}
-            added = {k: v for k, v in entries.items() if self._rest.get(k) != v}
             self.store.write_state(STATE, entries)
             self._rest = entries
         for name, config_name in removed.items():
@@ -70,7 +70,7 @@ class Permanent:
                 self.manager.stop(kind, name)
             except NotFound:
                 pass
-        self._start_each(added)
+        self._start_each(entries)
         return dict(entries)
 
     def config_name(self, instance_id: str) -> str | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 
-from flask import Flask, Response, jsonify, request
+from flask import Blueprint, Flask, Response, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
@@ -71,8 +71,45 @@ def error(status: str, code: int, headers: dict | None = None):
     return jsonify({"state": "error", "status": status}), code, headers or {}
 
 
-def create_app(node, auth: Auth, limits: dict[str, int]) -> Flask:
-    """`limits`: bytes of request body per limit name (common.CONFIG, common.UPLOAD)."""
+def node_app(node, auth: Auth, limits: dict[str, int]) -> Flask:
+    """A node's app: the CamServer API, the coordinator's status routes, the status page."""
+    blueprints = [
+        *api_blueprints(node, auth),
+        status.blueprint(node),
+        web.blueprint(node.name, auth),
+    ]
+    return create_app(auth, limits, blueprints)
+
+
+def api_blueprints(backend, auth: Auth) -> list[Blueprint]:
+    """The routes a node and the coordinator both serve (`/api/v1/cam`, `/api/v1/pipeline`,
+    `/api/v1/logs`, `/metrics`), over a backend: the node facade or the cluster's."""
+    cam = Blueprint("cam", __name__, url_prefix="/api/v1/cam")
+    pipe = Blueprint("pipeline", __name__, url_prefix="/api/v1/pipeline")
+    for bp, kind in ((cam, "camera"), (pipe, "pipeline")):
+        instances.add(bp, kind, backend)
+    cameras.add(cam, backend)
+    pipelines.add(pipe, backend, auth)
+    backgrounds.add(cam, pipe, backend)
+    files.add(cam, "script", "scripts", "camera_script", backend, auth)
+    files.add(pipe, "script", "scripts", "script", backend, auth)
+    files.add(pipe, "lib", "libs", "lib", backend, auth)
+    root = Blueprint("root", __name__)
+
+    @route(root, "/metrics", "GET", READ)
+    def prometheus_metrics():
+        return Response(backend.metrics(), mimetype="text/plain; version=0.0.4")
+
+    @route(root, "/base", "GET", READ)
+    def base():
+        return jsonify({"state": "ok", "status": "ok", "base": "/api/v1"})
+
+    return [cam, pipe, logs.blueprint(backend), root]
+
+
+def create_app(auth: Auth, limits: dict[str, int], blueprints: list[Blueprint]) -> Flask:
+    """The app: envelope, errors, authorisation by declared permission, body limits, CORS.
+    `limits`: bytes of request body per limit name (common.CONFIG, common.UPLOAD)."""
     limits = {NO_BODY: NO_BODY_BYTES, **limits}
     app = Flask("shmcam")
     app.json = StrictJSON(app)
@@ -120,37 +157,7 @@ def create_app(node, auth: Auth, limits: dict[str, int]) -> Flask:
         response.headers.setdefault("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE")
         return response
 
-    from flask import Blueprint
-
-    cam = Blueprint("cam", __name__, url_prefix="/api/v1/cam")
-    pipe = Blueprint("pipeline", __name__, url_prefix="/api/v1/pipeline")
-    for bp, kind in ((cam, "camera"), (pipe, "pipeline")):
-        instances.add(bp, kind, node)
-    cameras.add(cam, node)
-    pipelines.add(pipe, node, auth)
-    backgrounds.add(cam, pipe, node)
-    files.add(cam, "script", "scripts", "camera_script", node, auth)
-    files.add(pipe, "script", "scripts", "script", node, auth)
-    files.add(pipe, "lib", "libs", "lib", node, auth)
-
-    root = Blueprint("node", __name__)
-
-    @route(root, "/metrics", "GET", READ)
-    def prometheus_metrics():
-        return Response(node.metrics(), mimetype="text/plain; version=0.0.4")
-
-    @route(root, "/base", "GET", READ)
-    def base():
-        return jsonify({"state": "ok", "status": "ok", "base": "/api/v1"})
-
-    for blueprint in (
-        cam,
-        pipe,
-        logs.blueprint(node),
-        root,
-        status.blueprint(node),
-        web.blueprint(node.name, auth),
-    ):
+    for blueprint in blueprints:
         app.register_blueprint(blueprint)
     _check_permissions(app)
     return app
@@ -170,4 +177,4 @@ def _check_permissions(app: Flask) -> None:
             raise AssertionError(f"route {rule} handles OPTIONS itself")
 
 
-__all__ = ["Auth", "CONFIG", "UPLOAD", "create_app"]
+__all__ = ["Auth", "CONFIG", "UPLOAD", "api_blueprints", "create_app", "node_app"]

@@ -22,7 +22,8 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-def blueprint(node: str, auth) -> Blueprint:
+def blueprint(node: str, auth, cluster: bool = False) -> Blueprint:
+    """The page's blueprint; `cluster`: served by the coordinator (servers and node column)."""
     web = Blueprint("web", __name__, static_folder="static", static_url_path="/web/static")
     token_required = auth.token is not None
 
@@ -41,6 +42,7 @@ def blueprint(node: str, auth) -> Blueprint:
                 "node": node,
                 "version": shmcam.__version__,
                 "token_required": token_required,
+                "cluster": cluster,
             }
         )
 

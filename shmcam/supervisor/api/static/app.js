@@ -1,5 +1,6 @@
-// shmcam node status page. Polls the supervisor's REST API (the same endpoints `shmcam top`
-// reads), so the page holds no state the node does not have. Every text from the server goes
+// shmcam status page of a node, or of the cluster when the coordinator serves it (then with a
+// servers panel and a node column). Polls the REST API (the same endpoints `shmcam top`
+// reads), so the page holds no state the server does not have. Every text from the server goes
 // through textContent, never innerHTML. Paths are relative: the page works behind a prefix.
 "use strict";
 
@@ -122,6 +123,8 @@ async function loadNode() {
     $("node-version").textContent = node.version;
     document.title = `shmcam ${node.node}`;
     $("token-form").hidden = !node.token_required;
+    document.body.classList.toggle("cluster", Boolean(node.cluster));
+    $("servers-panel").hidden = !node.cluster;
     showTokenState();
   } catch (error) {
     if (error instanceof Disconnected) disconnected(error.message);
@@ -168,7 +171,8 @@ const plain = (value) => value == null ? "–" : String(value);
 const megabytes = (bytes) => bytes == null ? "–" : `${(bytes / 2 ** 20).toFixed(1)} MB`;
 
 const COLUMNS = [  // row key, format, numeric
-  ["name", plain, false], ["kind", plain, false], ["state", plain, false],
+  ["name", plain, false], ["node", plain, false], ["kind", plain, false],
+  ["state", plain, false],
   ["pid", plain, true], ["cpu", fixed(1), true], ["memory", megabytes, true],
   ["fps_in", fixed(1), true], ["fps_out", fixed(1), true], ["dropped", plain, true],
   ["errors", plain, true], ["processing", plain, true], ["clients", plain, true],
@@ -181,6 +185,7 @@ function toRows(kind, info) {
     const s = instance.statistics;
     return {
       key: `${kind}:${id}`, id, kind, name: id, camera: instance.camera_name,
+      node: instance.node,
       state: stateText(instance), pid: s.pid, cpu: s.cpu, memory: s.memory,
       fps_in: s.fps_in, fps_out: s.fps_out, dropped: s.dropped, errors: s.errors,
       processing: `${fixed(1)(s.processing_ms_p50)} / ${fixed(1)(s.processing_ms_p99)}`,
@@ -212,6 +217,7 @@ async function refreshInstances() {
   reconnected();
   const rows = [...toRows("camera", cameras.info), ...toRows("pipeline", pipelines.info)];
   renderNode(cameras.info, rows.length);
+  if (cameras.info.nodes) renderServers(cameras.info.nodes, rows);
   renderTable(rows);
   updateLogSources(rows);
   if (preview.key) loadPreview();   // not awaited: a slow image must not hold the table up
@@ -249,6 +255,7 @@ function newRow(key) {
     const td = tr.insertCell();
     td.dataset.col = column;
     if (numeric) td.className = "num";
+    if (column === "node") td.classList.add("cluster-only");
   }
   const actions = tr.insertCell();
   actions.className = "actions";
@@ -270,10 +277,79 @@ function fillRow(tr, row) {
     const td = tr.cells[index];
     if (td.textContent !== text) td.textContent = text;
   });
-  tr.cells[2].title = row.lastError ? `last error: ${row.lastError}` : "";
+  tr.querySelector('[data-col="state"]').title = row.lastError ? `last error: ${row.lastError}`
+    : "";
   tr.querySelector('[data-col="dropped"]').classList.toggle("warn", row.dropped > 0);
   tr.querySelector('[data-col="errors"]').classList.toggle("bad", row.errors > 0);
   tr.classList.toggle("previewed", preview.key === row.key);
+}
+
+// --- servers (the cluster page) ---------------------------------------------------------------
+
+const rate = (bytes) => bytes == null ? "–" : `${(bytes / 1e6).toFixed(1)} MB/s`;
+
+function renderServers(nodes, rows) {
+  const tbody = $("servers").tBodies[0];
+  tbody.replaceChildren(...Object.entries(nodes).map(([name, node]) => {
+    const tr = document.createElement("tr");
+    tr.dataset.node = name;
+    const count = rows.filter((row) => row.node === name).length;
+    const cells = [name, node.up ? (node.enabled ? "up" : "up, disabled") : `down: ${node.error}`,
+                   node.version, fixed(0)(node.cpu), fixed(0)(node.memory_percent),
+                   rate(node.rx), rate(node.tx), String(count), node.url];
+    cells.forEach((text, index) => {
+      const td = tr.insertCell();
+      td.textContent = text ?? "–";
+      if (index >= 3 && index <= 7) td.className = "num";
+    });
+    tr.cells[1].classList.toggle("bad", !node.up);
+    const actions = tr.insertCell();
+    actions.className = "actions";
+    for (const [label, handler] of [["Log", () => showServerLog(name)],
+                                    ["Stop all", (button) => stopServerClicked(name, button)]]) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.textContent = label;
+      button.className = label === "Log" ? "log" : "stop";
+      button.addEventListener("click", () => handler(button));
+      actions.appendChild(button);
+    }
+    return tr;
+  }));
+}
+
+function stopServerClicked(name, button) {
+  if (!button.classList.contains("armed")) {
+    button.classList.add("armed");
+    button.textContent = "Confirm stop all";
+    button.disarm = setTimeout(() => {
+      button.classList.remove("armed");
+      button.textContent = "Stop all";
+    }, ARM_TIME);
+    return;
+  }
+  clearTimeout(button.disarm);
+  stopServer(name);
+}
+
+async function stopServer(name) {
+  const action = `Stopping every instance on ${name}`;
+  say(`${action}…`, "busy");
+  try {
+    await call("DELETE", `api/v1/proxy/server/${enc(name)}`, STOP_TIMEOUT);
+    say(`every instance on ${name} stopped`);
+  } catch (error) {
+    sayFailure(action, error);
+  }
+  table.now();
+}
+
+function showServerLog(name) {
+  const select = $("log-source");
+  const value = `server:${name}`;
+  if (![...select.options].some((o) => o.value === value)) select.add(new Option(`server ${name}`, value));
+  select.value = value;
+  logs.now();
 }
 
 // --- stop and start ---------------------------------------------------------------------------
@@ -450,7 +526,11 @@ async function refreshLog() {
   const source = $("log-source").value;
   let lines;
   try {
-    const data = await getJson(source ? `api/v1/logs/instance/${enc(source)}` : "api/v1/logs");
+    const path = !source ? "api/v1/logs"
+      : source.startsWith("server:")
+        ? `api/v1/proxy/server/logs/${enc(source.slice("server:".length))}`
+        : `api/v1/logs/instance/${enc(source)}`;
+    const data = await getJson(path);
     // CamServer's entries: [time, logger, level, message]
     lines = data.logs.map(([time, name, level, message]) =>
       ({text: `${time} ${level} ${name}: ${message}`, level}));
@@ -480,7 +560,8 @@ function updateLogSources(rows) {
   const select = $("log-source");
   const chosen = select.value;
   const ids = new Set(rows.map((row) => row.id));
-  if (chosen) ids.add(chosen);   // a stopped instance's log stays readable
+  if (chosen && !chosen.startsWith("server:")) ids.add(chosen);   // a stopped one's stays
+  if (chosen.startsWith("server:")) return;   // a server's log: the list is left alone
   const wanted = ["", ...[...ids].sort()];
   if ([...select.options].map((o) => o.value).join("\n") === wanted.join("\n")) return;
   select.replaceChildren(...wanted.map((id) => new Option(id || "the server", id)));

@@ -1,0 +1,1 @@
+"""The cluster coordinator: one CamServer-compatible front for many nodes (docs/cluster.md)."""
