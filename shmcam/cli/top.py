@@ -1,7 +1,8 @@
-"""`shmcam top`: a live view of a node's instances, refreshed every second, like `top`.
+"""`shmcam top`: a live view of a node's instances, refreshed every second, like `top`; given
+a coordinator's URL, of the whole cluster (a line per node, and a NODE column).
 
-Reads the supervisor's REST API (the same statistics the web page and /metrics show), so it
-works from any machine that can reach the node. Keys: q quits; c, f, d, e, n sort by CPU,
+Reads the REST API (the same statistics the web page and /metrics show), so it works from any
+machine that can reach the node or the coordinator. Keys: q quits; c, f, d, e, n sort by CPU,
 frame rate, drops, errors or name. `--once` prints one table, `--json` one JSON document.
 
 Columns: K kind (camera, pipeline), S state (R running, S starting), CPU% of one core, MEM in
@@ -40,6 +41,7 @@ COLUMNS = (  # header, width, row key, format; the name takes what the terminal 
 )
 NAME_WIDTH = 11  # at least; 80 columns leave 79 for a line, so that it never wraps
 NAME_WIDTH_MAX = 32
+NODE_WIDTH_MAX = 12
 STATE_LETTERS = {"running": "R", "starting": "S", "ended": "E", "failed": "F"}
 SORT_KEYS = {"c": "cpu", "f": "fps_out", "d": "dropped", "e": "errors", "n": "name"}
 
@@ -47,11 +49,13 @@ SORT_KEYS = {"c": "cpu", "f": "fps_out", "d": "dropped", "e": "errors", "n": "na
 def add_parser(commands) -> None:
     p = commands.add_parser(
         "top",
-        help="live view of a node's instances",
+        help="live view of a node's or the cluster's instances",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("url", nargs="?", help="supervisor URL (default: from the node config)")
+    p.add_argument(
+        "url", nargs="?", help="supervisor or coordinator URL (default: from the node config)"
+    )
     p.add_argument(
         "--config",
         default=str(node_settings.DEFAULT_CONFIG),
@@ -88,9 +92,10 @@ def _get(url: str) -> dict:
 def snapshot(url: str) -> dict:
     """Node totals (CPU and memory percent, network bytes/s) and one row per instance, from
     the cam and pipeline info endpoints."""
-    rows, totals = [], {}
+    rows, totals, nodes = [], {}, None
     for kind, root in (("camera", "cam"), ("pipeline", "pipeline")):
         info = _get(f"{url}/api/v1/{root}/info")["info"]
+        nodes = info.get("nodes")  # a coordinator's: the cluster's nodes
         totals = {
             "cpu": info["cpu"],
             "memory": info["memory_percent"],
@@ -102,6 +107,7 @@ def snapshot(url: str) -> dict:
             rows.append(
                 {
                     "name": name,
+                    "node": instance.get("node"),
                     "kind": kind,
                     "state": instance.get("state", "running"),
                     "pid": s["pid"] or 0,
@@ -120,7 +126,10 @@ def snapshot(url: str) -> dict:
                     "stream": instance["stream_address"],
                 }
             )
-    return {"url": url, "node": totals, "instances": rows}
+    data = {"url": url, "node": totals, "instances": rows}
+    if nodes is not None:
+        data["nodes"] = nodes
+    return data
 
 
 def _rate(node: dict, key: str) -> str:
@@ -131,6 +140,16 @@ def _rate(node: dict, key: str) -> str:
         if value < 1000 or unit == "GB":
             return f"{value:.0f} {unit}/s" if unit == "B" else f"{value:.1f} {unit}/s"
         value /= 1000
+
+
+def _node_line(name: str, node: dict) -> str:
+    if not node["up"]:
+        return f"  {name}: down ({node.get('error') or 'no answer'})"
+    return (
+        f"  {name}: CPU {node.get('cpu', 0):.0f}% mem {node.get('memory_percent', 0):.0f}% "
+        f"net in {_rate({'v_bytes_per_s': node.get('rx')}, 'v')} "
+        f"out {_rate({'v_bytes_per_s': node.get('tx')}, 'v')}"
+    )
 
 
 def _cell(row: dict, key: str, width: int, fmt: str) -> str:
@@ -145,29 +164,46 @@ def _cell(row: dict, key: str, width: int, fmt: str) -> str:
 def table(data: dict, sort: str = "name", columns: int = 80) -> list[str]:
     """The view as lines of at most `columns` - 1 characters, the name as wide as fits."""
     node = data["node"]
-    fixed = sum(width + 1 for _, width, _, _ in COLUMNS)
+    columns_shown = COLUMNS
+    if "nodes" in data:  # the cluster: a node column after the name
+        width = max([4, *(len(n) for n in data["nodes"])][:NODE_WIDTH_MAX])
+        width = min(width, NODE_WIDTH_MAX)
+        columns_shown = (("NODE", width, "node", f"{{:<{width}.{width}}}"), *COLUMNS)
+    fixed = sum(width + 1 for _, width, _, _ in columns_shown)
     name = min(NAME_WIDTH_MAX, max(NAME_WIDTH, columns - 1 - fixed))
-    node_line = (
-        f"{data['url'].split('://')[-1]}  CPU {node['cpu']:.0f}% mem "
-        f"{node['memory']:.0f}% net in {_rate(node, 'rx')} out {_rate(node, 'tx')}  "
-        f"{len(data['instances'])} instances"
-    )
+    width = max(columns - 1, fixed + name)
     lines = [
-        node_line[: max(columns - 1, fixed + name)],
+        (
+            f"{data['url'].split('://')[-1]}  CPU {node['cpu']:.0f}% mem "
+            f"{node['memory']:.0f}% net in {_rate(node, 'rx')} out {_rate(node, 'tx')}  "
+            f"{len(data['instances'])} instances"
+        )[:width]
+    ]
+    if "nodes" in data:
+        up = [n for n, s in data["nodes"].items() if s["up"]]
+        lines[0] = (
+            f"cluster {data['url'].split('://')[-1]}: {len(up)} of {len(data['nodes'])} nodes "
+            f"up, {len(data['instances'])} instances"
+        )[:width]
+        lines += [_node_line(n, s)[:width] for n, s in sorted(data["nodes"].items())]
+    lines.append(
         " ".join(
             [
                 f"{'NAME':<{name}}",
-                *(f"{h:<{w}}" if w < 2 else f"{h:>{w}}" for h, w, _, _ in COLUMNS),
+                *(
+                    f"{h:<{w}}" if w < 2 or h == "NODE" else f"{h:>{w}}"
+                    for h, w, _, _ in columns_shown
+                ),
             ]
-        ),
-    ]
+        )
+    )
     rows = sorted(data["instances"], key=lambda r: r[sort], reverse=sort != "name")
     for row in rows:
         lines.append(
             " ".join(
                 [
                     f"{row['name']:<{name}.{name}}",
-                    *(_cell(row, key, w, fmt) for _, w, key, fmt in COLUMNS),
+                    *(_cell(row, key, w, fmt) for _, w, key, fmt in columns_shown),
                 ]
             )
         )

@@ -125,14 +125,17 @@ class Cluster:
         return answer
 
     # --- cameras --------------------------------------------------------------------------------
-    def camera_node(self, name: str, start: bool = True) -> NodeState | None:
-        """The node running a camera; with start, placed and started if it runs nowhere."""
+    def camera_node(
+        self, name: str, start: bool = True, target: str | None = None
+    ) -> NodeState | None:
+        """The node running a camera; with start, started if it runs nowhere: on `target`
+        if given, else where placement puts it."""
         with self.locked("camera", name):
             found = self.view.where("camera", name)
             if found or not start:
                 return found[0] if found else None
             config = self.camera_config(name)
-            chosen = self.state(self.place("camera", name, name, None, None).node)
+            chosen = self.state(target or self.place("camera", name, name, None, None).node)
             self.sync.push(chosen.client, self.sync.camera_needs(name, config))
             self._on_node("camera", name, chosen, lambda s: s.client.get(f"/api/v1/cam/{name}"))
             return chosen
@@ -190,12 +193,17 @@ class Cluster:
         validation.pipeline(config, self.store.config_names("camera"))
         camera = camera_read(config)
         upstream = config.get("input_pipeline")
-        source_node = None
+        source_node, camera_runs = None, False
         if upstream:
             source_node = self.shared_pipeline(upstream).node
         elif camera is not None:
             found = self.view.where("camera", camera)
-            source_node = found[0].name if found else None
+            camera_runs = bool(found)
+            # where it runs, or where it would go: the pipeline follows it unless it asks
+            # for a group elsewhere
+            source_node = (
+                found[0].name if found else self.place("camera", camera, camera, None, None).node
+            )
         group = config.get("node_group")
         chosen = self.place("pipeline", instance_id, camera or upstream, source_node, group)
         effective = dict(config)
@@ -213,12 +221,13 @@ class Cluster:
                 if info[1]["config"].get("mode") == "PUSH":
                     effective["input_mode"] = "PULL"
             else:
-                effective["input_stream"] = self.camera_stream(camera)
+                home = self.camera_node(camera, target=source_node)
+                effective["input_stream"] = home.client.get(f"/api/v1/cam/{camera}")["stream"]
             note = (
                 f"it runs on {chosen.node}, not on {source_node} where its input is: {chosen.why}"
             )
             log.warning("pipeline %s: %s", instance_id, note)
-        elif camera is not None and source_node is None:
+        elif camera is not None and not camera_runs:
             self.view.claim("camera", camera, chosen.node)  # the node starts it there
         return self.state(chosen.node), effective, note
 

@@ -2,9 +2,10 @@
 
 Order: a pinned instance's node (`instances`, with its fixed port) -> a camera's pinned node
 (`cameras`: the camera and its pipelines) -> for a pipeline, the node that runs its camera (so
-it reads the ring) -> the least loaded expanding node (of the pipeline's `node_group`, if it
-asks for one). Load is what the node measures (CPU, memory, network in and out, against its
-`network_gbps`), plus what placements not yet seen in a poll add, plus what the new instance
+it reads the ring) -> the least loaded expanding node. A pipeline asking for a `node_group`
+goes only to nodes of that group, even away from its camera (it then reads its stream). Load
+is what the node measures (CPU, memory, network in and out, against its `network_gbps`),
+plus what placements not yet seen in a poll add, plus what the new instance
 will add: a camera of W x H x bytes at R Hz adds that to the node's input. A pin to a node that
 is down gives way to the other rules, so that permanent instances fail over.
 
@@ -101,7 +102,7 @@ def place(
             return Placement(c.rule.name, c.rule.pinned()[name], f"{name} is pinned there")
     if camera is not None:
         for c in candidates:
-            if camera in c.rule.cameras:
+            if camera in c.rule.cameras and (group is None or group in c.rule.groups):
                 return Placement(
                     c.rule.name,
                     why=f"camera {camera} is pinned there",

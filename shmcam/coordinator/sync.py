@@ -94,7 +94,8 @@ class Sync:
         """Give the node what it lacks of `needs`; how many items were sent."""
         have = self._node_hashes(client)
         sent = 0
-        for (kind, name), config in needs.configs.items():
+        cameras_first = sorted(needs.configs.items(), key=lambda item: item[0][0] != "camera")
+        for (kind, name), config in cameras_first:  # a pipeline config names its camera
             if have.get(kind, {}).get(name) != config_hash(config):
                 root = "cam" if kind == "camera" else "pipeline"
                 client.call("POST", f"/api/v1/{root}/{name}/config", json=config)
