@@ -22,6 +22,7 @@ class CameraProcess(WorkerProcess):
             [sys.executable, "-m", "shmcam.workers", "camera"],
             {
                 "node": node,
+                "camera": name,
                 "ring": self.ring,
                 "ring_slots": 8,
                 "stats": stats_name(node, f"c-{name}"),

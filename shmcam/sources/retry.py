@@ -86,6 +86,9 @@ class RetryingSource(Source):
     def axes(self):
         return self._source.axes if self._source is not None else None
 
+    def send_channels(self, channels: dict) -> dict:
+        return self._source.send_channels(channels) if self._source else channels
+
     @property
     def errors(self) -> int:
         return self._counts["errors"] + (self._source.errors if self._source else 0)

@@ -16,9 +16,6 @@ import numpy as np
 
 Axes = tuple[float, float, float, float]
 PIXEL_AXES: Axes = (0.0, 1.0, 0.0, 1.0)
-# Keys that change which raw pixel lands where: with any of them set, a source's own axes
-# no longer describe the transformed image.
-GEOMETRY_KEYS = ("binning_x", "binning_y", "mirror_x", "mirror_y", "rotate", "roi")
 CALIBRATION_DEFAULTS = {
     "reference_marker": [0, 0, 100, 100],
     "reference_marker_width": 100.0,
@@ -166,7 +163,14 @@ class CameraTransform:
 
     def __init__(self, config: dict, background: np.ndarray | None = None):
         self.config = config
-        self.geometric = any(config.get(key) for key in GEOMETRY_KEYS)
+        # Whether raw pixels move: a source's own axes then no longer describe the image.
+        self.geometric = bool(
+            bins(config) != (1, 1)
+            or config.get("mirror_x")
+            or config.get("mirror_y")
+            or int(config.get("rotate") or 0) % 4
+            or config.get("roi")
+        )
         self._background = background
         self._axes_key = self._axes = None
 

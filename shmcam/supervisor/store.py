@@ -30,6 +30,7 @@ import numpy as np
 from shmcam import names
 from shmcam.supervisor.arrays import check_array
 from shmcam.supervisor.errors import BadRequest, Conflict, NotFound, StorageError
+from shmcam.workers import backgrounds
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,6 @@ CONFIG_KINDS = {"camera": "cameras", "pipeline": "pipelines"}
 # that a camera script never replaces a pipeline script of the same name.
 FILE_KINDS = {"script": "scripts", "camera_script": "camera_scripts", "lib": "libs"}
 _FILES_WITH_HISTORY = {"script", "camera_script"}
-_BACKGROUND_STAMP = r"_\d{8}_\d{6}_\d{6}"  # <camera>_YYYYMMDD_HHMMSS_ffffff
-_BACKGROUND_ORDER = re.compile(_BACKGROUND_STAMP + r"\Z")
 _HISTORY_STAMP = re.compile(r"\d{8}T\d{6}_\d{6}Z")
 _HISTORY_FORMAT = "%Y%m%dT%H%M%S_%fZ"
 
@@ -409,17 +408,10 @@ class ConfigStore:
             ) from None
 
     def background_ids(self, camera: str | None = None) -> list[str]:
-        """Ids oldest first; with a camera, only `<camera>_<stamp>` ids, so camera 'cam' does
-        not list 'cam_b_<stamp>' of camera 'cam_b'."""
-        pattern = (
-            None
-            if camera is None
-            else re.compile(re.escape(check_name(camera)) + _BACKGROUND_STAMP)
-        )
-        ids = _names_in(self._path("backgrounds"), ".npy")
-        if pattern is not None:
-            ids = {i for i in ids if pattern.fullmatch(i)}
-        return sorted(ids, key=_background_order)
+        """Ids oldest first; with a camera, only its own (workers/backgrounds.py)."""
+        if camera is not None:
+            check_name(camera)
+        return backgrounds.of_camera(_names_in(self._path("backgrounds"), ".npy"), camera)
 
     def latest_background(self, camera: str) -> str:
         ids = self.background_ids(camera)
@@ -459,9 +451,3 @@ class ConfigStore:
         path = self._file(kind, name)
         history = "" if kind in _FILES_WITH_HISTORY else None
         self._delete(path, history, NotFound(f"no {kind} named {name!r} to delete"))
-
-
-def _background_order(background_id: str) -> tuple[str, str]:
-    """By the id's timestamp across cameras; ids without one (uploaded by name) first."""
-    match = _BACKGROUND_ORDER.search(background_id)
-    return (background_id[match.start() :] if match else "", background_id)
