@@ -32,7 +32,7 @@ class CameraProcess(WorkerProcess):
             },
             env,
         )
-        self.wait_report("ready")
+        self.ready = self.wait_report("ready")
 
     def _report(self, line: str) -> None:
         report = json.loads(line)

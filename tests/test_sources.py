@@ -9,43 +9,12 @@ import time
 import h5py
 import numpy as np
 import pytest
-from camera_harness import CameraProcess
-from ioc import Ioc, frame
+from ioc import frame
 from supervisor_harness import receive, wait_for
 
 from shmcam.bsread import Sender
 from shmcam.shm import RingReader, ring_base
 from shmcam.sources.transforms import axis_arrays
-
-
-@pytest.fixture
-def iocs():
-    """Start test IOCs: `iocs(kind, width, height, rate)`; all are killed at the end."""
-    started = []
-
-    def start(kind, width=1280, height=960, rate=20.0):
-        ioc = Ioc(kind, "TST", width, height, rate)
-        started.append(ioc)
-        return ioc.start()
-
-    yield start
-    for ioc in started:
-        ioc.kill()
-
-
-@pytest.fixture
-def cameras(node, tmp_path):
-    """Start camera instances: `cameras(config, env=None)`; all are stopped at the end."""
-    started = []
-
-    def start(config, env=None, name="cam"):
-        camera = CameraProcess(node, f"{name}{len(started)}", config, tmp_path, env)
-        started.append(camera)
-        return camera
-
-    yield start
-    for camera in started:
-        assert camera.stop() == 0, camera.log[-10:]
 
 
 def frames(reader: RingReader, count: int, timeout: float = 10.0) -> list:

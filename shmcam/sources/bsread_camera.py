@@ -163,14 +163,21 @@ class BsreadCamera(Source):
         if self.sorter is None:
             message = self._receive(timeout)
             return None if message is None else self._accept(self._frame(message))
+        self._drain(0)
+        frame = self.sorter.pop()
+        if frame is None:
+            self._drain(timeout)
+            frame = self.sorter.pop()
+        return None if frame is None else self._accept(frame)
+
+    def _drain(self, timeout: float) -> None:
+        """Everything that has come (waiting up to timeout for the first) into the sorter."""
         message = self._receive(timeout)
-        while message is not None:  # all that has come, into the sorter
+        while message is not None:
             frame = self._frame(message)
             if frame is not None:
                 self.sorter.push(frame[1], frame)
             message = self._receive(0)
-        frame = self.sorter.pop()
-        return None if frame is None else self._accept(frame)
 
     # --- frames ----------------------------------------------------------------------------
     def _frame(self, message):

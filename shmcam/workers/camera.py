@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shmcam.bsread import Encoder, Sender
+from shmcam.bsread import Encoder, Sender, codec_name
 from shmcam.bsread.types import bsread_type
 from shmcam.shm import RingWriter, StatsBlock
 from shmcam.sources import config as camera_config
@@ -110,16 +110,23 @@ class ImageSender:
         self.sender.close()
 
 
+def compression(setting) -> str | None:
+    """A config's compression as a data header names it (true: bitshuffle_lz4; none: null,
+    as CamServer's camera writes it)."""
+    codec = codec_name(setting)
+    return None if codec == "none" else codec
+
+
 def camera_channels(image: np.ndarray, image_compression=None, scalar_compression=None) -> dict:
     """CamServer's camera stream header: its channels, order, types and metadata style."""
     height, width = image.shape[:2]
-    scalar = {"compression": scalar_compression}
+    scalar = {"compression": compression(scalar_compression)}
     return {
         "width": {**scalar, "type": "int64"},
         "height": {**scalar, "type": "int64"},
         "timestamp": {**scalar, "type": "float64"},
         "image": {
-            "compression": image_compression,
+            "compression": compression(image_compression),
             "shape": [width, height],
             "type": bsread_type(image.dtype),
         },
@@ -165,6 +172,11 @@ class CameraStream(ImageSender):
         }
         self.send(image, extend(channels), pulse_id, timestamp)
 
+    def close(self) -> None:
+        super().close()
+        if self.ipc:  # libzmq may leave the socket file behind when the process ends
+            Path(self.ipc.removeprefix("ipc://")).unlink(missing_ok=True)
+
 
 class Forwarder(ImageSender):
     """CamServer's DataBuffer/ImageBuffer feed: a non-blocking PUSH of the single channel
@@ -172,12 +184,12 @@ class Forwarder(ImageSender):
 
     def __init__(self, config: dict, camera: str):
         self.channel = f"{camera}:FPICTURE"
-        compression = config["forwarder_compression"]
+        codec = compression(config["forwarder_compression"])
         super().__init__(
             Sender(config["forwarder_port"], mode="PUSH", queue_size=config["queue_size"]),
             lambda image: {
                 self.channel: {
-                    "compression": compression,
+                    "compression": codec,
                     "shape": [image.shape[1], image.shape[0]],
                     "type": bsread_type(image.dtype),
                 }
