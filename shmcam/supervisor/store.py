@@ -159,7 +159,7 @@ def _parse(path: Path, loads: Callable[[str], object], language: str) -> dict:
     return config
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
     """Strict JSON, as the API answers it (a NaN written by hand is named, not passed on)."""
     return _parse(path, _strict_loads, "JSON")
 
@@ -267,7 +267,7 @@ class ConfigStore:
 
     def get_config(self, kind: str, name: str) -> dict:
         """The saved config, else the shipped one; a fresh dict every call."""
-        sources = [(self._config_file(kind, name), _read_json)]
+        sources = [(self._config_file(kind, name), read_json)]
         shipped = self._shipped_file(kind, name)
         if shipped is not None:
             sources.append((shipped, read_toml))
@@ -327,7 +327,7 @@ class ConfigStore:
                 f"like 20240131T120000_000000Z"
             )
         try:
-            return _read_json(self._history_dir(path, ".json") / f"{stamp}.json")
+            return read_json(self._history_dir(path, ".json") / f"{stamp}.json")
         except FileNotFoundError:
             raise NotFound(
                 f"{kind} config {name!r} has no version {stamp}: "
