@@ -86,7 +86,7 @@ class Producer:
                 target=bsread_producer, args=(f"tcp://127.0.0.1:{port}", size, rate, self.stop)
             )
             self.process.start()
-            self.config = {"source_type": "bsread", "source": f"tcp://127.0.0.1:{port}"}
+            self.config = {"source_type": "bschannel", "source": f"tcp://127.0.0.1:{port}"}
 
     def counter(self, frame) -> int:
         """The producer's number of a frame in the ring."""
