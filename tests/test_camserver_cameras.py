@@ -660,3 +660,49 @@ def test_debug_logs_pulse_id_steps_and_bad_foreign_values_are_counted(cameras, t
     wait_for(lambda: camera.counters()["errors"] >= 9, what="refused frames counted")
     assert camera.process.poll() is None
     assert any("pulse id" in line and "step 4" in line for line in camera.log)
+
+
+# --- through a real supervisor ---------------------------------------------------------------
+
+
+def test_camserver_configs_through_the_supervisor(supervisor, redis, feeders, zmq_context):
+    pub = Sender("tcp://127.0.0.1:0", mode="PUB", queue_size=10)
+    array10 = zmq_context.socket(zmq.PUB)
+    array10_port = array10.bind_to_random_port("tcp://127.0.0.1")
+    redis_port = int(redis.split(":")[1])
+    assert redis_cli(redis_port, "SET", "DET01", pub.address) == "OK"
+
+    def send(n):
+        pub.send({"DET01:FPICTURE": np.full((4, 6), n, np.uint16)}, 9000 + n, (1_700_000_000, n))
+        header = json.dumps({"shape": [5, 7], "type": "uint8"}).encode()
+        array10.send_multipart([header, np.full((5, 7), n % 256, np.uint8).tobytes()])
+
+    try:
+        feeders(send)
+        sup = supervisor(
+            cameras={
+                "det": {"source_type": "stddaq", "source": "DET01", "url": redis},
+                "arr": {"source_type": "array10", "source": f"tcp://127.0.0.1:{array10_port}"},
+            }
+        )
+        message = receive(sup.call("GET", "/api/v1/cam/det")["stream"], timeout=20)[0]
+        assert message.pulse_id >= 9000 and message.data["image"].shape == (4, 6)
+        message = receive(sup.call("GET", "/api/v1/cam/arr")["stream"], timeout=20)[0]
+        assert message.data["image"].shape == (5, 7)
+        refused = sup.call(
+            "POST",
+            "/api/v1/cam/old/config",
+            expect=400,
+            json={"source_type": "bsread", "source": "tcp://daq:9000", "source_mode": "PULL"},
+        )
+        assert (
+            "source_mode is not a camera key of shmcam: use CamServer's mode" in (refused["status"])
+        )
+        refused = sup.call(
+            "POST", "/api/v1/cam/old/config", expect=400, json={"source": "tcp://daq:9000"}
+        )
+        assert "source must be the camera's PV prefix" in refused["status"]  # epics by default
+        assert "old" not in sup.call("GET", "/api/v1/cam")["cameras"]
+    finally:
+        pub.close()
+        array10.close(linger=0)

@@ -243,3 +243,13 @@ def test_camserver_camera_configs_pass_with_their_defaults():
         100,
         100,
     ]  # an empty calibration gets CamServer's defaults
+
+
+def test_a_background_of_the_image_before_the_roi_is_cut_by_it():
+    image = np.arange(48, dtype=np.uint16).reshape(6, 8)
+    config = {"roi": [2, 4, 1, 3]}
+    full = np.full((6, 8), 5, np.uint16)
+    full[1:4, 2:6] = np.arange(12).reshape(3, 4)  # what the roi keeps
+    cut = transform(image, config, full)  # CamServer's: the size before the roi
+    assert np.array_equal(cut, np.clip(image[1:4, 2:6] - np.arange(12).reshape(3, 4), 0, None))
+    assert np.array_equal(transform(image, config, full[1:4, 2:6]), cut)  # shmcam's: after

@@ -86,7 +86,10 @@ def transform(image: np.ndarray, config: dict, background: np.ndarray | None = N
         image = np.rot90(image, turns)
     if config.get("roi"):
         offset_x, size_x, offset_y, size_y = clip_roi(config["roi"], image.shape[1], image.shape[0])
-        image = image[offset_y : offset_y + size_y, offset_x : offset_x + size_x]
+        rows, columns = slice(offset_y, offset_y + size_y), slice(offset_x, offset_x + size_x)
+        if background is not None and background.shape == image.shape:
+            background = background[rows, columns]  # CamServer's: taken before the roi
+        image = image[rows, columns]
     if background is not None:
         image = subtract_background(image, background)
     return image
