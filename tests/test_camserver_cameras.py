@@ -38,6 +38,15 @@ def frames(reader: RingReader, count: int, timeout: float = 10.0) -> list:
     return out
 
 
+def camera_frames(camera: CameraProcess, count: int) -> list:
+    """count frames from a camera's ring, as frames() gives them."""
+    reader = camera.reader()
+    try:
+        return frames(reader, count)
+    finally:
+        reader.close()
+
+
 def swissfel_timestamp(pulse_id: int) -> tuple[int, int]:
     """A timestamp whose nanoseconds carry the pulse id (what check_timestamp checks)."""
     return 1_700_000_000 + pulse_id // 100, (pulse_id % 100) * 10_000_000 + pulse_id % 1_000_000
@@ -233,11 +242,7 @@ def test_bsread_camera_address_from_bsreadconfig_size_from_epics_and_pulse_check
         assert reason == "Could not fetch bsread stream address for cam_server:TST"
         ioc.command(f"address {push.address}")
         feeder = feeders(send)
-        reader = camera.reader()
-        try:
-            got = frames(reader, 15)
-        finally:
-            reader.close()
+        got = camera_frames(camera, 15)
         feeder.stop()
     finally:
         push.close()
@@ -305,11 +310,7 @@ def test_bsread_simulation_reads_source_fpicture_of_the_url(cameras, feeders):
             )
         )
         camera = cameras({"source_type": "bsread_simulation", "source": "SIM", "url": push.address})
-        reader = camera.reader()
-        try:
-            got = frames(reader, 5)
-        finally:
-            reader.close()
+        got = camera_frames(camera, 5)
         feeder.stop()
     finally:
         push.close()
@@ -328,11 +329,7 @@ def test_bschannel_single_channel_without_channel_key_keeps_source_pulse_ids(cam
             )
         )
         camera = cameras({"source_type": "bschannel", "source": pub.address})
-        reader = camera.reader()
-        try:
-            got = frames(reader, 5)
-        finally:
-            reader.close()
+        got = camera_frames(camera, 5)
         feeder.stop()
     finally:
         pub.close()
@@ -355,11 +352,7 @@ def test_stddaq_address_from_redis_and_default_channel(cameras, feeders, redis):
         )
         config = {"source_type": "stddaq", "source": "JF07T32V01", "url": redis, "db": "0"}
         camera = cameras(config)
-        reader = camera.reader()
-        try:
-            got = frames(reader, 3)
-        finally:
-            reader.close()
+        got = camera_frames(camera, 3)
         feeder.stop()
     finally:
         pub.close()
@@ -435,11 +428,7 @@ def test_array10_json_header_and_raw_buffer(cameras, feeders, zmq_context, modes
         feeder = feeders(send)
         address = f"tcp://127.0.0.1:{port}"
         camera = cameras({"source_type": "array10", "source": address, "mode": modes[1]})
-        reader = camera.reader()
-        try:
-            got = frames(reader, 6)
-        finally:
-            reader.close()
+        got = camera_frames(camera, 6)
         feeder.stop()
     finally:
         socket.close(linger=0)
@@ -463,11 +452,7 @@ def test_simulation_image_types(cameras, image_type):
         "image_type": image_type,
     }
     camera = cameras(config)
-    reader = camera.reader()
-    try:
-        got = frames(reader, 4)
-    finally:
-        reader.close()
+    got = camera_frames(camera, 4)
     images = [g[2] for g in got]
     assert all(image.dtype == np.uint16 and image.shape == (48, 64) for image in images)
     assert np.diff([g[0] for g in got]).tolist() == [4, 4, 4]  # 100 Hz ids at 25 Hz
@@ -515,11 +500,7 @@ def test_camserver_camera_script_class_interface_and_extra_channels(cameras, tmp
     (tmp_path / "camera_scripts" / "mycam.py").write_text(CAMSERVER_SCRIPT)
     config = {"source_type": "script", "class": "mycam", "source": "MY-CAM", "frame_rate": 20}
     camera = cameras(config)
-    reader = camera.reader()
-    try:
-        got = frames(reader, 3)
-    finally:
-        reader.close()
+    got = camera_frames(camera, 3)
     for pulse_id, _, image in got:
         assert image.shape == (6, 10) and (image == pulse_id - 4000).all()
     message = receive(f"tcp://127.0.0.1:{camera.spec['port']}")[0]

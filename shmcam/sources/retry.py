@@ -87,7 +87,14 @@ class RetryingSource(Source):
         return self._source.axes if self._source is not None else None
 
     def send_channels(self, channels: dict) -> dict:
-        return self._source.send_channels(channels) if self._source else channels
+        """The source's channels (a camera script's own code): its failure is the source's."""
+        if self._source is None:
+            return channels
+        try:
+            return self._source.send_channels(channels)
+        except Exception as error:
+            self._fail(error)
+            return channels
 
     @property
     def errors(self) -> int:

@@ -14,15 +14,10 @@ import math
 
 import numpy as np
 
+from .config import CALIBRATION
+
 Axes = tuple[float, float, float, float]
 PIXEL_AXES: Axes = (0.0, 1.0, 0.0, 1.0)
-CALIBRATION_DEFAULTS = {
-    "reference_marker": [0, 0, 100, 100],
-    "reference_marker_width": 100.0,
-    "reference_marker_height": 100.0,
-    "angle_horizontal": 0.0,
-    "angle_vertical": 0.0,
-}
 
 
 def bins(config: dict) -> tuple[int, int]:
@@ -103,7 +98,7 @@ def calibration(config: dict) -> tuple[float, float, float, float] | None:
     given = config.get("camera_calibration")
     if not given:
         return None
-    cal = {**CALIBRATION_DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
+    cal = {**CALIBRATION, **{k: v for k, v in given.items() if v is not None}}
     left, upper, right, lower = cal["reference_marker"]
     return (
         int((right - left) / 2 + left),

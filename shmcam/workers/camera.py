@@ -257,6 +257,8 @@ class Outputs:
             self.close()
             raise
         self.clients = self.forwarder_clients = 0
+        self.errors = 0  # frames the stream could not send
+        self._why = None
 
     def addresses(self, spec: dict, config: dict) -> dict:
         """What the ready report tells the supervisor."""
@@ -286,7 +288,13 @@ class Outputs:
 
     def _send(self, image, pulse_id, timestamp, axes, extend) -> None:
         if self.clients:
-            self.stream.publish(image, pulse_id, timestamp, axes, extend)
+            try:
+                self.stream.publish(image, pulse_id, timestamp, axes, extend)
+            except (TypeError, ValueError) as error:  # a script's channels bsread cannot carry
+                self.errors += 1
+                if str(error) != self._why:
+                    self._why = str(error)
+                    log.warning("frame not sent on the camera stream (counted): %s", error)
         if self.forwarder_clients:
             self.forwarder.publish(image, pulse_id, timestamp)
 
@@ -367,7 +375,9 @@ class Camera:
         outputs.update_clients()
         self.stats.set("clients", outputs.clients)
         self.stats.set("forwarder_clients", outputs.forwarder_clients)
-        self.stats.set("errors", self.errors + self.intake.rejected + self.source.errors)
+        self.stats.set(
+            "errors", self.errors + self.intake.rejected + self.source.errors + outputs.errors
+        )
         self.stats.set("dropped", self.source.dropped + outputs.dropped)
         self.stats.set("header_changes", outputs.header_changes)
         if self.ring is not None:
