@@ -146,6 +146,20 @@ def test_epics_probe_says_offline_not_initialized_and_online_in_camservers_words
     assert reason == "Camera with prefix TST is not initialized (TST:INIT is 'NOTREADY')"
 
 
+def test_probe_of_streams_simulations_and_replays(tmp_path):
+    assert is_online({"source_type": "simulation"}, "sim") == (True, "simulation cameras are "
+                                                              "checked when they run")  # fmt: skip
+    stream = {"source_type": "bschannel", "source": "tcp://127.0.0.1:1", "mode": "PULL"}
+    assert is_online(stream, "bs")[0] is True  # not probed: a PULL would take frames
+    online, reason = is_online({"source_type": "hdf5", "source": f"{tmp_path}/no.h5:/d"}, "r")
+    assert not online and "No such file" in reason
+    assert is_online({"source_type": "bsread", "source": "tcp://x:1"}, "x") == (
+        False,
+        "invalid camera config: source must be the camera's PV prefix (for a stream address "
+        "use source_type bschannel) (source_type bsread), got 'tcp://x:1'",
+    )
+
+
 def is_online_in(env: dict, config: dict, **kwargs) -> tuple[bool, str]:
     """is_online with the IOC's CA environment (the supervisor passes its own on)."""
     saved = dict(os.environ)
@@ -290,6 +304,8 @@ def test_bsread_camera_buffer_reorders_and_init_and_size_are_epics(iocs, cameras
             wait_for(lambda: camera.counters()["errors"] > 5, what="wrong sizes counted")
             ioc.command("init OFF")
             assert "is not initialized (TST:INIT is 'OFF')" in camera.wait_state(False)
+            online, reason = is_online_in({**os.environ, **ioc.env}, config)  # INIT, as epics
+            assert not online and "is not initialized (TST:INIT is 'OFF')" in reason
         finally:
             reader.close()
             feeder.stop()
@@ -561,6 +577,7 @@ def test_ipc_compression_queue_size_and_forwarder(cameras, tmp_path, zmq_context
         "protocol": "ipc",
         "image_compression": True,
         "data_header_compression": "lz4",
+        "scalar_compression": "lz4",
         "queue_size": 5,
         "forwarder_port": forwarder_port,
         "forwarder_compression": "lz4",
@@ -582,7 +599,7 @@ def test_ipc_compression_queue_size_and_forwarder(cameras, tmp_path, zmq_context
     assert header.data["image"].shape == (30, 40)
     channels = json.loads(lz4_block_decompress(parts[1]))["channels"]
     compression = {c["name"]: c.get("compression") for c in channels}
-    assert compression["image"] == "bitshuffle_lz4" and compression["width"] in (None, "none")
+    assert compression["image"] == "bitshuffle_lz4" and compression["x_axis"] == "lz4"
     with Receiver(f"tcp://127.0.0.1:{forwarder_port}", mode="PULL", timeout=5) as feed:
         wait_for(lambda: camera.counters()["forwarder_clients"] == 1, what="forwarder client")
         message = feed.receive()
