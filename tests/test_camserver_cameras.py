@@ -64,7 +64,10 @@ class Feeder:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._send(self.sent)
+            try:
+                self._send(self.sent)
+            except (zmq.ZMQError, RuntimeError):  # its socket closed: the test is ending
+                return
             self.sent += 1
             time.sleep(self._period)
 
@@ -675,8 +678,8 @@ def test_camserver_configs_through_the_supervisor(supervisor, redis, feeders, zm
         header = json.dumps({"shape": [5, 7], "type": "uint8"}).encode()
         array10.send_multipart([header, np.full((5, 7), n % 256, np.uint8).tobytes()])
 
+    feeder = feeders(send)
     try:
-        feeders(send)
         sup = supervisor(
             cameras={
                 "det": {"source_type": "stddaq", "source": "DET01", "url": redis},
@@ -702,5 +705,6 @@ def test_camserver_configs_through_the_supervisor(supervisor, redis, feeders, zm
         assert "source must be the camera's PV prefix" in refused["status"]  # epics by default
         assert "old" not in sup.call("GET", "/api/v1/cam")["cameras"]
     finally:
+        feeder.stop()
         pub.close()
         array10.close(linger=0)
