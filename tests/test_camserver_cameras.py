@@ -708,3 +708,26 @@ def test_camserver_configs_through_the_supervisor(supervisor, redis, feeders, zm
         feeder.stop()
         pub.close()
         array10.close(linger=0)
+
+
+def test_a_forwarder_client_keeps_an_on_demand_camera_running(supervisor):
+    forwarder_port = free_port_block(1)
+    camera = {
+        "source_type": "simulation",
+        "size_x": 32,
+        "size_y": 24,
+        "frame_rate": 20,
+        "no_client_timeout": 1,
+        "forwarder_port": forwarder_port,
+    }
+    sup = supervisor(cameras={"fwd": camera})
+
+    def running():
+        return "fwd" in sup.call("GET", "/api/v1/cam/info")["info"]["active_instances"]
+
+    sup.call("GET", "/api/v1/cam/fwd")  # started on demand, no stream client
+    with Receiver(f"tcp://127.0.0.1:{forwarder_port}", mode="PULL", timeout=5) as feed:
+        assert list(feed.receive().data) == ["fwd:FPICTURE"]
+        time.sleep(3)  # three no_client_timeouts with only DataBuffer's feed connected
+        assert running()
+    wait_for(lambda: not running(), what="the camera stopped once the feed left")
