@@ -372,7 +372,7 @@ class ConfigStore:
         """A document the node keeps for itself in `state/` (e.g. its REST-set permanent
         instances); {} when there is none yet."""
         try:
-            return _read_json(self._path("state", f"{check_name(name)}.json"))
+            return read_json(self._path("state", f"{check_name(name)}.json"))
         except FileNotFoundError:
             return {}
 
