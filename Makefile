@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV   := .venv
 STAMP  := $(VENV)/.installed
-# The web page tests drive Debian's Chromium (tests/test_web.py); apt installs it once.
-BROWSER := /usr/bin/chromium /usr/bin/chromedriver
+# Debian packages the tests run: Chromium for the web page (tests/test_web.py), redis-server for
+# the std-daq cameras (tests/test_camserver_cameras.py); apt installs them once.
+TEST_DEBS := /usr/bin/chromium /usr/bin/chromedriver /usr/bin/redis-server
 SUDO    := $(if $(filter 0,$(shell id -u)),,sudo)
 APT     := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
@@ -15,16 +16,16 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-$(BROWSER) &:
+$(TEST_DEBS) &:
 	$(APT) update -q
-	$(APT) install -y -q --no-install-recommends chromium chromium-driver
+	$(APT) install -y -q --no-install-recommends chromium chromium-driver redis-server
 
-browser: $(BROWSER)
+browser: $(TEST_DEBS)
 
 demo: $(STAMP)
 	$(VENV)/bin/shmcam demo
 
-test: $(STAMP) $(BROWSER)
+test: $(STAMP) $(TEST_DEBS)
 	$(VENV)/bin/ruff check shmcam tests bench
 	$(VENV)/bin/ruff format --check shmcam tests bench
 	$(VENV)/bin/python -m pytest -q

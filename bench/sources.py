@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Camera sources under load: what a camera instance receives and what it costs.
 
-Per source type (simulation, epics, area_detector, bsread) and frame size, a real camera
+Per source type (simulation, epics, area_detector, bschannel) and frame size, a real camera
 instance reads from a real producer (the simulation itself; the caproto test IOC of
 tests/ioc.py on 127.0.0.1; a bsread PUB sender in its own process) at rising rates, until the
 source no longer sustains the rate (under 95 % of it arrives, or over 1 % is lost). Per rate:
@@ -10,7 +10,7 @@ the IOC's frame counter for the generic EPICS camera, which has none), and the c
 process's CPU ms per frame (source, transforms, ring write). Needs the test extra (caproto).
 
     python bench/sources.py [--sizes 1280x960,2560x2160] [--rates 10,25,50,100,200]
-                            [--sources simulation,epics,area_detector,bsread] [--seconds 3]
+                            [--sources simulation,epics,area_detector,bschannel] [--seconds 3]
                             [--json]
 """
 
@@ -36,7 +36,7 @@ from supervisor_harness import free_port_block  # noqa: E402
 from shmcam.cli.ring_demo import parse_size  # noqa: E402
 from shmcam.shm import segment  # noqa: E402
 
-SOURCES = ("simulation", "epics", "area_detector", "bsread")
+SOURCES = ("simulation", "epics", "area_detector", "bschannel")
 NODE = f"bench{os.getpid()}"
 
 
@@ -86,7 +86,7 @@ class Producer:
                 target=bsread_producer, args=(f"tcp://127.0.0.1:{port}", size, rate, self.stop)
             )
             self.process.start()
-            self.config = {"source_type": "bsread", "source": f"tcp://127.0.0.1:{port}"}
+            self.config = {"source_type": "bschannel", "source": f"tcp://127.0.0.1:{port}"}
 
     def counter(self, frame) -> int:
         """The producer's number of a frame in the ring."""

@@ -22,6 +22,7 @@ class CameraProcess(WorkerProcess):
             [sys.executable, "-m", "shmcam.workers", "camera"],
             {
                 "node": node,
+                "camera": name,
                 "ring": self.ring,
                 "ring_slots": 8,
                 "stats": stats_name(node, f"c-{name}"),
@@ -31,7 +32,7 @@ class CameraProcess(WorkerProcess):
             },
             env,
         )
-        self.wait_report("ready")
+        self.ready = self.wait_report("ready")
 
     def _report(self, line: str) -> None:
         report = json.loads(line)

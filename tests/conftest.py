@@ -143,3 +143,39 @@ def supervisor(tmp_path, node):
     for sup in started:
         sup.stop()
         assert not sup.segments(), f"segments left after SIGTERM: {sup.segments()}"
+
+
+@pytest.fixture
+def iocs():
+    """Start test IOCs (tests/ioc.py): `iocs(kind, width, height, rate, start=True)`; all are
+    killed at the end."""
+    from ioc import Ioc
+
+    started = []
+
+    def make(kind, width=1280, height=960, rate=20.0, start=True):
+        ioc = Ioc(kind, "TST", width, height, rate)
+        started.append(ioc)
+        return ioc.start() if start else ioc
+
+    yield make
+    for ioc in started:
+        ioc.kill()
+
+
+@pytest.fixture
+def cameras(node, tmp_path):
+    """Start camera instances (tests/camera_harness.py): `cameras(config, env=None,
+    name="cam")`; all are stopped at the end, and must end with exit code 0."""
+    from camera_harness import CameraProcess
+
+    started = []
+
+    def start(config, env=None, name="cam"):
+        camera = CameraProcess(node, f"{name}{len(started)}", config, tmp_path, env)
+        started.append(camera)
+        return camera
+
+    yield start
+    for camera in started:
+        assert camera.stop() == 0, camera.log[-10:]

@@ -1,16 +1,18 @@
 """A Channel Access camera IOC (caproto) for tests and benchmarks, and `Ioc`, which runs it.
 
 `python tests/ioc.py KIND PREFIX WIDTH HEIGHT RATE` serves a camera on 127.0.0.1 at the port
-in EPICS_CA_SERVER_PORT. KIND `epics`: <P>:FPICTURE, :WIDTH, :HEIGHT, :INIT. KIND
-`area_detector`: <P>:image1:ArrayData, ArraySize0_RBV, ArraySize1_RBV, UniqueId_RBV,
-ArrayCounter_RBV and <P>:cam1:Acquire, DataType, ColorMode. KIND `psss`: the PVs of CamServer's
-psss function, no camera: <P>:SPC_ROI_YMIN, :SPC_ROI_YMAX, :SPECTRUM_X (WIDTH values, 100 +
-0.5 i) read by it and :SPECTRUM_Y, :SPECTRUM_CENTER, :SPECTRUM_FWHM, :SPECTRUM_COM,
-:SPECTRUM_STD written by it. The pixels travel as SHORT and
-mean uint16 (as areaDetector serves them). Frame n (UniqueId n) holds (i + n) % 4096 at flat
-index i, so a reader can check every pixel. Commands on stdin, one a line: `size W H` (live
-resize), `lie W H` (announce a size, keep sending the old one), `acquire 0|1`. The IOC prints
-`ready` once it serves, and exits when its stdin closes.
+in EPICS_CA_SERVER_PORT. KIND `epics`: <P>:FPICTURE, :WIDTH, :HEIGHT, :INIT. KIND `bsread`
+(CamServer's bsread camera, whose frames the test streams itself): <P>:WIDTH, :HEIGHT, :INIT
+and :BSREADCONFIG (the stream address, empty at start). KIND `area_detector`:
+<P>:image1:ArrayData, ArraySize0_RBV, ArraySize1_RBV, UniqueId_RBV, ArrayCounter_RBV and
+<P>:cam1:Acquire, DataType, ColorMode. KIND `psss`: the PVs of CamServer's psss function, no
+camera: <P>:SPC_ROI_YMIN, :SPC_ROI_YMAX, :SPECTRUM_X (WIDTH values, 100 + 0.5 i) read by it and
+:SPECTRUM_Y, :SPECTRUM_CENTER, :SPECTRUM_FWHM, :SPECTRUM_COM, :SPECTRUM_STD written by it. The
+pixels travel as SHORT and mean uint16 (as areaDetector serves them). Frame n (UniqueId n)
+holds (i + n) % 4096 at flat index i, so a reader can check every pixel. Commands on stdin, one
+a line: `size W H` (live resize), `lie W H` (announce a size, keep sending the old one),
+`acquire 0|1`, `init TEXT` (INIT's value), `address TEXT` (BSREADCONFIG's value). The IOC
+prints `ready` once it serves, and exits when its stdin closes.
 """
 
 from __future__ import annotations
@@ -130,6 +132,14 @@ def pv_database(kind: str, prefix: str, width: int, height: int):
             "INIT": ChannelString(value="INIT"),
         }
         names = ("FPICTURE", "WIDTH", "HEIGHT", None)
+    elif kind == "bsread":
+        channels = {
+            "WIDTH": ChannelInteger(value=width),
+            "HEIGHT": ChannelInteger(value=height),
+            "INIT": ChannelString(value="INIT"),
+            "BSREADCONFIG": ChannelString(value=""),
+        }
+        names = (None, "WIDTH", "HEIGHT", None)
     else:
         channels = {
             "image1:ArrayData": image(),
@@ -171,6 +181,9 @@ async def serve(kind: str, prefix: str, width: int, height: int, rate: float) ->
             elif word == "acquire" and acquire is not None:
                 state["acquire"] = int(args[0])
                 await acquire.write(state["acquire"])
+            elif word in ("init", "address"):
+                pv = "INIT" if word == "init" else "BSREADCONFIG"
+                await pvdb[f"{prefix}:{pv}"].write(" ".join(args))
         os._exit(0)  # the test's end of stdin: nothing to clean up
 
     async def frames():

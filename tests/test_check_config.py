@@ -284,7 +284,36 @@ def test_uploaded_function_background_and_saved_camera_satisfy_references(etc, d
     append(etc / "shmcam.toml", 'permanent = { beam = "beam" }')
     code, out = check_config(str(etc), "--data-dir", str(data))
     assert code == 0, out
-    assert out == [f"{etc}: OK (2 camera configs, 2 pipeline configs, 1 permanent instance)"]
+    assert out == [f"{etc}: OK (3 camera configs, 2 pipeline configs, 1 permanent instance)"]
+
+
+def test_configs_saved_in_the_data_directory_are_checked_as_rest_checks_them(etc, data):
+    """Saved configs follow the rules of REST: a bsread camera given a stream address (shmcam's
+    old meaning, now bschannel's), a fanout pipeline, and a background that is not there."""
+    (data / "cameras").mkdir()
+    (data / "pipelines").mkdir()
+    (data / "cameras" / "old.json").write_text(
+        '{"source_type": "bsread", "source": "tcp://daq:9000"}'
+    )
+    (data / "cameras" / "bg.json").write_text('{"source": "CAM-BG", "image_background": true}')
+    (data / "cameras" / "ok.json").write_text(
+        '{"source_type": "bschannel", "source": "tcp://daq:9000", "mode": "PULL"}'
+    )
+    (data / "pipelines" / "fan.json").write_text('{"pipeline_type": "fanout", "camera_name": "ok"}')
+    (data / "pipelines" / "notes.txt").write_text("a stray file")
+    code, out = check_config(str(etc), "--data-dir", str(data))
+    assert code == 1
+    problems = "\n".join(out)
+    assert f"{data}/cameras/old.json: camera config: source must be the camera's PV prefix" in (
+        problems
+    )
+    assert f"{data}/cameras/bg.json: camera config: image_background is true, but there is no" in (
+        problems
+    )
+    assert f"{data}/pipelines/fan.json: pipeline config: pipeline_type 'fanout'" in problems
+    assert f"{data}/pipelines/notes.txt: not a <name>.json file" in problems
+    assert "ok.json" not in problems
+    assert out[-1] == f"{etc}: 4 problems"
 
 
 def test_without_a_data_directory_its_checks_are_skipped_and_said_so(etc, tmp_path):

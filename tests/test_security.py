@@ -24,7 +24,7 @@ SCRIPT = (
     b"def process_image(image, pulse_id, timestamp, x_axis, y_axis, parameters):\n    return {}\n"
 )
 # A bsread camera nobody sends to: it runs, and every frame read from it waits in vain.
-SILENT = {"source_type": "bsread", "source": "tcp://127.0.0.1:9"}
+SILENT = {"source_type": "bschannel", "source": "tcp://127.0.0.1:9"}
 
 
 class RouteListing:

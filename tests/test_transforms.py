@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
+from shmcam.sources import config as camera_config
 from shmcam.sources.transforms import (
     CameraTransform,
     axis_arrays,
@@ -108,31 +111,145 @@ def test_linear_axes_from_arrays_and_a_sources_axes_only_without_geometry_change
     assert CameraTransform({"rotate": 1}).axes(4, 3, own) == (0.0, 1.0, 0.0, 1.0)
 
 
+SIM = {"source_type": "simulation"}
+
+
 @pytest.mark.parametrize(
     "config, key",
     [
-        ({"roi": [0, 0, 0, 4]}, "roi"),
-        ({"roi": [0, 2, 0]}, "roi"),
-        ({"binning_x": 0}, "binning_x"),
-        ({"rotate": "90"}, "rotate"),
-        ({"mirror_y": "yes"}, "mirror_y"),
-        ({"image_background": 3}, "image_background"),
+        ({**SIM, "roi": [0, 0, 0, 4]}, "roi"),
+        ({**SIM, "roi": [0, 2, 0]}, "roi"),
+        ({**SIM, "binning_x": 0}, "binning_x"),
+        ({**SIM, "rotate": "90"}, "rotate"),
+        ({**SIM, "mirror_y": "yes"}, "mirror_y"),
+        ({**SIM, "image_background": 3}, "image_background"),
         (
-            {"camera_calibration": {"reference_marker": [0, 0, 0, 10]}},
+            {**SIM, "camera_calibration": {"reference_marker": [0, 0, 0, 10]}},
             "camera_calibration.reference_marker",
         ),
         (
-            {"camera_calibration": {"reference_marker_width": -1}},
+            {**SIM, "camera_calibration": {"reference_marker_width": -1}},
             "camera_calibration.reference_marker_width",
         ),
         ({"source_type": "hdf5", "source": "frames.h5"}, "source"),
-        ({"source_type": "bsread", "source": "host:9000"}, "source"),
+        ({"source_type": "bschannel", "source": "host:9000"}, "source"),
+        ({"source_type": "bsread", "source": "tcp://host:9000"}, "source"),
         ({"source_type": "epics"}, "source"),
-        ({"source_type": "bsread", "source": "tcp://h:1", "source_mode": "PUSH"}, "source_mode"),
+        ({}, "source"),  # epics by default, as in CamServer
+        ({"source_type": "bschannel", "source": "tcp://h:1", "mode": "PUSH"}, "mode"),
         ({"source_type": "area_detector", "source": "AD", "pulse_id_pv": "Id"}, "pulse_id_pv"),
         ({"source_type": "gige"}, "source_type"),
+        ({**SIM, "image_type": "noise"}, "image_type"),
+        ({**SIM, "dtype": "float16"}, "dtype"),
+        ({**SIM, "queue_size": 0}, "queue_size"),
+        ({**SIM, "protocol": "udp"}, "protocol"),
+        ({**SIM, "alias": ["a", 3]}, "alias"),
+        ({**SIM, "image_compression": "zstd"}, "image_compression"),
+        ({**SIM, "forwarder_port": 70000}, "forwarder_port"),
+        ({"source_type": "bsread", "source": "CAM", "buffer_threshold": 2}, "buffer_threshold"),
+        ({"source_type": "stddaq", "source": "DEV", "url": "tcp://redis:6379"}, "url"),
     ],
 )
 def test_bad_camera_keys_are_refused_by_name(config, key):
     with pytest.raises(BadRequest, match=rf"camera config: {key} must be"):
         validation.camera(config)
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({**SIM, "url": "tcp://h:1"}, "url applies to source_type bsread and bsread_simulation"),
+        ({**SIM, "mode": "SUB"}, "mode applies to source_type bschannel and stddaq and array10"),
+        (
+            {"source_type": "bschannel", "source": "tcp://h:1", "source_mode": "PULL"},
+            "source_mode is not a camera key of shmcam: use CamServer's mode",
+        ),
+        (
+            {"source_type": "bschannel", "source": "tcp://h:1", "image_channel": "x"},
+            "image_channel is not a camera key of shmcam: use CamServer's channel",
+        ),
+        (
+            {"source_type": "bschannel", "source": "tcp://h:1", "source_timeout": 3},
+            "source_timeout is not a camera key of shmcam: use CamServer's timeout",
+        ),
+        ({"source_type": "hdf5", "source": "f.h5:/d", "interval": 0.1}, "set frame_rate"),
+        ({"source_type": "script", "class": "/opt/cams/mycam.py"}, "not a path"),
+        ({"source_type": "script", "class": "cam_server.camera.source.x"}, "built-in"),
+    ],
+)
+def test_keys_of_other_source_types_and_replaced_keys_are_refused_saying_why(config, message):
+    with pytest.raises(BadRequest, match=re.escape(message)):
+        validation.camera(config)
+
+
+def test_camserver_camera_configs_pass_with_their_defaults():
+    """CamServer's shapes of §2: each source type's config as a CamServer user writes it."""
+    configs = [
+        {"name": "SARES20-CAMS142-M5", "source": "SARES20-CAMS142-M5"},  # epics by default
+        {"source_type": "simulation", "source": "simulation", "image_type": "static_raw"},
+        {"source_type": "area_detector", "source": "13SIM1"},
+        {
+            "source_type": "bsread",
+            "source": "SATES21-CAMS154-M1",
+            "connections": 2,
+            "buffer_size": 20,
+            "buffer_threshold": 0.7,
+            "threaded": True,
+            "enforce_pid": False,
+        },
+        {"source_type": "bsread_simulation", "source": "SIM"},
+        {
+            "source_type": "bschannel",
+            "source": "tcp://daq:9000",
+            "mode": "PULL",
+            "channel": "CAM:FPICTURE",
+            "timeout": 1000,
+        },
+        {"source_type": "stddaq", "source": "JF07T32V01", "url": "localhost:6379", "db": "0"},
+        {"source_type": "stream", "source": "tcp://std-daq:8000"},
+        {"source_type": "array10", "source": "tcp://det:9999", "mode": "PULL"},
+        {"source_type": "hdf5", "source": "/data/run.h5:/entry/data"},
+        {"source_type": "script", "source": "x", "class": "mycam"},
+        {
+            "source": "CAM",
+            "image_background": True,
+            "protocol": "ipc",
+            "queue_size": 10,
+            "image_compression": True,
+            "data_header_compression": "lz4",
+            "scalar_compression": None,
+            "group": ["Photonics", "Aramis"],
+            "alias": "cam",
+            "abort_on_error": False,
+            "debug": True,
+            "simulate_pulse_id": True,
+            "check_data": True,
+            "binning_mean": True,
+            "forwarder_port": 9123,
+            "forwarder_compression": True,
+            "forwarder_data_header_compression": "bitshuffle_lz4",
+            "camera_calibration": {},
+        },
+    ]
+    for config in configs:
+        assert validation.camera(config) is config
+    defaults = camera_config.parse(configs[0])
+    assert defaults["source_type"] == "epics" and defaults["queue_size"] == 100
+    assert defaults["abort_on_error"] is True and defaults["protocol"] == "tcp"
+    assert camera_config.parse(configs[3])["check_timestamp"] is True
+    assert camera_config.parse(configs[-1])["camera_calibration"]["reference_marker"] == [
+        0,
+        0,
+        100,
+        100,
+    ]  # an empty calibration gets CamServer's defaults
+
+
+def test_a_background_of_the_image_before_the_roi_is_cut_by_it():
+    image = np.arange(48, dtype=np.uint16).reshape(6, 8)
+    config = {"roi": [2, 4, 1, 3]}
+    full = np.full((6, 8), 5, np.uint16)
+    full[1:4, 2:6] = np.arange(12).reshape(3, 4)  # what the roi keeps
+    cut = transform(image, config, full)  # CamServer's: the size before the roi
+    assert np.array_equal(cut, np.clip(image[1:4, 2:6] - np.arange(12).reshape(3, 4), 0, None))
+    assert np.array_equal(transform(image, config, full[1:4, 2:6]), cut)  # shmcam's: after

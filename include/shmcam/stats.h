@@ -1,4 +1,4 @@
-/* shmcam statistics block, layout version 1 (see docs/ring.md, "Statistics blocks").
+/* shmcam statistics block, layout version 2 (see docs/ring.md, "Statistics blocks").
  *
  * /dev/shm/shmcam.<node>.<instance>.stats: a 64-byte header, int64 counters in the order of
  * enum shmcam_stat, then SHMCAM_STATS_BUCKETS int64 buckets of processing time. Each counter
@@ -18,7 +18,7 @@
 #include "common.h"
 
 #define SHMCAM_STATS_MAGIC "SHMCAMST"
-#define SHMCAM_STATS_VERSION 1u
+#define SHMCAM_STATS_VERSION 2u
 #define SHMCAM_STATS_HEADER_SIZE 64u
 #define SHMCAM_STATS_BUCKETS 96u
 
@@ -38,12 +38,13 @@ enum shmcam_stat {
     SHMCAM_STAT_HEADER_CHANGES, /* data headers built for the output stream */
     SHMCAM_STAT_FRAME_HEIGHT,   /* shape of the last frame taken from the input (gauges) */
     SHMCAM_STAT_FRAME_WIDTH,
+    SHMCAM_STAT_FORWARDER_CLIENTS, /* a camera's DataBuffer feed clients (gauge) */
     SHMCAM_STAT_COUNT
 };
 
 typedef struct {
     char magic[8];         /*  0 "SHMCAMST" */
-    uint32_t version;      /*  8 1 */
+    uint32_t version;      /*  8 2 */
     uint32_t header_size;  /* 12 64 */
     int64_t owner_pid;     /* 16 */
     uint64_t created_ns;   /* 24 */

@@ -178,6 +178,11 @@ class Sender:
         self.dropped += 1
         return False
 
+    def bind(self, address: str) -> str:
+        """Bind one more endpoint (e.g. ipc:// beside tcp://): the same stream, its clients
+        counted with the others; the address actually bound."""
+        return _attach(self._socket, address, bind=True)
+
     @property
     def clients(self) -> int:
         """Peers connected now."""

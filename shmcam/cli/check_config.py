@@ -1,7 +1,8 @@
 """`shmcam check-config`: validate a node's config directory before the supervisor reads it.
 
-Checks shmcam.toml and every cameras/*.toml and pipelines/*.toml with the supervisor's own
-loader and validation, and what they refer to: the camera of each pipeline, the pipeline
+Checks shmcam.toml, every cameras/*.toml and pipelines/*.toml, and the configs saved through
+REST in the data directory (cameras/*.json, pipelines/*.json) with the supervisor's own loader
+and the validation REST applies, and what they refer to: the camera of each pipeline, the pipeline
 config of each permanent instance, and the backgrounds and uploaded functions in the data
 directory. Every problem is reported, one line each naming the file and the key; the exit
 status is 1 if there is any, else 0.
@@ -16,7 +17,8 @@ from shmcam.names import check_name as check_instance_id
 from shmcam.supervisor import settings as node_settings
 from shmcam.supervisor import validation
 from shmcam.supervisor.errors import BadRequest, StorageError
-from shmcam.supervisor.store import CONFIG_KINDS, ConfigStore, check_name, read_toml
+from shmcam.supervisor.store import CONFIG_KINDS, ConfigStore, check_name, read_json, read_toml
+from shmcam.workers import backgrounds
 
 SETTINGS_FILE = "shmcam.toml"
 
@@ -79,7 +81,9 @@ def check(config_dir: Path, data_dir: Path | None = None) -> Report:
     if data_dir is not None and not data_dir.is_dir():
         report.problems.append(f"--data-dir {data_dir}: no such directory")
     files = {
-        kind: _config_files(config_dir / subdir, report) for kind, subdir in CONFIG_KINDS.items()
+        kind: _config_files(config_dir / subdir, report)
+        + _config_files(settings.data_dir / subdir, report, ".json")
+        for kind, subdir in CONFIG_KINDS.items()
     }
     known = replace(
         _known(ConfigStore(settings.data_dir, config_dir), files, report),
@@ -143,8 +147,8 @@ def _known(store: ConfigStore, files: dict[str, list[Path]], report: Report) -> 
     )
 
 
-def _config_files(directory: Path, report: Report) -> list[Path]:
-    """The <name>.toml files the supervisor reads; anything else there is reported, since
+def _config_files(directory: Path, report: Report, suffix: str = ".toml") -> list[Path]:
+    """The <name><suffix> files the supervisor reads; anything else there is reported, since
     the supervisor would silently ignore it. Dot files (editor and temp files) are skipped."""
     if not directory.is_dir():
         return []
@@ -152,8 +156,8 @@ def _config_files(directory: Path, report: Report) -> list[Path]:
     for path in sorted(directory.iterdir()):
         if path.name.startswith("."):
             continue
-        if path.suffix != ".toml" or not path.is_file():
-            report.problems.append(f"{path}: not a <name>.toml file; the supervisor ignores it")
+        if path.suffix != suffix or not path.is_file():
+            report.problems.append(f"{path}: not a <name>{suffix} file; the supervisor ignores it")
             continue
         try:
             check_name(path.stem)
@@ -167,7 +171,7 @@ def _config_files(directory: Path, report: Report) -> list[Path]:
 def _config_problems(kind: str, path: Path, known: Known) -> list[str]:
     """The problems of one camera or pipeline config file."""
     try:
-        config = read_toml(path)
+        config = (read_json if path.suffix == ".json" else read_toml)(path)
     except (BadRequest, StorageError, OSError) as error:
         return [str(error)]
     problems = []
@@ -186,12 +190,15 @@ def _config_problems(kind: str, path: Path, known: Known) -> list[str]:
         if known.scripts is not None:
             attempt(validation.function_available, known.scripts, known.function_dirs, known.libs)
     background = config.get("image_background")
-    if (
-        known.backgrounds is not None
-        and isinstance(background, str)
-        and background
-        and background not in known.backgrounds
-    ):
+    if known.backgrounds is None or not background:
+        return problems
+    if background is True and kind == "camera":
+        if not backgrounds.of_camera(known.backgrounds, path.stem):
+            problems.append(
+                f"{path}: camera config: image_background is true, but there is no "
+                f"background of camera {path.stem} in {known.backgrounds_dir}"
+            )
+    elif isinstance(background, str) and background not in known.backgrounds:
         problems.append(
             f"{path}: {kind} config: image_background {background!r} is not a "
             f"stored background (none such in {known.backgrounds_dir})"

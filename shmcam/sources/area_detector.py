@@ -1,6 +1,7 @@
 """An EPICS areaDetector IOC through its standard-arrays plugin: `<source>:image1:ArrayData`,
-its ArraySize0_RBV (width) and ArraySize1_RBV (height), UniqueId_RBV (or ArrayCounter_RBV) as
-the pulse id, and `<source>:cam1:Acquire`, `DataType`, `ColorMode` for state and pixel type.
+its ArraySize0_RBV (width) and ArraySize1_RBV (height), ArrayCounter_RBV (CamServer's; or
+UniqueId_RBV) as the pulse id, and `<source>:cam1:Acquire`, `DataType`, `ColorMode` for state
+and pixel type.
 
 areaDetector serves unsigned data in the signed CA type of the same size (UInt16 as SHORT):
 such an array is viewed as the unsigned type without a copy.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .ca import CaCamera
+from .config import PULSE_ID_PVS
 
 DATA_TYPES = {
     "Int8": np.int8,
@@ -24,12 +26,11 @@ DATA_TYPES = {
     "Float32": np.float32,
     "Float64": np.float64,
 }
-PULSE_ID_PVS = ("UniqueId_RBV", "ArrayCounter_RBV")
 
 
 class AreaDetectorSource(CaCamera):
-    """Config: `source` (the IOC prefix, e.g. "13SIM1"), `pulse_id_pv` (UniqueId_RBV, the
-    default, or ArrayCounter_RBV). Online while the detector acquires in Mono colour mode."""
+    """Config: `source` (the IOC prefix, e.g. "13SIM1"), `pulse_id_pv` (ArrayCounter_RBV, the
+    default, or UniqueId_RBV). Online while the detector acquires in Mono colour mode."""
 
     PVS = {
         "image": ":image1:ArrayData",
@@ -40,14 +41,14 @@ class AreaDetectorSource(CaCamera):
         "color_mode": ":cam1:ColorMode",
     }
 
-    def __init__(self, config: dict):
+    def __init__(self, config: dict, context=None):
         pulse_pv = config.get("pulse_id_pv") or PULSE_ID_PVS[0]
         self.PVS = {**self.PVS, "pulse_id": f":image1:{pulse_pv}"}
-        super().__init__(config)
+        super().__init__(config, context)
 
     def not_ready(self) -> str | None:
         if not self.value("acquire"):
-            return f"not acquiring ({self.prefix}:cam1:Acquire is 0)"
+            return f"Camera with prefix {self.prefix} is not acquiring (cam1:Acquire is 0)"
         mode = self.value("color_mode", as_string=True)
         if mode != "Mono":
             return f"colour mode {mode} is not supported (only Mono)"

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 Frame = tuple[np.ndarray, int, tuple[int, int]]
+
+
+class Context(NamedTuple):
+    """What a source may need beyond its config: the camera's name (CamServer's bsread
+    cameras read the channel `<name>:FPICTURE`) and the folder of uploaded camera scripts."""
+
+    camera: str = "camera"
+    scripts_dir: Path | None = None
 
 
 class Source:
@@ -27,8 +37,20 @@ class Source:
     errors = 0
     dropped = 0
 
+    @classmethod
+    def probe(cls, config: dict, context: Context, timeout: float) -> tuple[bool, str]:
+        """(online, reason) without running the camera (CamServer's verify_camera_online),
+        within about timeout seconds. By default a source is online: streams are not probed,
+        since a PULL connection would take frames from the camera's real reader."""
+        return True, f"{config['source_type']} cameras are checked when they run"
+
     def read(self, timeout: float) -> Frame | None:
         raise NotImplementedError
+
+    def send_channels(self, channels: dict) -> dict:
+        """The channels of the camera stream for a frame: CamServer's six by default; a
+        CamServer camera script may add its own (get_send_channels)."""
+        return channels
 
     def close(self) -> None:
         """Release connections, files and threads."""
@@ -51,6 +73,23 @@ class Pacer:
         if delay > 0:
             time.sleep(delay)
         self._due = max(self._due + self.period, time.monotonic() - 1.0)
+        return True
+
+
+class Throttle:
+    """At most `rate` frames per second from a source that is not paced by its config:
+    frames due on a fixed schedule are kept, the others skipped (not counted: asked for)."""
+
+    def __init__(self, rate: float):
+        self.period = 1.0 / rate
+        self._due = 0.0
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now < self._due:
+            return False
+        late = now - self._due >= self.period  # a stall: start the schedule again from now
+        self._due = (now if late else self._due) + self.period
         return True
 
 

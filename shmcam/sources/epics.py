@@ -1,12 +1,14 @@
 """A generic Channel Access camera: `<source>:FPICTURE` (the image waveform), `:WIDTH`,
 `:HEIGHT`, and `:INIT`, which reads "INIT" while the camera is initialised (CamServer's
-`epics` source). Width and height are monitored, so a resize is followed frame by frame."""
+`epics` source). Width and height are monitored, so a resize is followed frame by frame.
+Offline and not initialised, the camera says so in CamServer's words ("Camera with prefix X
+is offline", "... is not initialized") and waits."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from .ca import CaCamera
+from .ca import CaCamera, not_initialized
 
 
 class EpicsSource(CaCamera):
@@ -17,15 +19,12 @@ class EpicsSource(CaCamera):
 
     PVS = {"image": ":FPICTURE", "width": ":WIDTH", "height": ":HEIGHT", "init": ":INIT"}
 
-    def __init__(self, config: dict):
+    def __init__(self, config: dict, context=None):
         self._dtype = np.dtype(config["dtype"]) if config.get("dtype") else None
-        super().__init__(config)
+        super().__init__(config, context)
 
     def not_ready(self) -> str | None:
-        state = self.value("init", as_string=True)
-        return (
-            None if state == "INIT" else f"camera not initialised ({self.prefix}:INIT is {state!r})"
-        )
+        return not_initialized(self.prefix, self.value("init", as_string=True))
 
     def dtype(self, value: np.ndarray) -> np.dtype:
         return self._dtype or super().dtype(value)

@@ -23,7 +23,7 @@ def split_source(source: str) -> tuple[str, str]:
 class Hdf5Source(Source):
     """Config: `source` = "<file>:<dataset path>", `frame_rate` (default 10)."""
 
-    def __init__(self, config: dict):
+    def __init__(self, config: dict, context=None):
         file_name, path = split_source(config["source"])
         self._file = h5py.File(file_name, "r")
         try:
@@ -40,6 +40,15 @@ class Hdf5Source(Source):
         self._pacer = Pacer(float(config.get("frame_rate") or 10.0))
         self._pulse_ids = PulseCounter()
         self._n = 0
+
+    @classmethod
+    def probe(cls, config: dict, context, timeout: float) -> tuple[bool, str]:
+        """Whether the file and its dataset can be replayed."""
+        try:
+            cls(config, context).close()
+        except Exception as error:
+            return False, f"{type(error).__name__}: {error}"
+        return True, f"{config['source']} can be replayed"
 
     def read(self, timeout: float):
         if not self._pacer.wait(timeout):

@@ -86,6 +86,16 @@ class RetryingSource(Source):
     def axes(self):
         return self._source.axes if self._source is not None else None
 
+    def send_channels(self, channels: dict) -> dict:
+        """The source's channels (a camera script's own code): its failure is the source's."""
+        if self._source is None:
+            return channels
+        try:
+            return self._source.send_channels(channels)
+        except Exception as error:
+            self._fail(error)
+            return channels
+
     @property
     def errors(self) -> int:
         return self._counts["errors"] + (self._source.errors if self._source else 0)

@@ -14,18 +14,10 @@ import math
 
 import numpy as np
 
+from .config import CALIBRATION
+
 Axes = tuple[float, float, float, float]
 PIXEL_AXES: Axes = (0.0, 1.0, 0.0, 1.0)
-# Keys that change which raw pixel lands where: with any of them set, a source's own axes
-# no longer describe the transformed image.
-GEOMETRY_KEYS = ("binning_x", "binning_y", "mirror_x", "mirror_y", "rotate", "roi")
-CALIBRATION_DEFAULTS = {
-    "reference_marker": [0, 0, 100, 100],
-    "reference_marker_width": 100.0,
-    "reference_marker_height": 100.0,
-    "angle_horizontal": 0.0,
-    "angle_vertical": 0.0,
-}
 
 
 def bins(config: dict) -> tuple[int, int]:
@@ -89,7 +81,10 @@ def transform(image: np.ndarray, config: dict, background: np.ndarray | None = N
         image = np.rot90(image, turns)
     if config.get("roi"):
         offset_x, size_x, offset_y, size_y = clip_roi(config["roi"], image.shape[1], image.shape[0])
-        image = image[offset_y : offset_y + size_y, offset_x : offset_x + size_x]
+        rows, columns = slice(offset_y, offset_y + size_y), slice(offset_x, offset_x + size_x)
+        if background is not None and background.shape == image.shape:
+            background = background[rows, columns]  # CamServer's: taken before the roi
+        image = image[rows, columns]
     if background is not None:
         image = subtract_background(image, background)
     return image
@@ -103,7 +98,7 @@ def calibration(config: dict) -> tuple[float, float, float, float] | None:
     given = config.get("camera_calibration")
     if not given:
         return None
-    cal = {**CALIBRATION_DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
+    cal = {**CALIBRATION, **{k: v for k, v in given.items() if v is not None}}
     left, upper, right, lower = cal["reference_marker"]
     return (
         int((right - left) / 2 + left),
@@ -166,7 +161,14 @@ class CameraTransform:
 
     def __init__(self, config: dict, background: np.ndarray | None = None):
         self.config = config
-        self.geometric = any(config.get(key) for key in GEOMETRY_KEYS)
+        # Whether raw pixels move: a source's own axes then no longer describe the image.
+        self.geometric = bool(
+            bins(config) != (1, 1)
+            or config.get("mirror_x")
+            or config.get("mirror_y")
+            or int(config.get("rotate") or 0) % 4
+            or config.get("roi")
+        )
         self._background = background
         self._axes_key = self._axes = None
 

@@ -30,6 +30,7 @@ import numpy as np
 from shmcam import names
 from shmcam.supervisor.arrays import check_array
 from shmcam.supervisor.errors import BadRequest, Conflict, NotFound, StorageError
+from shmcam.workers import backgrounds
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,6 @@ CONFIG_KINDS = {"camera": "cameras", "pipeline": "pipelines"}
 # that a camera script never replaces a pipeline script of the same name.
 FILE_KINDS = {"script": "scripts", "camera_script": "camera_scripts", "lib": "libs"}
 _FILES_WITH_HISTORY = {"script", "camera_script"}
-_BACKGROUND_STAMP = r"_\d{8}_\d{6}_\d{6}"  # <camera>_YYYYMMDD_HHMMSS_ffffff
-_BACKGROUND_ORDER = re.compile(_BACKGROUND_STAMP + r"\Z")
 _HISTORY_STAMP = re.compile(r"\d{8}T\d{6}_\d{6}Z")
 _HISTORY_FORMAT = "%Y%m%dT%H%M%S_%fZ"
 
@@ -160,7 +159,7 @@ def _parse(path: Path, loads: Callable[[str], object], language: str) -> dict:
     return config
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
     """Strict JSON, as the API answers it (a NaN written by hand is named, not passed on)."""
     return _parse(path, _strict_loads, "JSON")
 
@@ -268,7 +267,7 @@ class ConfigStore:
 
     def get_config(self, kind: str, name: str) -> dict:
         """The saved config, else the shipped one; a fresh dict every call."""
-        sources = [(self._config_file(kind, name), _read_json)]
+        sources = [(self._config_file(kind, name), read_json)]
         shipped = self._shipped_file(kind, name)
         if shipped is not None:
             sources.append((shipped, read_toml))
@@ -328,7 +327,7 @@ class ConfigStore:
                 f"like 20240131T120000_000000Z"
             )
         try:
-            return _read_json(self._history_dir(path, ".json") / f"{stamp}.json")
+            return read_json(self._history_dir(path, ".json") / f"{stamp}.json")
         except FileNotFoundError:
             raise NotFound(
                 f"{kind} config {name!r} has no version {stamp}: "
@@ -373,7 +372,7 @@ class ConfigStore:
         """A document the node keeps for itself in `state/` (e.g. its REST-set permanent
         instances); {} when there is none yet."""
         try:
-            return _read_json(self._path("state", f"{check_name(name)}.json"))
+            return read_json(self._path("state", f"{check_name(name)}.json"))
         except FileNotFoundError:
             return {}
 
@@ -409,17 +408,10 @@ class ConfigStore:
             ) from None
 
     def background_ids(self, camera: str | None = None) -> list[str]:
-        """Ids oldest first; with a camera, only `<camera>_<stamp>` ids, so camera 'cam' does
-        not list 'cam_b_<stamp>' of camera 'cam_b'."""
-        pattern = (
-            None
-            if camera is None
-            else re.compile(re.escape(check_name(camera)) + _BACKGROUND_STAMP)
-        )
-        ids = _names_in(self._path("backgrounds"), ".npy")
-        if pattern is not None:
-            ids = {i for i in ids if pattern.fullmatch(i)}
-        return sorted(ids, key=_background_order)
+        """Ids oldest first; with a camera, only its own (workers/backgrounds.py)."""
+        if camera is not None:
+            check_name(camera)
+        return backgrounds.of_camera(_names_in(self._path("backgrounds"), ".npy"), camera)
 
     def latest_background(self, camera: str) -> str:
         ids = self.background_ids(camera)
@@ -459,9 +451,3 @@ class ConfigStore:
         path = self._file(kind, name)
         history = "" if kind in _FILES_WITH_HISTORY else None
         self._delete(path, history, NotFound(f"no {kind} named {name!r} to delete"))
-
-
-def _background_order(background_id: str) -> tuple[str, str]:
-    """By the id's timestamp across cameras; ids without one (uploaded by name) first."""
-    match = _BACKGROUND_ORDER.search(background_id)
-    return (background_id[match.start() :] if match else "", background_id)

@@ -16,20 +16,12 @@ from shmcam.names import FILE_NAME_RULE, NAME_RULE, is_file_name, is_name
 from shmcam.processing import config as processing
 from shmcam.processing import functions
 from shmcam.processing.functions import BUILTIN, allowed_path, is_path, script_names
+from shmcam.sources import config as camera_config
 from shmcam.workers import store_path
 from shmcam.workers.pipeline_types import PIPELINE_TYPES, pipeline_type
 
 from .errors import BadRequest
 
-CAMERA_SOURCES = ("simulation", "epics", "area_detector", "bsread", "hdf5", "script")
-# What `source` names, per source type (the simulation needs none).
-CAMERA_SOURCE_FORMS = {
-    "epics": "the camera's PV prefix",
-    "area_detector": "the IOC's PV prefix",
-    "bsread": "a stream address such as tcp://host:9000",
-    "hdf5": '"<file>:<dataset path>"',
-    "script": "the name of an uploaded camera script",
-}
 # Keys a pipeline reads once, to set up its stream, with the defaults it uses for a missing or
 # empty value: they cannot change on a running instance.
 STREAM_KEYS = {
@@ -113,35 +105,11 @@ def camera_name(name: str) -> None:
 
 
 def camera(config) -> dict:
-    if not isinstance(config, dict):
-        raise BadRequest(f"a camera config must be a JSON object, got {type(config).__name__}")
-    _choice("camera", config, "source_type", CAMERA_SOURCES, "simulation")
-    for key in ("size_x", "size_y", "binning_x", "binning_y"):
-        _number("camera", config, key, integer=True)
-    for key in ("frame_rate", "source_timeout"):
-        _number("camera", config, key)
-    _number("camera", config, "no_client_timeout", positive=False)
-    _number("camera", config, "rotate", positive=False, integer=True)
-    _port("camera", config)
-    dtype = config.get("dtype")
-    if dtype is not None:
-        try:
-            ok = np.dtype(dtype).kind in "uif"
-        except Exception:  # numpy raises TypeError, ValueError or even SyntaxError
-            ok = False
-        if not ok:
-            raise _fail("camera", "dtype", "a numeric numpy type such as uint16", dtype)
-    _camera_source(config)
-    for key in ("mirror_x", "mirror_y", "binning_mean"):
-        if config.get(key) is not None and not isinstance(config[key], bool):
-            raise _fail("camera", key, "true or false", config[key])
-    roi = config.get("roi")
-    if roi is not None and not (_integers(roi, 4) and min(roi) >= 0 and roi[1] and roi[3]):
-        raise _fail(
-            "camera", "roi", "[offset_x, size_x, offset_y, size_y] (integers, sizes positive)", roi
-        )
-    _stored_name(config, "image_background", "a stored background id")
-    _calibration(config.get("camera_calibration"))
+    """The config as given, if sources/config.py's parser (the camera's own) accepts it."""
+    try:
+        camera_config.parse(config)
+    except ValueError as error:
+        raise BadRequest(f"camera config: {error}") from None
     return config
 
 
@@ -167,76 +135,6 @@ def camera_limits(config: dict, max_frame_bytes: int) -> None:
                 f"{size_x * size_y * itemsize / 2**20:.0f} MB, more than the node's limit of "
                 f"{max_frame_bytes / 2**20:.0f} MB (max_frame_mb)"
             )
-
-
-def _camera_source(config: dict) -> None:
-    source_type = config.get("source_type") or "simulation"
-    source = config.get("source")
-    if source_type in CAMERA_SOURCE_FORMS and (
-        not isinstance(source, str)
-        or not source
-        or (source_type == "hdf5" and not all(source.rpartition(":")[::2]))
-        or (source_type == "bsread" and "://" not in source)
-    ):
-        raise _fail(
-            "camera",
-            "source",
-            f"{CAMERA_SOURCE_FORMS[source_type]} (source_type {source_type})",
-            source,
-        )
-    if source_type == "script":
-        _stored_name(config, "source", "the name of an uploaded camera script")
-    _choice("camera", config, "source_mode", ("SUB", "PULL"))
-    _choice("camera", config, "pulse_id_pv", ("UniqueId_RBV", "ArrayCounter_RBV"))
-    for key in ("image_channel", "source_class"):
-        if config.get(key) is not None and (not isinstance(config[key], str) or not config[key]):
-            raise _fail("camera", key, "a name", config[key])
-
-
-def _stored_name(config: dict, key: str, what: str) -> None:
-    """A name of the store's (a file in the data directory: it cannot leave its folder)."""
-    value = config.get(key)
-    if value is None:
-        return
-    if not is_file_name(value):
-        raise _fail("camera", key, f"{what} ({FILE_NAME_RULE})", value)
-
-
-def _calibration(calibration) -> None:
-    if calibration is None:
-        return
-    if not isinstance(calibration, dict):
-        raise _fail("camera", "camera_calibration", "an object", calibration)
-    marker = calibration.get("reference_marker")
-    if marker is not None and not (
-        _numbers(marker, 4) and marker[0] != marker[2] and marker[1] != marker[3]
-    ):
-        raise _fail(
-            "camera",
-            "camera_calibration.reference_marker",
-            "[left, upper, right, lower] of a marker of non-zero size",
-            marker,
-        )
-    named = {f"camera_calibration.{key}": value for key, value in calibration.items()}
-    for key in (
-        "reference_marker_width",
-        "reference_marker_height",
-        "angle_horizontal",
-        "angle_vertical",
-    ):
-        _number("camera", named, f"camera_calibration.{key}", positive=key.startswith("reference"))
-
-
-def _numbers(value, count: int, kind=Real) -> bool:
-    return (
-        isinstance(value, list)
-        and len(value) == count
-        and all(isinstance(v, kind) and not isinstance(v, bool) for v in value)
-    )
-
-
-def _integers(value, count: int) -> bool:
-    return _numbers(value, count, int)
 
 
 def upload(kind: str, name: str, data: bytes, data_dir) -> None:

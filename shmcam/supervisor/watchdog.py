@@ -117,8 +117,9 @@ class Watchdog:
         timeout = instance.config.get("no_client_timeout", DEFAULT_NO_CLIENT_TIMEOUT)
         if timeout is None or timeout <= 0 or not instance.ready:
             return  # an instance still starting has had no chance to get clients
+        counters = instance.counters()
         busy = (
-            instance.counters().get("clients", 0) > 0
+            counters.get("clients", 0) + counters.get("forwarder_clients", 0) > 0  # DataBuffer
             or pipeline_type(instance.config) == "store"  # it writes files, not streams
             or (instance.kind == "camera" and bool(self.manager._readers_of(instance)))
         )
