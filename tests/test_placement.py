@@ -10,7 +10,10 @@ from shmcam.coordinator.settings import NodeRule
 IDLE = {"cpu": 5.0, "memory_percent": 20.0, "rx": 0.0, "tx": 0.0, "cores": 48}
 
 
-def node(name, load=None, pending=Load(), **rule):
+NOTHING = Load()
+
+
+def node(name, load=None, pending=NOTHING, **rule):
     return Candidate(NodeRule(name, f"http://{name}:8888", **rule), load or IDLE, pending)
 
 
