@@ -104,11 +104,11 @@ class Supervisor:
             config["permanent"] = permanent
         self.config_file = tmp / "shmcam.toml"
         self.config_file.write_text(_toml(config))
-        for folder, configs in (("cameras", cameras), ("pipelines", pipelines)):
-            for name, config in (configs or {}).items():
-                (self.data_dir / folder).mkdir(parents=True, exist_ok=True)
-                (self.data_dir / folder / f"{name}.json").write_text(json.dumps(config))
         self.host = config["rest_host"]
+        for folder, configs in (("cameras", cameras), ("pipelines", pipelines)):
+            for name, entry in (configs or {}).items():
+                (self.data_dir / folder).mkdir(parents=True, exist_ok=True)
+                (self.data_dir / folder / f"{name}.json").write_text(json.dumps(entry))
         self.url = f"http://{self.host}:{ports}"
         self.token = token
         self.process: subprocess.Popen | None = None

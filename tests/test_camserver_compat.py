@@ -161,9 +161,10 @@ def error_of(message) -> str | None:
     return json.loads(message.data["processing_parameters"]).get("processing_error")
 
 
-def through(sup, config: dict, data_for, count: int = 5) -> list:
+def through(sup, config: dict, data_for, count: int = 5, on_result=None) -> list:
     """A pipeline reading a stream this test sends (input_stream): frames data_for(pulse_id)
-    are sent until count results came back; [(data sent, message received)]."""
+    are sent until count results came back (each passed to on_result as it comes);
+    [(data sent, message received)]."""
     port = free_port_block(1)
     with Sender(port, queue_size=1000) as sender:
         answer = create(sup, {**config, "input_stream": f"tcp://127.0.0.1:{port}"})
@@ -178,6 +179,8 @@ def through(sup, config: dict, data_for, count: int = 5) -> list:
                 message = client.receive(timeout=0.05)
                 if message is not None:
                     got.append(message)
+                    if on_result is not None:
+                        on_result(message)
     assert len(got) == count, f"{len(got)} of {count} results came back"
     return [(sent[message.pulse_id], message) for message in got]
 
@@ -470,14 +473,18 @@ def test_psss_reads_its_pvs_and_writes_its_results_back(supervisor, psss_ioc):
     line = 200 * np.exp(-((x - 120) ** 2) / (2 * 20.0**2))  # centre 160 eV, sigma 10 eV
     image = (line * (abs(y - 25) < 20) + 3).astype(np.uint16)
 
-    def spectrum_frame(pulse_id):
-        if pulse_id == 1010:  # a narrower band, while the pipeline runs
+    results = []
+
+    def narrower_after_ten(message):  # a narrower band, while the pipeline runs
+        results.append(message)
+        if len(results) == 10:
             write("PSSS01:SPC_ROI_YMIN", [38], notify=True)
-        return {"image": image}
 
     config = {"camera_name": "PSSS01", "function": "psss", "pixel_bkg": 3}
     bands = []
-    for _, message in through(sup, config, spectrum_frame, count=40):
+    for _, message in through(
+        sup, config, lambda pulse_id: {"image": image}, count=40, on_result=narrower_after_ten
+    ):
         data = message.data
         ymin, ymax = json.loads(data["PSSS01:processing_parameters"])["roi"]
         bands.append((ymin, ymax))

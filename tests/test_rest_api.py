@@ -342,7 +342,9 @@ def test_deleting_cameras_stops_them(supervisor):
     assert set(active(sup, "camera")) == {"b"}
     assert pids["sim"]["pid"] not in sup.instance_pids()
     assert pids["b"]["pid"] in sup.instance_pids()
-    assert "not running" in sup.call("GET", "/api/v1/cam/sim/is_online")["status"]
+    stopped = sup.call("GET", "/api/v1/cam/sim/is_online")  # probed, not started
+    assert stopped["online"] and "checked when they run" in stopped["status"]
+    assert set(active(sup, "camera")) == {"b"}
     sup.call("DELETE", "/api/v1/cam/sim/del")  # forgotten: nothing to stop any more
     assert "'sim'" in sup.call("DELETE", "/api/v1/cam/sim", expect=404)["status"]
     sup.call("GET", "/api/v1/cam/sim")

@@ -120,7 +120,7 @@ def snapshot(url: str) -> dict:
                     "errors": s["errors"],
                     "p50": s["processing_ms_p50"] or 0.0,
                     "p99": s["processing_ms_p99"] or 0.0,
-                    "clients": s["clients"],
+                    "clients": s.get("stream_clients", s["clients"]),
                     "lag": s["lag"],
                     "ring_fill": s.get("ring_fill"),
                     "stream": instance["stream_address"],

@@ -40,17 +40,19 @@ class Candidate:
     load: dict  # the node's measured cpu (%), memory_percent, rx, tx (B/s), cores
     pending: Load  # placed there, not seen in a poll yet
 
-    def busy(self, extra: Load) -> float:
-        """The fraction of its busiest resource, with `extra` added."""
+    def busy(self, extra: Load) -> tuple[float, float]:
+        """How busy it would be with `extra` added: the fraction of its busiest resource
+        first, the sum of the fractions to tell apart nodes whose busiest is equal."""
         cores = max(1, int(self.load.get("cores") or 1))
         network = self.rule.network_gbps * 1.25e8
         added = self.pending + extra
-        return max(
+        fractions = (
             (self.load.get("cpu", 0.0) / 100 * cores + added.cores) / cores,
             self.load.get("memory_percent", 0.0) / 100,
             (self.load.get("rx", 0.0) + added.rx) / network,
             (self.load.get("tx", 0.0) + added.tx) / network,
         )
+        return max(fractions), sum(fractions)
 
 
 @dataclass(frozen=True)

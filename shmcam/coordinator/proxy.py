@@ -252,7 +252,7 @@ def diagnose(cluster: Cluster, name: str) -> dict:
         _, info = running
         stats = info.get("statistics", {})
         rx = _hz(stats.get("rx"))
-        clients = stats.get("clients") or 0
+        clients = stats.get("stream_clients") or 0
         forwards = stats.get("forwards") or 0
         mode = (info.get("config") or {}).get("mode", "PUB")
         permanent = name in cluster.permanent

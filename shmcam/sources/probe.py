@@ -21,6 +21,9 @@ from .base import Context
 from .config import parse, source_class
 
 DEFAULT_TIMEOUT = 2.0
+# Sources whose online state is checked before an on-demand start (CamServer's
+# verify_camera_online: the EPICS cameras); the others are checked when they run.
+VERIFIED_BEFORE_START = ("epics", "area_detector", "bsread")
 STARTUP = 5.0  # seconds a probe process may take beyond its timeout (interpreter, pyepics)
 
 

@@ -34,7 +34,8 @@ class Frames:
         self._slots = threading.BoundedSemaphore(slots)
 
     @contextmanager
-    def _slot(self):
+    def slot(self):
+        """One of the slow calls' slots, or Unavailable at once if all are taken."""
         if not self._slots.acquire(blocking=False):
             raise Unavailable(
                 f"busy: {self.slots} frame reads or background collections are running "
@@ -47,7 +48,7 @@ class Frames:
 
     def camera_image(self, camera: str) -> np.ndarray:
         """A copy of the camera's newest frame (the camera is started if needed)."""
-        with self._slot(), self._camera_ring(camera) as reader:
+        with self.slot(), self._camera_ring(camera) as reader:
             return _grab(reader, True, f"camera {camera}", FRAME_TIMEOUT)
 
     def pipeline_image(self, instance_id: str) -> np.ndarray:
@@ -57,13 +58,13 @@ class Frames:
             raise Conflict(f"pipeline {instance_id} is not running")
         source = f"pipeline {instance_id} (only a 2-D numeric 'image' in its output is previewed)"
         base = ring_base(self.node, instance_id, "preview")
-        with self._slot(), _open(base, source, PREVIEW_TIMEOUT) as reader:
+        with self.slot(), _open(base, source, PREVIEW_TIMEOUT) as reader:
             return _grab(reader, True, source, PREVIEW_TIMEOUT)
 
     def background(self, camera: str, n_images: int) -> np.ndarray:
         """The mean of the camera's next n_images frames, each used once."""
         deadline = time.monotonic() + BACKGROUND_TIMEOUT
-        with self._slot(), self._camera_ring(camera) as reader:
+        with self.slot(), self._camera_ring(camera) as reader:
             total = None
             for taken in range(n_images):
                 left = deadline - time.monotonic()

@@ -69,6 +69,7 @@ class Instance:
         self.last_error: str | None = None
         self.finished: str | None = None
         self.output_file: str | None = None  # the HDF5 file a store pipeline writes
+        self.stream_ipc: str | None = None  # a camera's ipc endpoint (protocol: ipc)
         self.online: tuple[bool, str] | None = None  # a camera's last (online, reason) report
         self.restarts = 0
         self.restart_at: float | None = None  # when the watchdog restarts it (monotonic)
@@ -266,8 +267,9 @@ class Instance:
     # --- reports and logs (called in the hub's thread) ----------------------------------------
     def _on_report(self, report: dict) -> None:
         if "ready" in report:
-            ready = report["ready"]
-            self.output_file = ready.get("output_file") if isinstance(ready, dict) else None
+            ready = report["ready"] if isinstance(report["ready"], dict) else {}
+            self.output_file = ready.get("output_file")
+            self.stream_ipc = ready.get("stream_ipc")  # a camera with protocol: ipc
             self._ready.set()
         if "error" in report:
             self.last_error = str(report["error"])
@@ -360,9 +362,13 @@ class Instance:
         counters = self.counters()
         rates = self._rates[2]
         cpu, memory = (self._cpu, self._memory) if self.alive else (None, None)
+        clients, forwarded = counters.get("clients", 0), counters.get("forwarder_clients", 0)
         return {
             "total_bytes": counters.get("bytes_out", 0),
-            "clients": counters.get("clients", 0),
+            # CamServer's: "N + M" with a DataBuffer feed (forwarder_port)
+            "clients": f"{clients} + {forwarded}" if self.config.get("forwarder_port") else clients,
+            "stream_clients": clients,
+            "forwards": forwarded,
             "throughput": rates.get("frames_out", 0.0),
             "time": time.strftime("%Y-%m-%d %H:%M:%S"),
             "fps_in": rates.get("frames_in", 0.0),
@@ -419,6 +425,7 @@ class Instance:
             "last_error": self.last_error,
             "permanent": self.permanent,
             "output_file": self.output_file,
+            "stream_ipc": self.stream_ipc,
         }
 
 

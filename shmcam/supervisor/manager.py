@@ -17,6 +17,8 @@ from pathlib import Path
 
 from shmcam.names import check_name
 from shmcam.shm import ring_base, stats_name
+from shmcam.sources import probe
+from shmcam.sources.config import DEFAULT_SOURCE_TYPE
 from shmcam.workers.pipeline_types import pipeline_type
 
 from . import validation
@@ -82,7 +84,11 @@ class Manager:
             return True
 
     def _camera(self, name: str, permanent: bool = False) -> tuple[Instance, bool]:
-        """The camera instance, and whether this call started it."""
+        """The camera instance, and whether this call started it. An on-demand start of a
+        camera that is offline is refused with CamServer's message (a permanent one starts
+        all the same: it waits for its source)."""
+        if not permanent:
+            self._verify_online(name)
         with self.lock:
             instance = self.cameras.get(name)
             started = instance is None or not instance.alive
@@ -91,6 +97,25 @@ class Manager:
                 instance = self._spawn_camera(name, self.camera_config(name))
             instance.permanent = instance.permanent or permanent
         return self._started(self.cameras, instance, Conflict), started
+
+    def _verify_online(self, name: str) -> None:
+        """CamServer's verify_camera_online before a start, for the sources that have one
+        (EPICS), in a short-lived process (never pyepics in the supervisor); not for a camera
+        that runs already."""
+        with self.lock:
+            running = self.cameras.get(name)
+            if running is not None and running.alive:
+                return
+        config = self.camera_config(name)
+        if config.get("source_type", DEFAULT_SOURCE_TYPE) not in probe.VERIFIED_BEFORE_START:
+            return
+        online, reason = probe.is_online(config, name, self.camera_scripts_dir)
+        if not online:
+            raise Conflict(reason)
+
+    @property
+    def camera_scripts_dir(self) -> Path:
+        return Path(self.settings.data_dir) / "camera_scripts"
 
     def _spawn_camera(self, name: str, config: dict) -> Instance:
         instance = self._new_instance("camera", name, config, self.settings.camera_ports)

@@ -16,7 +16,8 @@ COUNTERS = (  # statistics key, metric name, help
     ("errors", "shmcam_errors_total", "Processing or source errors."),
 )
 GAUGES = (
-    ("clients", "shmcam_clients", "Connected stream clients."),
+    ("stream_clients", "shmcam_clients", "Connected stream clients."),
+    ("forwards", "shmcam_forwarder_clients", "Connected DataBuffer feed clients (forwarder)."),
     ("lag", "shmcam_ring_lag_frames", "Frames between the newest in the ring and the reader."),
     ("cpu", "shmcam_cpu_percent", "CPU of the instance process, percent of one core."),
     ("memory", "shmcam_memory_bytes", "Resident memory of the instance process."),

@@ -15,6 +15,7 @@ import numpy as np
 import psutil
 
 import shmcam
+from shmcam.sources import probe
 
 from . import arrays, catalog, metrics, validation
 from .errors import BadRequest, NotFound
@@ -118,16 +119,18 @@ class Node:
         return catalog.groups(self.store, kind)
 
     def camera_stream(self, name: str) -> str:
-        return self.manager.camera(name).stream
+        """The camera's stream; CamServer's ipc endpoint for a camera with protocol: ipc."""
+        instance = self.manager.camera(name)
+        return instance.stream_ipc or instance.stream
 
     def camera_online(self, name: str) -> tuple[bool, str]:
+        """A running camera says; one that is not running is probed (a short-lived process,
+        one of the slow calls' slots)."""
         config = self.manager.camera_config(name)
         instance = self.manager.instances("camera").get(name)
         if instance is None:
-            return True, (
-                f"camera {name} is not running; it starts on request "
-                f"({config.get('source_type', 'simulation')} source)"
-            )
+            with self.frames.slot():
+                return probe.is_online(config, name, self.manager.camera_scripts_dir)
         if instance.online is None:
             return False, "connecting to the source"
         online, reason = instance.online

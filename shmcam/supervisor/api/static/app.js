@@ -189,7 +189,8 @@ function toRows(kind, info) {
       state: stateText(instance), pid: s.pid, cpu: s.cpu, memory: s.memory,
       fps_in: s.fps_in, fps_out: s.fps_out, dropped: s.dropped, errors: s.errors,
       processing: `${fixed(1)(s.processing_ms_p50)} / ${fixed(1)(s.processing_ms_p99)}`,
-      clients: s.clients, stream: instance.stream_address, lastError: instance.last_error,
+      clients: s.clients, stream: instance.stream_ipc || instance.stream_address,
+      lastError: instance.last_error,
     };
   });
 }
