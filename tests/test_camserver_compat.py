@@ -483,7 +483,7 @@ def test_psss_reads_its_pvs_and_writes_its_results_back(supervisor, psss_ioc):
     config = {"camera_name": "PSSS01", "function": "psss", "pixel_bkg": 3}
     bands = []
     for _, message in through(
-        sup, config, lambda pulse_id: {"image": image}, count=40, on_result=narrower_after_ten
+        sup, config, lambda pulse_id: {"image": image}, count=150, on_result=narrower_after_ten
     ):
         data = message.data
         ymin, ymax = json.loads(data["PSSS01:processing_parameters"])["roi"]
