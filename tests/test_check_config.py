@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 from supervisor_harness import receive, wait_for
 
+from shmcam.coordinator.settings import Settings as ClusterSettings
+from shmcam.coordinator.settings import from_dict as cluster_from_dict
 from shmcam.supervisor.settings import Settings, from_dict
 
 SHIPPED = Path(__file__).resolve().parents[1] / "etc" / "shmcam"
@@ -77,7 +79,7 @@ def test_shipped_directory_passes(data):
     assert code == 0, out
     assert (
         out[-1] == f"{SHIPPED}: OK ({cameras} camera configs, {pipelines} pipeline config"
-        f"{'s' * (pipelines != 1)}, 0 permanent instances)"
+        f"{'s' * (pipelines != 1)}, 0 permanent instances, 1 cluster file)"
     )
     assert not [line for line in out if not line.startswith("note:")][:-1], out
 
@@ -86,7 +88,7 @@ def test_shipped_permanent_example_passes(etc, data):
     append(etc / "shmcam.toml", permanent_example())
     code, out = check_config(str(etc), "--data-dir", str(data))
     assert code == 0, out
-    assert out == [f"{etc}: OK (2 camera configs, 1 pipeline config, 1 permanent instance)"]
+    assert out == [f"{etc}: OK (2 camera configs, 1 pipeline config, 1 permanent instance, 1 cluster file)"]
 
 
 def test_shipped_examples_run(supervisor):
@@ -135,6 +137,31 @@ def test_settings_file_documents_every_key_with_its_default():
                 name
             )
     from_dict(documented)  # the examples are valid values too
+
+
+def test_cluster_file_documents_every_key_with_its_default():
+    """The coordinator's cluster.toml, as shmcam.toml: every key once, after a line saying
+    what it is for, with its real default; the node and permanent tables as examples."""
+    lines = (SHIPPED / "cluster.toml").read_text().splitlines()
+    keyed = [(i, DEFAULT_LINE.fullmatch(line)) for i, line in enumerate(lines)]
+    keyed = [(i, m) for i, m in keyed if m and not lines[i - 1].startswith("# [")]
+    keyed = [
+        (i, m) for i, m in keyed if m[1] in {f.name for f in dataclasses.fields(ClusterSettings)}
+    ]
+    fields = [
+        f.name for f in dataclasses.fields(ClusterSettings) if f.name not in ("nodes", "permanent")
+    ]
+    assert [m[1] for _, m in keyed] == fields, "one line per key, in the class's order"
+    documented = tomllib.loads("\n".join(f"{m[1]} = {m[2]}" for _, m in keyed))
+    defaults = ClusterSettings()
+    for i, match in keyed:
+        name, explanation = match[1], lines[i - 1]
+        assert explanation.startswith("# ") and not DEFAULT_LINE.fullmatch(explanation)
+        if "Default:" not in explanation:
+            value = getattr(cluster_from_dict({name: documented[name]}), name)
+            assert value == getattr(defaults, name), name
+    text = "\n".join(line.removeprefix("# ") for line in lines if line.startswith("# ["))
+    assert "[nodes.sf-daq-1]" in text and "[permanent]" in text
 
 
 # --- broken directories ---------------------------------------------------------------------
@@ -228,7 +255,19 @@ def _permanent_id(etc, data):
     return f"{etc}/shmcam.toml: permanent 'beam.1': invalid instance id 'beam.1'"
 
 
+def _cluster_key(etc, data):
+    append(etc / "cluster.toml", "node_timeot = 3")
+    return f"{etc}/cluster.toml: unknown key 'node_timeot'"
+
+
+def _cluster_node(etc, data):
+    append(etc / "cluster.toml", '[nodes.a]\nurl = "a:8888"')
+    return f"{etc}/cluster.toml: nodes.a: url must be the node's http://host:port, got 'a:8888'"
+
+
 BROKEN = [
+    _cluster_key,
+    _cluster_node,
     _unknown_key,
     _bad_value,
     _missing_token_file,
@@ -284,7 +323,7 @@ def test_uploaded_function_background_and_saved_camera_satisfy_references(etc, d
     append(etc / "shmcam.toml", 'permanent = { beam = "beam" }')
     code, out = check_config(str(etc), "--data-dir", str(data))
     assert code == 0, out
-    assert out == [f"{etc}: OK (3 camera configs, 2 pipeline configs, 1 permanent instance)"]
+    assert out == [f"{etc}: OK (3 camera configs, 2 pipeline configs, 1 permanent instance, 1 cluster file)"]
 
 
 def test_configs_saved_in_the_data_directory_are_checked_as_rest_checks_them(etc, data):

@@ -13,22 +13,26 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from shmcam.supervisor.instances import STOP_TIMEOUT
 from shmcam.supervisor.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "systemd" / "shmcam-supervisor.service"
+COORDINATOR_UNIT = ROOT / "systemd" / "shmcam-coordinator.service"
+UNITS = pytest.mark.parametrize("unit", [UNIT, COORDINATOR_UNIT], ids=["supervisor", "coordinator"])
 SYSUSERS = ROOT / "systemd" / "sysusers.d" / "shmcam.conf"
 INSTALLED_SHMCAM = "/opt/shmcam/bin/shmcam"  # the venv of README's "Deploy on a node"
 
 
-def render(tmp_path: Path, extra: str = "") -> Path:
+def render(tmp_path: Path, extra: str = "", unit_file: Path = UNIT) -> Path:
     """The unit with ExecStart running this venv's shmcam, written under tmp_path."""
-    text = UNIT.read_text()
+    text = unit_file.read_text()
     assert text.count(f"ExecStart={INSTALLED_SHMCAM} ") == 1, "ExecStart changed: fix render()"
     shmcam = Path(sys.executable).parent / "shmcam"
     assert shmcam.is_file(), f"{shmcam} is missing: is shmcam installed in this venv?"
-    unit = tmp_path / UNIT.name
+    unit = tmp_path / unit_file.name
     unit.write_text(text.replace(f"ExecStart={INSTALLED_SHMCAM} ", f"ExecStart={shmcam} ") + extra)
     return unit
 
@@ -51,8 +55,9 @@ def directives(path: Path) -> dict[str, list[str]]:
     return found
 
 
-def test_verify_prints_nothing(tmp_path):
-    result = analyze("verify", str(render(tmp_path)))
+@UNITS
+def test_verify_prints_nothing(tmp_path, unit):
+    result = analyze("verify", str(render(tmp_path, unit_file=unit)))
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
@@ -63,8 +68,11 @@ def test_verify_output_catches_a_bad_key(tmp_path):
     assert "RestartSecs" in result.stdout + result.stderr
 
 
-def test_security_exposure_stays_low(tmp_path):
-    result = analyze("security", "--offline=true", "--no-pager", str(render(tmp_path)))
+@UNITS
+def test_security_exposure_stays_low(tmp_path, unit):
+    result = analyze(
+        "security", "--offline=true", "--no-pager", str(render(tmp_path, unit_file=unit))
+    )
     assert result.returncode == 0, result.stderr
     level = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
     assert level, result.stdout
@@ -123,3 +131,16 @@ def test_sysusers_creates_a_system_user(tmp_path):
         for line in (tmp_path / "etc" / "group").read_text().splitlines()
     }
     assert groups["shmcam"] == gid
+
+
+def test_coordinator_unit_runs_the_coordinator_from_the_cluster_toml():
+    service = {
+        k.split(".", 1)[1]: v
+        for k, v in directives(COORDINATOR_UNIT).items()
+        if k.startswith("Service.")
+    }
+    assert service["ExecStart"] == [
+        f"{INSTALLED_SHMCAM} coordinator --config /etc/shmcam/cluster.toml"
+    ]
+    assert service["User"] == ["shmcam"] and service["Restart"] == ["on-failure"]
+    assert service["StateDirectory"] == ["shmcam-coordinator"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from shmcam.coordinator import settings as cluster_settings
 from shmcam.names import check_name as check_instance_id
 from shmcam.supervisor import settings as node_settings
 from shmcam.supervisor import validation
@@ -21,6 +22,7 @@ from shmcam.supervisor.store import CONFIG_KINDS, ConfigStore, check_name, read_
 from shmcam.workers import backgrounds
 
 SETTINGS_FILE = "shmcam.toml"
+CLUSTER_FILE = "cluster.toml"  # the coordinator's, checked when present
 
 
 def add_parser(commands) -> None:
@@ -97,7 +99,35 @@ def check(config_dir: Path, data_dir: Path | None = None) -> Report:
         **{f"{kind} config": len(paths) for kind, paths in files.items()},
         "permanent instance": len(settings.permanent),
     }
+    if (config_dir / CLUSTER_FILE).is_file():
+        report.problems += _cluster_problems(config_dir / CLUSTER_FILE)
+        report.checked["cluster file"] = 1
     return report
+
+
+def _cluster_problems(path: Path) -> list[str]:
+    """The coordinator's cluster.toml, by its own loader; its permanent instances' configs
+    against the cluster's store when that is readable here."""
+    try:
+        settings = cluster_settings.load(path)
+    except cluster_settings.SettingsError as error:
+        return [str(error)]
+    problems = []
+    for key in ("token_file", "node_token_file"):
+        try:
+            cluster_settings.read_token(getattr(settings, key), key)
+        except cluster_settings.SettingsError as error:
+            problems.append(f"{path}: {error}")
+    if settings.data_dir.is_dir():
+        store = ConfigStore(settings.data_dir)
+        known = set(store.config_names("pipeline")) | set(store.config_names("camera"))
+        for name, config in settings.permanent.items():
+            if config.removeprefix("camera:") not in known:
+                problems.append(
+                    f"{path}: permanent {name!r}: no config {config!r} in the cluster's store "
+                    f"{settings.data_dir}"
+                )
+    return problems
 
 
 def _settings(path: Path, data_dir: Path | None, report: Report) -> node_settings.Settings:
