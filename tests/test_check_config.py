@@ -88,7 +88,9 @@ def test_shipped_permanent_example_passes(etc, data):
     append(etc / "shmcam.toml", permanent_example())
     code, out = check_config(str(etc), "--data-dir", str(data))
     assert code == 0, out
-    assert out == [f"{etc}: OK (2 camera configs, 1 pipeline config, 1 permanent instance, 1 cluster file)"]
+    assert out == [
+        f"{etc}: OK (2 camera configs, 1 pipeline config, 1 permanent instance, 1 cluster file)"
+    ]
 
 
 def test_shipped_examples_run(supervisor):
@@ -323,7 +325,9 @@ def test_uploaded_function_background_and_saved_camera_satisfy_references(etc, d
     append(etc / "shmcam.toml", 'permanent = { beam = "beam" }')
     code, out = check_config(str(etc), "--data-dir", str(data))
     assert code == 0, out
-    assert out == [f"{etc}: OK (3 camera configs, 2 pipeline configs, 1 permanent instance, 1 cluster file)"]
+    assert out == [
+        f"{etc}: OK (3 camera configs, 2 pipeline configs, 1 permanent instance, 1 cluster file)"
+    ]
 
 
 def test_configs_saved_in_the_data_directory_are_checked_as_rest_checks_them(etc, data):

@@ -282,3 +282,47 @@ def test_an_unreachable_supervisor_shows_disconnected(supervisor, browser):
     wait_for(lambda: banner.is_displayed(), what="the disconnected banner")
     assert "Disconnected from the supervisor" in banner.text
     assert "stale" in browser.find_element(By.TAG_NAME, "body").get_attribute("class")
+
+
+def test_the_cluster_page_shows_servers_and_every_instance_with_its_node(tmp_path, node, browser):
+    """The coordinator serves the same page in cluster mode: a servers panel and a node
+    column; stop goes through the coordinator to the node, with the coordinator's token."""
+    from cluster_harness import Cluster
+
+    cluster = Cluster(tmp_path / "cluster", node, cameras={"sim": CAMERA}, token=TOKEN)
+    try:
+        cluster.start()
+        cluster.call(
+            "POST",
+            "/api/v1/pipeline",
+            params={"instance_id": "p"},
+            json={"camera_name": "sim", "no_client_timeout": 0},
+        )
+        where = cluster.running("pipeline")["p"][0]
+        open_page(browser, cluster.coordinator)
+        assert browser.find_element(By.ID, "servers-panel").is_displayed()
+        servers = wait_for(
+            lambda: (
+                len(found := browser.find_elements(By.CSS_SELECTOR, "#servers tbody tr")) == 3
+                and found
+            ),
+            what="three servers",
+        )
+        assert {s.get_attribute("data-node") for s in servers} == set(cluster.names)
+        wait_for(lambda: row(browser, "pipeline:p"), what="the pipeline's row")
+        assert cell(browser, "pipeline:p", "node") == where == cell(browser, "camera:sim", "node")
+        assert browser.find_element(By.CSS_SELECTOR, "th.cluster-only").is_displayed()
+        server = browser.find_element(By.CSS_SELECTOR, f'#servers tr[data-node="{where}"]')
+        server.find_element(By.CSS_SELECTOR, "button.log").click()
+        wait_for(
+            lambda: "REST API on" in browser.find_element(By.ID, "log").text,
+            what="the node's own log",
+        )
+        token = browser.find_element(By.ID, "token")
+        token.send_keys(TOKEN)
+        browser.find_element(By.ID, "token-use").click()
+        click_stop(browser, "pipeline:p")
+        wait_for(lambda: message(browser) == ("ok", "pipeline p stopped"), what="the stop")
+        wait_for(lambda: "p" not in cluster.running("pipeline"), what="p stopped on its node")
+    finally:
+        cluster.stop()
