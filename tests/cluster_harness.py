@@ -82,13 +82,22 @@ class Cluster:
     """n nodes and a coordinator; `nodes[name]` is a Supervisor, `coordinator` the front."""
 
     def __init__(
-        self, tmp: Path, node: str, count: int = 3, rules: dict | None = None, **coordinator
+        self,
+        tmp: Path,
+        node: str,
+        count: int = 3,
+        rules: dict | None = None,
+        hosts: dict | None = None,
+        launchers: dict | None = None,
+        **coordinator,
     ):
+        """`hosts` and `launchers` by node index: another address (default 127.0.0.2,
+        .3, ...) and a command to run the node in (a network namespace)."""
         self.nodes: dict[str, Supervisor] = {}
         coordinator_port = free_port_block(1)
         for i in range(count):
             name = f"{node}x{i}"
-            host = f"127.0.0.{2 + i}"
+            host = (hosts or {}).get(i, f"127.0.0.{2 + i}")
             self.nodes[name] = Supervisor(
                 tmp / name,
                 name,
@@ -99,6 +108,7 @@ class Cluster:
                     "coordinator": f"http://127.0.0.1:{coordinator_port}",
                 },
             )
+            self.nodes[name].launcher = (launchers or {}).get(i, [])
         node_rules = {
             name: {"url": sup.url, **(rules or {}).get(i, {})}
             for i, (name, sup) in enumerate(self.nodes.items())

@@ -65,6 +65,7 @@ class Supervisor:
     """`shmcam supervisor` in a subprocess, with the node config written for the test."""
 
     command = "supervisor"
+    launcher: list[str] = []  # e.g. ["ip", "netns", "exec", "ns1"]: run it in a namespace
 
     def __init__(
         self,
@@ -118,6 +119,7 @@ class Supervisor:
         self._log = open(self.log_file, "a")
         self.process = subprocess.Popen(
             [
+                *self.launcher,
                 sys.executable,
                 "-m",
                 "shmcam.cli.main",

@@ -306,3 +306,52 @@ def test_metrics_of_every_node_with_a_node_label(cluster):
     assert cpu_nodes == set(c.names)
     frames = [s for s in families["shmcam_frames_in"].samples if s.labels["instance"] == "sim"]
     assert len(frames) == 1 and frames[0].labels["node"] == c.running("camera")["sim"][0]
+
+
+def test_a_partition_moves_permanent_instances_and_its_healing_leaves_one_copy(tmp_path, node):
+    """Node 0 runs in a network namespace: its link is cut while it keeps running (a
+    partition); its permanent camera and pipeline start elsewhere; when the link heals, the
+    copies on node 0 are stopped: one connection to the camera again."""
+    from netns import Namespace
+
+    with Namespace(f"{os.getpid() % 10000}", subnet=os.getpid() % 200 + 20) as ns:
+        c = Cluster(
+            tmp_path / "c",
+            node,
+            hosts={0: ns.address},
+            launchers={0: ns.launcher},
+            rules={0: {"cameras": ["sim"]}},
+            cameras={"sim": CAMERA},
+            pipelines={"sp": PIPE},
+            permanent={"sp": "sp"},
+            settings={"host": "0.0.0.0"},
+        )
+        isolated = c.names[0]
+        try:
+            c.start()
+            wait_for(lambda: c.running("pipeline").get("sp") == [isolated], what="sp on node 0")
+            ns.cut()
+            moved = wait_for(
+                lambda: (
+                    (where := c.running("pipeline").get("sp")) and isolated not in where and where
+                ),
+                timeout=30,
+                what="sp started elsewhere during the partition",
+            )
+            assert c.servers()[isolated]["up"] is False
+            ns.heal()
+            wait_for(lambda: c.servers()[isolated]["up"], timeout=30, what="node 0 back")
+            wait_for(
+                lambda: (
+                    c.running("camera").get("sim") == moved
+                    and c.running("pipeline").get("sp") == moved
+                ),
+                timeout=30,
+                what="one copy of sim and sp, where the partition moved them",
+            )
+            time.sleep(2)  # several keeper rounds: nothing comes back on node 0
+            assert c.running("camera")["sim"] == moved and c.running("pipeline")["sp"] == moved
+        finally:
+            c.stop()
+        for sup in c.nodes.values():
+            assert not sup.segments(), sup.segments()

@@ -9,8 +9,10 @@ down):
   it on its own if it dies; one that runs nowhere (its node died) is placed again, cameras
   before pipelines, with a RestartPolicy back-off if starting fails.
 
-The assignments are rebuilt from the nodes' permanent tables at start: the coordinator can be
-restarted at any moment without restarting anything.
+The keeper's loop only decides; every call to a node runs in a worker, one at a time per node
+(a node cut off by a partition holds its own worker, never the keeper), and a start in flight
+is not started again. The assignments are rebuilt from the nodes' permanent tables at start:
+the coordinator can be restarted at any moment without restarting anything.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from shmcam.restarts import RestartPolicy
 from shmcam.supervisor.errors import NotFound
@@ -41,7 +44,12 @@ class Keeper:
         self._missing_since: dict[str, float] = {}
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # the keeper's decisions and assignments
+        self._workers = ThreadPoolExecutor(16, thread_name_prefix="keeper")
+        self._inflight: dict[str, Future] = {}  # by node name, or "start:<instance>:<n>"
+        self._starting: dict[str, str] = {}  # permanent instance -> the node it is started on
+        self._generation: dict[str, int] = {}  # starts given up on (their node went away)
+        self._node_locks: dict[str, threading.Lock] = {}
 
     @property
     def table(self) -> dict[str, str]:
@@ -53,6 +61,7 @@ class Keeper:
     def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
+        self._workers.shutdown(wait=False, cancel_futures=True)
 
     def wake(self) -> None:
         """Check now (a node went up or down, the permanent table changed)."""
@@ -78,6 +87,31 @@ class Keeper:
         """A new permanent table (already checked): applied at the next check, now."""
         self.cluster.permanent = dict(table)
         self.wake()
+
+    # --- workers ----------------------------------------------------------------------------------
+    def _submit(self, key: str, work) -> bool:
+        """Run `work()` in a worker unless the one of `key` is still running."""
+        running = self._inflight.get(key)
+        if running is not None and not running.done():
+            return False
+        if self._stopping.is_set():
+            return False
+        self._inflight[key] = self._workers.submit(self._guarded, key, work)
+        return True
+
+    @staticmethod
+    def _guarded(key: str, work) -> None:
+        try:
+            work()
+        except Exception as error:
+            log.error("%s: %s", key, error)
+
+    def _on_node(self, state: NodeState, call) -> None:
+        """`call()` against one node, never two at once on it."""
+        with self._lock:
+            lock = self._node_locks.setdefault(state.name, threading.Lock())
+        with lock:
+            call()
 
     # --- what runs where ----------------------------------------------------------------------
     def _adopt(self) -> None:
@@ -105,7 +139,12 @@ class Keeper:
                     keep = self.view.where(kind, instance_id)[0].name  # the newest
                 for state in states:
                     if state.name != keep:
-                        self._stop_copy(state, kind, instance_id, keep)
+                        self._submit(
+                            f"{state.name}:stop:{instance_id}",
+                            lambda s=state, i=instance_id, k=kind, w=keep: self._stop_copy(
+                                s, k, i, w
+                            ),
+                        )
 
     def _stop_copy(self, state: NodeState, kind: str, instance_id: str, keep: str) -> None:
         log.warning(
@@ -116,31 +155,38 @@ class Keeper:
             keep,
             state.name,
         )
-        table = state.snapshot.get("permanent", {})
-        try:
-            if instance_id in table:
-                rest = {k: v for k, v in table.items() if k != instance_id}
-                state.client.call("POST", "/api/v1/proxy/permanent", json=rest)
-                state.snapshot["permanent"] = rest
+
+        def stop() -> None:
+            if instance_id in state.snapshot.get("permanent", {}):
+                self._post_table(state)  # without it: the node stops it
             root = "cam" if kind == "camera" else "pipeline"
-            state.client.call("DELETE", f"/api/v1/{root}/{instance_id}")
-        except NotFound:
-            pass
-        except Exception as error:
-            log.error("could not stop %s %s on %s: %s", kind, instance_id, state.name, error)
+            try:
+                state.client.call("DELETE", f"/api/v1/{root}/{instance_id}")
+            except NotFound:
+                pass
+
+        self._on_node(state, stop)
         self.view.forget(state, kind, instance_id)
+
+    def _wanted(self, state: NodeState) -> dict[str, str]:
+        with self._lock:
+            return {
+                n: self._node_value(n) for n, node in self.assigned.items() if node == state.name
+            }
 
     def _reconcile_tables(self) -> None:
         """Each node's REST permanent table: exactly what is assigned to it."""
         for state in self.view.usable():
-            wanted = {
-                n: self._node_value(n) for n, node in self.assigned.items() if node == state.name
-            }
-            if state.snapshot.get("permanent", {}) != wanted:
-                try:
-                    self._assert_table(state)
-                except Exception as error:
-                    log.error("node %s: permanent table not set: %s", state.name, error)
+            if state.snapshot.get("permanent", {}) != self._wanted(state):
+                self._submit(
+                    state.name, lambda s=state: self._on_node(s, lambda: self._post_table(s))
+                )
+
+    def _post_table(self, state: NodeState) -> None:
+        """Set the node's permanent table to its assignments; it starts what does not run."""
+        wanted = self._wanted(state)
+        state.client.call("POST", "/api/v1/proxy/permanent", json=wanted)
+        state.snapshot["permanent"] = wanted
 
     def _node_value(self, name: str) -> str:
         """The node's entry for a permanent instance: its config, or camera:<name>."""
@@ -171,22 +217,38 @@ class Keeper:
                 missing = self._missing_since.setdefault(name, now)
                 if now - missing > MISSING_GRACE:
                     self._missing_since.pop(name)
-                    self._assert_table(assigned)
+                    self._submit(
+                        assigned.name,
+                        lambda s=assigned: self._on_node(s, lambda: self._post_table(s)),
+                    )
                 continue
             self._missing_since.pop(name, None)
+            target = self._starting.get(name)
+            if target is not None and not (self.view.node(target) or assigned).usable:
+                # a start still waiting on a node that went away meanwhile: start it anew
+                self._starting.pop(name)
+                self._generation[name] = self._generation.get(name, 0) + 1
             policy, due = self._retry.get(name, (RestartPolicy(), 0.0))
-            if now < due:
-                continue
-            try:
-                node = self._place_and_start(name, value, kind)
-            except Exception as error:
-                delay = policy.next_delay()
-                self._retry[name] = (policy, now + delay)
-                log.error("permanent %s did not start (again in %.1f s): %s", name, delay, error)
-                continue
-            policy.started()
+            if now >= due:
+                self._submit(
+                    f"start:{name}:{self._generation.get(name, 0)}",
+                    lambda n=name, v=value, k=kind, p=policy: self._start(n, v, k, p),
+                )
+
+    def _start(self, name: str, value: str, kind: str, policy: RestartPolicy) -> None:
+        """In a worker: place a permanent instance, give its node what it needs, start it."""
+        try:
+            node = self._place_and_start(name, value, kind)
+        except Exception as error:
+            delay = policy.next_delay()
+            with self._lock:
+                self._retry[name] = (policy, time.monotonic() + delay)
+            log.error("permanent %s did not start (again in %.1f s): %s", name, delay, error)
+            return
+        policy.started()
+        with self._lock:
             self._retry[name] = (policy, 0.0)
-            log.info("permanent %s runs on node %s", name, node)
+        log.info("permanent %s runs on node %s", name, node)
 
     def _place_and_start(self, name: str, value: str, kind: str) -> str:
         cluster = self.cluster
@@ -201,13 +263,14 @@ class Keeper:
             with cluster.locked("pipeline", name):
                 state, effective, _ = cluster._home(name, config)
                 cluster.sync.push(state.client, cluster.sync.pipeline_needs(value, effective))
-        self.assigned[name] = state.name
+        with self._lock:
+            self.assigned[name] = state.name
+            self._starting[name] = state.name
         cluster.view.claim(kind, name, state.name)
-        self._assert_table(state)
+        try:
+            self._on_node(state, lambda: self._post_table(state))
+        finally:
+            with self._lock:
+                if self._starting.get(name) == state.name:
+                    del self._starting[name]
         return state.name
-
-    def _assert_table(self, state: NodeState) -> None:
-        """Set the node's permanent table to its assignments; it starts what does not run."""
-        wanted = {n: self._node_value(n) for n, node in self.assigned.items() if node == state.name}
-        state.client.call("POST", "/api/v1/proxy/permanent", json=wanted)
-        state.snapshot["permanent"] = wanted
