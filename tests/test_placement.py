@@ -13,8 +13,8 @@ IDLE = {"cpu": 5.0, "memory_percent": 20.0, "rx": 0.0, "tx": 0.0, "cores": 48}
 NOTHING = Load()
 
 
-def node(name, load=None, pending=NOTHING, **rule):
-    return Candidate(NodeRule(name, f"http://{name}:8888", **rule), load or IDLE, pending)
+def node(name, load=None, planned=NOTHING, **rule):
+    return Candidate(NodeRule(name, f"http://{name}:8888", **rule), load or IDLE, planned)
 
 
 def test_a_pinned_instance_goes_to_its_node_with_its_port():
@@ -61,7 +61,7 @@ def test_what_is_pending_and_what_the_instance_adds_count():
     assert big.rx == frame_rate_bytes({"size_x": 2560, "size_y": 2160, "frame_rate": 100})
     assert big.rx == 2560 * 2160 * 2 * 100
     # two 1.1 GB/s cameras placed a moment ago on "a", nothing yet in its measured load
-    candidates = [node("a", pending=big + big), node("b", {**IDLE, "cpu": 30})]
+    candidates = [node("a", planned=big + big), node("b", {**IDLE, "cpu": 30})]
     assert place("camera", "third", "third", None, None, candidates, big).node == "b"
 
 
@@ -76,3 +76,13 @@ def test_a_pin_to_a_node_that_is_down_gives_way():
     """Down nodes are not candidates: a pinned permanent instance fails over."""
     chosen = place("pipeline", "sp", None, None, None, [node("a")], Load())
     assert chosen.node == "a" and chosen.port is None
+
+
+def test_measured_and_estimated_load_the_larger_counts():
+    """A camera between frames (or a simulation, which sends nothing over the network) still
+    takes its estimated flow; traffic the node measures beyond its estimates counts too."""
+    flow = Load(rx=1e9)
+    quiet = node("a", planned=flow)  # measures nothing, runs a 1 GB/s camera
+    loud = node("b", {**IDLE, "rx": 1e9})  # measures 1 GB/s of something else
+    assert quiet.busy(Load()) == loud.busy(Load())
+    assert node("c").busy(Load())[0] < quiet.busy(Load())[0]

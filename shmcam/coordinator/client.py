@@ -1,12 +1,17 @@
 """The coordinator's calls to one node's REST API, with the node token, bounded timeouts and
 kept-alive connections; a node's error comes back as the same error (its status and message),
-an unreachable node as Unavailable."""
+an unreachable node as Unavailable.
+
+urllib3 directly, not requests: a poll of a node every half second is the coordinator's main
+cost, and requests doubles it (measured: 2.1 ms against 1.1 ms of CPU per 36 kB snapshot).
+"""
 
 from __future__ import annotations
 
-import threading
+import json
+from urllib.parse import urlencode
 
-import requests
+import urllib3
 
 from shmcam.supervisor.errors import (
     BadRequest,
@@ -26,35 +31,57 @@ class NodeError(RuntimeError):
     """A node failed (5xx) or refused the coordinator itself (its token): HTTP 502."""
 
 
+class Response:
+    """What a node answered: status, raw body, and its JSON (None if it is not JSON)."""
+
+    def __init__(self, status: int, body: bytes):
+        self.status_code = status
+        self.content = body
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self):
+        return json.loads(self.content)
+
+
 class NodeClient:
     def __init__(self, name: str, url: str, token: str | None):
         self.name = name
         self.url = url
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._local = threading.local()  # one session (keep-alive) per calling thread
-
-    @property
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-        return session
+        self._pool = urllib3.PoolManager(maxsize=8, retries=False)
 
     def request(
-        self, method: str, path: str, timeout: float = READ_TIMEOUT, **kwargs
-    ) -> requests.Response:
+        self,
+        method: str,
+        path: str,
+        timeout: float = READ_TIMEOUT,
+        params: dict | None = None,
+        json: dict | None = None,
+        data: bytes | None = None,
+    ) -> Response:
         """The node's answer; Unavailable if it cannot be reached in time."""
-        headers = {**self._headers, **kwargs.pop("headers", {})}
+        headers = dict(self._headers)
+        body = data
+        if json is not None:
+            body = _dumps(json)
+            headers["Content-Type"] = "application/json"
+        url = self.url + path
+        if params:
+            url += "?" + urlencode(params)
         try:
-            return self._session.request(
+            answer = self._pool.request(
                 method,
-                self.url + path,
+                url,
+                body=body,
                 headers=headers,
-                timeout=(CONNECT_TIMEOUT, timeout),
-                **kwargs,
+                timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT, read=timeout),
             )
-        except requests.RequestException as error:
+        except urllib3.exceptions.HTTPError as error:
             raise Unavailable(f"node {self.name} ({self.url}) did not answer: {error}") from None
+        return Response(answer.status, answer.data)
 
     def call(self, method: str, path: str, timeout: float = READ_TIMEOUT, **kwargs) -> dict:
         """The node's JSON answer; its error as the same error, with its message."""
@@ -65,7 +92,7 @@ class NodeClient:
             answer = {"status": response.text[:300]}
         if response.status_code < 400:
             return answer
-        message = f"node {self.name}: {answer.get('status', response.reason)}"
+        message = f"node {self.name}: {answer.get('status', response.status_code)}"
         if response.status_code in (401, 403):
             if "token" in message and "runs no code" not in message:
                 raise NodeError(f"{message} (the coordinator's node_token_file is wrong)")
@@ -74,3 +101,7 @@ class NodeClient:
 
     def get(self, path: str, **kwargs) -> dict:
         return self.call("GET", path, **kwargs)
+
+
+def _dumps(document) -> bytes:
+    return json.dumps(document, allow_nan=False).encode()

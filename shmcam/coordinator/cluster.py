@@ -37,7 +37,7 @@ from .view import ClusterView, NodeState
 
 log = logging.getLogger(__name__)
 
-PENDING_SECONDS = 5.0  # how long a placement's estimated load counts before polls show it
+PENDING_SECONDS = 30.0  # how long a placement counts if the polls never show it
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,10 @@ class Cluster:
             threading.RLock  # re-entered: a pipeline's start may ask for its camera's stream
         )
         self._locks_lock = threading.Lock()
-        self._pending: dict[str, list[tuple[float, placement.Load]]] = collections.defaultdict(list)
+        # placed, not seen in a poll yet: node -> {(kind, instance): (until, estimated load)}
+        self._pending: dict[str, dict[tuple[str, str], tuple[float, placement.Load]]] = (
+            collections.defaultdict(dict)
+        )
         self._last_node: dict[tuple[str, str], str] = {}  # where an instance ran last
         self._pool = ThreadPoolExecutor(16, thread_name_prefix="fan-out")
         self._net = (time.monotonic(), psutil.net_io_counters(), None)
@@ -78,14 +81,30 @@ class Cluster:
             yield
 
     def candidates(self) -> list[placement.Candidate]:
+        """The usable nodes, each with what its instances (polled or just placed) take."""
         now = time.monotonic()
         found = []
         for state in self.view.usable():
-            pending = [(t, load) for t, load in self._pending[state.name] if t > now]
-            self._pending[state.name] = pending
-            total = sum((load for _, load in pending), placement.Load())
-            found.append(placement.Candidate(state.rule, state.load, total))
+            pending = self._pending[state.name]
+            for key, (until, _) in list(pending.items()):
+                if until < now or key[1] in state.instances(key[0]):
+                    del pending[key]  # the polls show it now, or it never came
+            planned = sum((load for _, load in pending.values()), placement.Load())
+            for kind in ("camera", "pipeline"):
+                for info in state.instances(kind).values():
+                    planned = planned + placement.estimate(kind, self._camera_of(kind, info))
+            found.append(placement.Candidate(state.rule, state.load, planned))
         return found
+
+    def _camera_of(self, kind: str, info: dict) -> dict | None:
+        """The config of the camera whose frames an instance takes (for its estimate)."""
+        if kind == "camera":
+            return info.get("config")
+        camera = info.get("camera_name")
+        try:
+            return self.store.get_config("camera", camera) if camera else None
+        except (NotFound, BadRequest):
+            return None
 
     def place(
         self, kind: str, name: str, camera: str | None, camera_node: str | None, group: str | None
@@ -103,7 +122,7 @@ class Cluster:
             )
         except ValueError as error:
             raise Unavailable(str(error)) from None
-        self._pending[chosen.node].append((time.monotonic() + PENDING_SECONDS, extra))
+        self._pending[chosen.node][(kind, name)] = (time.monotonic() + PENDING_SECONDS, extra)
         log.info("%s %s goes to node %s: %s", kind, name, chosen.node, chosen.why)
         return chosen
 
@@ -324,8 +343,14 @@ class Cluster:
         raise NotFound(f"no {kind} instance {instance_id!r} in the cluster")
 
     def pipeline_info(self, instance_id: str) -> dict:
-        state = self.node_of("pipeline", instance_id)
-        info = state.client.get(f"/api/v1/pipeline/instance/{instance_id}/info")["info"]
+        """From the last poll while it runs (its statistics are as fresh as the node's, which
+        computes them twice a second), else asked of the node it ran on."""
+        found = self.view.info("pipeline", instance_id)
+        if found is not None:
+            state, info = found
+        else:
+            state = self.node_of("pipeline", instance_id)
+            info = state.client.get(f"/api/v1/pipeline/instance/{instance_id}/info")["info"]
         return {**info, "node": state.name}
 
     def pipeline_exitcode(self, instance_id: str) -> dict:
@@ -339,6 +364,9 @@ class Cluster:
         return _image(state.client.get(f"/api/v1/pipeline/instance/{instance_id}/image_bytes"))
 
     def instance_config(self, instance_id: str) -> dict:
+        found = self.view.info("pipeline", instance_id)
+        if found is not None:
+            return found[1]["config"]
         state = self.node_of("pipeline", instance_id)
         return state.client.get(f"/api/v1/pipeline/instance/{instance_id}/config")["config"]
 
@@ -349,6 +377,7 @@ class Cluster:
         config = state.client.call(
             "POST", f"/api/v1/pipeline/instance/{instance_id}/config", json=update
         )["config"]
+        self.view.updated(state, "pipeline", instance_id, config)
         saved = self.permanent.get(instance_id)
         if saved is not None and not saved.startswith("camera:"):
             merged = validation.merge(self.store.get_config("pipeline", saved), update)

@@ -4,8 +4,9 @@ Order: a pinned instance's node (`instances`, with its fixed port) -> a camera's
 (`cameras`: the camera and its pipelines) -> for a pipeline, the node that runs its camera (so
 it reads the ring) -> the least loaded expanding node. A pipeline asking for a `node_group`
 goes only to nodes of that group, even away from its camera (it then reads its stream). Load
-is what the node measures (CPU, memory, network in and out, against its `network_gbps`),
-plus what placements not yet seen in a poll add, plus what the new instance
+is, per resource, the larger of what the node measures (CPU, memory, network in and out,
+against its `network_gbps`) and what its instances are estimated to take (those placed but
+not polled yet included), plus what the new instance
 will add: a camera of W x H x bytes at R Hz adds that to the node's input. A pin to a node that
 is down gives way to the other rules, so that permanent instances fail over.
 
@@ -38,19 +39,21 @@ class Load:
 class Candidate:
     rule: NodeRule
     load: dict  # the node's measured cpu (%), memory_percent, rx, tx (B/s), cores
-    pending: Load  # placed there, not seen in a poll yet
+    planned: Load  # what its instances are estimated to take, those not polled yet included
 
     def busy(self, extra: Load) -> tuple[float, float]:
-        """How busy it would be with `extra` added: the fraction of its busiest resource
-        first, the sum of the fractions to tell apart nodes whose busiest is equal."""
+        """How busy it would be with `extra` added: per resource the larger of what is
+        measured and what its instances are estimated to take (a camera between two frames
+        still counts), plus `extra`; the fraction of the busiest resource first, the sum of
+        the fractions to tell apart nodes whose busiest is equal."""
         cores = max(1, int(self.load.get("cores") or 1))
         network = self.rule.network_gbps * 1.25e8
-        added = self.pending + extra
         fractions = (
-            (self.load.get("cpu", 0.0) / 100 * cores + added.cores) / cores,
+            (max(self.load.get("cpu", 0.0) / 100 * cores, self.planned.cores) + extra.cores)
+            / cores,
             self.load.get("memory_percent", 0.0) / 100,
-            (self.load.get("rx", 0.0) + added.rx) / network,
-            (self.load.get("tx", 0.0) + added.tx) / network,
+            (max(self.load.get("rx", 0.0), self.planned.rx) + extra.rx) / network,
+            (max(self.load.get("tx", 0.0), self.planned.tx) + extra.tx) / network,
         )
         return max(fractions), sum(fractions)
 

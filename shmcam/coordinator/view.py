@@ -186,6 +186,14 @@ class ClusterView:
             state.snapshot.get("instances", {}).get(kind, {}).pop(instance_id, None)
             self._claims.pop((kind, instance_id), None)
 
+    def updated(self, state: NodeState, kind: str, instance_id: str, config: dict) -> None:
+        """An instance's config changed through the coordinator: seen at once, not a poll
+        later."""
+        with self.lock:
+            info = state.snapshot.get("instances", {}).get(kind, {}).get(instance_id)
+            if info is not None:
+                info["config"] = config
+
     def instances(self, kind: str) -> dict[str, tuple[NodeState, dict]]:
         """Every running instance of a kind in the cluster (the newest copy of duplicates)."""
         found: dict[str, tuple[NodeState, dict]] = {}
