@@ -12,11 +12,11 @@ import time
 import psutil
 import pytest
 import requests
+from route_listing import coordinator_routes, node_routes
 from supervisor_harness import SIM_CAMERA, wait_for
 from werkzeug.exceptions import MethodNotAllowed
 
-from shmcam.supervisor.api import node_app
-from shmcam.supervisor.api.common import READ, Auth
+from shmcam.supervisor.api.common import READ
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
 TOKEN = "s3cret-token"
@@ -27,22 +27,9 @@ SCRIPT = (
 SILENT = {"source_type": "bschannel", "source": "tcp://127.0.0.1:9"}
 
 
-class RouteListing:
-    """Only what node_app touches while it registers routes: the URL map and each view's
-    permission are what this file checks against a real supervisor."""
-
-    name = "listing"
-
-    def camera_image(self, name):
-        raise AssertionError("not called")
-
-    pipeline_image = camera_image
-
-
-def route_table():
+def route_table(app):
     """Every rule of the app, and `declared(path, method)`: the permission of the view that
     path and method reach (None where the method is not allowed)."""
-    app = node_app(RouteListing(), Auth(TOKEN), {"config": 1, "upload": 1})
     adapter = app.url_map.bind("node")
     rules = sorted(r.rule for r in app.url_map.iter_rules() if not r.endpoint.endswith("static"))
 
@@ -62,7 +49,10 @@ def filled(rule: str) -> str:
         "camera": "sim",
         "name": "sim",
         "instance_id": "run1",
+        "instance": "run1",
+        "index_or_name": "0",
         "background_id": "bg1",
+        "path": "active_instances",
     }
     path = rule
     for variable, value in names.items():
@@ -99,15 +89,20 @@ def test_every_route_with_every_method_is_authorised_by_what_it_does(supervisor)
         "POST", "/api/v1/pipeline", params={"instance_id": "run1"}, json={"camera_name": "sim"}
     )
     before = state(sup)
-    rules, declared_for = route_table()
+    assert sweep(sup.url, node_routes()) >= {"POST", "PUT", "DELETE"}
+    assert state(sup) == before
+
+
+def sweep(url: str, app) -> set[str]:
+    """Every route of `app` with every method, without a token, at the server `url`: the
+    methods that were refused for want of it."""
+    rules, declared_for = route_table(app)
     assert len(rules) > 40
-    seen_methods = set()
+    refused = set()
     for rule in rules:
         path = filled(rule)
         for method in METHODS:
-            response = requests.request(
-                method, sup.url + path, json={"camera_name": "sim"}, timeout=60
-            )
+            response = requests.request(method, url + path, json={"camera_name": "sim"}, timeout=60)
             declared = declared_for(path, method)
             where = (method, path, response.status_code, response.text[:200])
             assert response.status_code < 500, where
@@ -119,9 +114,48 @@ def test_every_route_with_every_method_is_authorised_by_what_it_does(supervisor)
                 assert response.status_code != 401, where
             else:
                 assert response.status_code == 401, where
-                seen_methods.add(method)
-    assert seen_methods >= {"POST", "PUT", "DELETE"}
-    assert state(sup) == before
+                refused.add(method)
+    return refused
+
+
+def test_the_coordinator_is_authorised_the_same_way(tmp_path, node):
+    """The coordinator's routes (the CamServer API over the cluster and its proxy routes)
+    declare their permissions the same way: nothing changes anywhere without its token."""
+    from cluster_harness import Cluster
+
+    c = Cluster(
+        tmp_path / "c",
+        node,
+        count=1,
+        cameras={"sim": SIM_CAMERA},
+        pipelines={"pp": {"camera_name": "sim"}},
+        token=TOKEN,
+    )
+    try:
+        c.start()
+        c.call("POST", "/api/v1/pipeline/background", json={"filename": "bg1", "data": [[1, 2]]})
+        c.call(
+            "POST",
+            "/api/v1/pipeline",
+            params={"instance_id": "run1"},
+            json={"camera_name": "sim", "no_client_timeout": 0},
+        )
+        (node_sup,) = c.nodes.values()
+        stored = [
+            sorted(p.name for p in d.rglob("*"))
+            for d in (c.coordinator.data_dir, node_sup.data_dir)
+        ]
+        pid = c.call("GET", "/api/v1/pipeline/instance/run1/info")["info"]["statistics"]["pid"]
+        assert sweep(c.coordinator.url, coordinator_routes()) >= {"POST", "PUT", "DELETE"}
+        after = [
+            sorted(p.name for p in d.rglob("*"))
+            for d in (c.coordinator.data_dir, node_sup.data_dir)
+        ]
+        assert after == stored
+        info = c.call("GET", "/api/v1/pipeline/instance/run1/info")["info"]
+        assert info["statistics"]["pid"] == pid and info["state"] == "running"
+    finally:
+        c.stop()
 
 
 def test_a_node_without_token_runs_no_code_sent_anonymously(supervisor):
