@@ -31,8 +31,9 @@ WIDENED = {np.dtype(np.float16): np.dtype(np.float32)}
 class Intake:
     """Checks frames of one camera; `rejected` counts the frames refused."""
 
-    def __init__(self, config: dict, name: str = "camera"):
+    def __init__(self, config: dict, name: str = "camera", max_bytes: int | None = None):
         self.name = name
+        self.max_bytes = max_bytes  # the node's max_frame_mb: a larger frame is refused
         self.dtype = np.dtype(config["dtype"]) if config.get("dtype") else None
         self.debug = bool(config.get("debug"))
         self.rejected = 0
@@ -43,7 +44,12 @@ class Intake:
     def accept(self, frame: Frame) -> Frame | None:
         """The frame as the ring takes it, or None if refused (counted and logged)."""
         image, pulse_id, timestamp = frame
-        why = _image_problem(image) or _pulse_id_problem(pulse_id) or _timestamp_problem(timestamp)
+        why = (
+            _image_problem(image)
+            or self._size_problem(image)
+            or _pulse_id_problem(pulse_id)
+            or _timestamp_problem(timestamp)
+        )
         if why is not None:
             return self._refuse(why)
         self._why = None
@@ -54,6 +60,15 @@ class Intake:
         if self.debug:
             self._log_gap(pulse_id)
         return image, pulse_id, (operator.index(timestamp[0]), operator.index(timestamp[1]))
+
+    def _size_problem(self, image) -> str | None:
+        if self.max_bytes is not None and image.nbytes > self.max_bytes:
+            return (
+                f"a frame of {image.nbytes / 2**20:.0f} MB ({image.shape[1]}x{image.shape[0]} "
+                f"{image.dtype}), more than the node's max_frame_mb of "
+                f"{self.max_bytes / 2**20:.0f}"
+            )
+        return None
 
     def _refuse(self, why: str) -> None:
         self.rejected += 1

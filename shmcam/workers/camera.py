@@ -315,7 +315,7 @@ class Camera:
         self.spec = spec
         self.name = spec.get("camera") or "camera"
         self.transform = CameraTransform(config, load_background(config, spec, self.name))
-        self.intake = Intake(config, self.name)
+        self.intake = Intake(config, self.name, spec.get("max_frame_bytes"))
         paced = config["source_type"] in PACED or not config["frame_rate"]
         self.throttle = None if paced else Throttle(config["frame_rate"])
         self.ring: RingWriter | None = None
