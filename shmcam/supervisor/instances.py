@@ -86,6 +86,7 @@ class Instance:
         self._pending: dict[int, dict] = {}  # config updates sent, by sequence number
         self._answers: dict[int, str | None] = {}  # seq -> None (applied) or the refusal
         self._waiting = False  # a call waits for its update's answer
+        self._silent_since: float | None = None  # an update went unanswered since then
 
     @property
     def process(self) -> subprocess.Popen | None:
@@ -217,7 +218,7 @@ class Instance:
         another one meanwhile is answered at once (Unavailable), so that an instance that does
         not read its updates holds at most one request thread."""
         with self._acks:
-            if self._waiting:
+            if self._waiting or self._silent_since is not None:
                 raise Unavailable(
                     f"{self.kind} {self.id} has not answered the previous config update yet; "
                     f"try again"
@@ -244,6 +245,7 @@ class Instance:
                 self._seq += 1
                 current = self._seq
                 self._pending[current] = self.config
+                self._silent_since = time.monotonic()  # the next updates fail at once
             finally:
                 self._waiting = False
         self.link.send({"config": self.config, "seq": current}, replaces="config")
@@ -260,6 +262,7 @@ class Instance:
             if refusal is None and config is not None:
                 self.config = config
             self._answers[seq] = refusal
+            self._silent_since = None  # it reads its updates again
             for old in [s for s in self._answers if s < seq - 100]:
                 del self._answers[old]
             self._acks.notify_all()
