@@ -95,6 +95,9 @@ class Instance:
     # --- lifetime -------------------------------------------------------------------------
     def start(self) -> None:
         self._ready.clear()
+        with self._acks:  # a new process: nothing of the last one's updates is pending
+            self._pending.clear()
+            self._silent_since = None
         self.exit_code = self.finished = self.online = None
         self.reaped = False
         self.restart_at = None
