@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import mmap
+
+import numpy as np
 
 _SYS_FUTEX = 202  # x86-64's; the package refuses other CPUs (see shmcam/shm/__init__.py)
 
@@ -51,3 +54,9 @@ def wait(address: int, expected: int, timeout: float) -> None:
 def wake(address: int) -> None:
     """Wake every process sleeping on the word at address."""
     _syscall(_SYS_FUTEX, ctypes.c_void_p(address), _FUTEX_WAKE, _WAKE_ALL, None, None, 0)
+
+
+def word_address(mm: mmap.mmap, offset: int) -> int:
+    """The address of a 32-bit word of a mapping, for wait and wake, without keeping an
+    export of the mapping (which would keep it from closing)."""
+    return np.frombuffer(mm, np.uint32, 1, offset).ctypes.data

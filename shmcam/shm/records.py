@@ -20,6 +20,7 @@ import logging
 import math
 import struct
 import time
+from collections.abc import Callable
 from collections.abc import Mapping as MappingType
 from typing import Any
 
@@ -263,12 +264,19 @@ class RecordWriter(Writer):
         return self._map.capacity
 
     def write(
-        self, pulse_id: int, timestamp: tuple[int, int], channels: MappingType[str, Any]
-    ) -> int:
+        self,
+        pulse_id: int,
+        timestamp: tuple[int, int],
+        channels: MappingType[str, Any],
+        intact: Callable[[], bool] | None = None,
+    ) -> int | None:
         """Copy a record into the next slot and publish it; returns the record number.
 
         `channels` maps names to values, in the order readers will see them. Never blocks on
         readers. Nothing is written if a value cannot be stored (TypeError or ValueError).
+        `intact`, if given, is asked after the copy whether the values were still valid
+        throughout (views of a frame the camera may have overwritten meanwhile): if not,
+        nothing is published, the slot is left to the next record, and write returns None.
         """
         fmt, values = self._format(channels)
         size = fmt.fixed_end
@@ -322,6 +330,8 @@ class RecordWriter(Writer):
                 offset += _align(len(raw) + 1)
         _U64.pack_into(self._meta, 24, time.monotonic_ns())  # publish_ns
         buf[layout.OFF_RECORD_META : _SLOT0] = self._meta
+        if intact is not None and not intact():
+            return None
         self.commit(n, slot)
         return n
 

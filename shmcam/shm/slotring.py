@@ -19,8 +19,6 @@ import mmap
 import os
 import time
 
-import numpy as np
-
 from . import futex, layout, segment
 from .layout import CLOSED, LIVE, SUPERSEDED
 
@@ -106,7 +104,7 @@ class Mapping:
             slot_buf = buf[start : start + self.stride]
             self.slot_bufs.append(slot_buf)
             self.slot_q.append(slot_buf[:8].cast("q"))
-        self.futex_address = _address(mm, layout.OFF_FUTEX)
+        self.futex_address = futex.word_address(mm, layout.OFF_FUTEX)
         self._buf = buf
 
     @property
@@ -141,11 +139,6 @@ class Mapping:
             self.mm.close()
         except BufferError:
             log.debug("%s: item views still alive; unmapped when they are released", self.name)
-
-
-def _address(mm: mmap.mmap, offset: int) -> int:
-    """The address of a word of a mapping (for the futex syscall), without keeping an export."""
-    return np.frombuffer(mm, np.uint32, 1, offset).ctypes.data
 
 
 def bump_futex(m: Mapping) -> None:
@@ -285,7 +278,7 @@ def retire(name: str, state: int = SUPERSEDED) -> None:
             header_i = memoryview(mm)[: layout.COMMON_HEADER.size].cast("I")
             header_i[layout.OFF_STATE // 4] = state
             header_i[layout.OFF_FUTEX // 4] = (header_i[layout.OFF_FUTEX // 4] + 1) & 0xFFFFFFFF
-            futex.wake(_address(mm, layout.OFF_FUTEX))
+            futex.wake(futex.word_address(mm, layout.OFF_FUTEX))
             header_i.release()
     finally:
         segment.unlink(name)
@@ -433,6 +426,23 @@ class Reader(RingEnd):
         if not intact:
             self.torn += 1
         return intact
+
+    def item(self, n: int):
+        """Item n, in place, if the ring still holds it complete; else None, counted missed.
+        For readers told which item to take (the workers of a parallel pipeline, whose
+        dispatcher read the ring first): the writer may have moved to a newer generation."""
+        m = self._map
+        if n >= m.write_seq and m.state != LIVE:
+            self._next = n
+            self._attach_newest(start_at_newest=False)
+            m = self._map
+        self._next = n + 1
+        item = self._read(m, n) if m.first_seq <= n < m.write_seq else None
+        if item is None:
+            self.missed += 1
+        else:
+            self.received += 1
+        return item
 
     def latest(self):
         """The newest complete item without waiting or moving the reader (snapshots)."""

@@ -85,6 +85,19 @@ class StatsBlock:
         q[_INDEX["proc_ns_last"]] = ns
         q[_HIST0 + _bucket(ns)] += 1
 
+    def times(self) -> tuple[int, int, list[int]]:
+        """(total ns, last ns, histogram counts) of the processing times."""
+        q = self._q
+        return q[_INDEX["proc_ns_total"]], q[_INDEX["proc_ns_last"]], q[_HIST0:].tolist()
+
+    def set_times(self, total_ns: int, last_ns: int, counts: list[int]) -> None:
+        """Processing times accounted elsewhere (the sum of a parallel pipeline's workers)."""
+        q = self._q
+        q[_INDEX["proc_ns_total"]] = total_ns
+        q[_INDEX["proc_ns_last"]] = last_ns
+        for bucket, count in enumerate(counts):
+            q[_HIST0 + bucket] = count
+
     def touch(self) -> None:
         self._q[_INDEX["updated_ns"]] = time.time_ns()
 
