@@ -40,6 +40,7 @@ class Builtin:
     module: str
     kind: str  # the pipeline type it serves
     preprocessed: bool = False  # CamServer's image functions: the standard pre-processing first
+    splittable: bool = True  # frames may be shared out among parallel workers (no state)
 
 
 # Built-in functions by name, imported only by the pipelines that use them (the supervisor
@@ -51,7 +52,8 @@ BUILTIN = {
     "transparent": Builtin(CAMSERVER + "transparent", PROCESSING, preprocessed=True),
     "merge": Builtin(CAMSERVER + "merge", PROCESSING, preprocessed=True),
     "psen": Builtin(CAMSERVER + "psen", PROCESSING, preprocessed=True),
-    "psss": Builtin(CAMSERVER + "psss", PROCESSING, preprocessed=True),
+    # psss writes EPICS PVs as it goes: workers would write them out of order
+    "psss": Builtin(CAMSERVER + "psss", PROCESSING, preprocessed=True, splittable=False),
     "propagate_stream": Builtin(CAMSERVER + "propagate_stream", STREAM),
     "propagate_stream_with_prefix": Builtin(CAMSERVER + "propagate_stream_with_prefix", STREAM),
     "custom_pipeline": Builtin(CAMSERVER + "custom_pipeline", CUSTOM),
@@ -63,7 +65,10 @@ ENTRIES = {
     STREAM: ("process",),
     CUSTOM: ("generate", "process"),
 }
-SUFFIXES = ("", ".c", ".so", ".py")  # the order a function name is looked up in (CamServer's)
+SUFFIXES = ("", ".c", ".so", ".py")
+# What a user function's module sets to declare that it keeps no state from frame to frame,
+# so that parallel workers may share its frames out (docs/parallel.md).
+SPLITTABLE = "parallel_safe"  # the order a function name is looked up in (CamServer's)
 LIBS_ENV = "SHMCAM_LIBS"
 
 
@@ -158,6 +163,17 @@ def _adapted(module, name: str, kind: str, preprocessed: bool, contiguous: bool 
     from .user import UserFunction  # numba kernels: only in pipelines that need them
 
     return UserFunction(function, name, contiguous)
+
+
+def splittable(function) -> bool:
+    """Whether the module of a resolved user function declares `parallel_safe = True`."""
+    inner = getattr(function, "function", function)  # UserFunction wraps the user's own
+    module = sys.modules.get(getattr(inner, "__module__", None) or "")
+    owner = getattr(inner, "__self__", None)  # a C function: its module
+    declared = getattr(module, SPLITTABLE, None) if module is not None else None
+    if declared is None and owner is not None:
+        declared = getattr(owner, SPLITTABLE, None)
+    return declared is True
 
 
 def _takes_raw_arrays(path: Path) -> bool:

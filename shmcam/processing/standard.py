@@ -15,6 +15,7 @@ into `processing_parameters`.
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 
@@ -52,22 +53,35 @@ class Configured:
         self.parameters = parameters
 
 
+class PerConfig(threading.local):
+    """What a function prepares per config, per thread: the workers of a parallel pipeline
+    (threads) call one function at once, each with its own config object."""
+
+    configured: Configured | None = None
+
+    def get(self, parameters: dict, preprocessed: bool = False) -> Configured:
+        """The preparation for these parameters: kept while the same dict comes again."""
+        configured = self.configured
+        if configured is None or configured.parameters is not parameters:
+            configured = self.configured = Configured(parameters, preprocessed)
+        return configured
+
+
 class StandardProcessing:
     """process_image with its state (`preprocessed`: the measures of an image
     pre-processed already, as CamServer's processor.process_image takes it). The state
     follows the parameters object: a pipeline passes the same dict until its config changes,
     and a new dict (a new config) starts afresh. A dict changed in place is not seen: pass a
-    new one."""
+    new one. Each thread has its own state."""
 
     def __init__(self, preprocessed: bool = False):
         self.preprocessed = preprocessed
-        self.configured: Configured | None = None
+        self.state = PerConfig()
 
     def __call__(self, image, pulse_id, timestamp, x_axis, y_axis, parameters, bsdata=None):
-        if self.configured is None or self.configured.parameters is not parameters:
-            self.configured = Configured(parameters, self.preprocessed)
-        settings = self.configured.settings
-        frame = self.configured.preprocess(image, x_axis, y_axis, parameters.get("background_data"))
+        configured = self.state.get(parameters, self.preprocessed)
+        settings = configured.settings
+        frame = configured.preprocess(image, x_axis, y_axis, parameters.get("background_data"))
         if frame is None:
             return None
         result = {
@@ -76,7 +90,7 @@ class StandardProcessing:
             "image": frame.image,
             "width": frame.image.shape[1],
             "height": frame.image.shape[0],
-            "processing_parameters": self.configured.json,
+            "processing_parameters": configured.json,
             "timestamp": timestamp[0] + timestamp[1] / 1e9,
             "min_value": frame.min_value,
             "max_value": frame.max_value,

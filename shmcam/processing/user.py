@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .standard import Configured
+from .standard import PerConfig
 
 
 def _contiguous(array: np.ndarray) -> np.ndarray:
@@ -41,12 +41,11 @@ class UserFunction:
         self.function = function
         self.name = name
         self.view = _contiguous if contiguous else read_only
-        self.configured: Configured | None = None
+        self.state = PerConfig()
 
     def __call__(self, image, pulse_id, timestamp, x_axis, y_axis, parameters, bsdata=None):
-        if self.configured is None or self.configured.parameters is not parameters:
-            self.configured = Configured(parameters)
-        frame = self.configured.preprocess(image, x_axis, y_axis, parameters.get("background_data"))
+        configured = self.state.get(parameters)
+        frame = configured.preprocess(image, x_axis, y_axis, parameters.get("background_data"))
         if frame is None:  # `averaging` is collecting frames
             return None
         extra = () if bsdata is None else (bsdata,)  # 6-argument CamServer scripts work
