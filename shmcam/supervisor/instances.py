@@ -22,6 +22,7 @@ import time
 import psutil
 
 from shmcam.shm import StatsBlock, segment
+from shmcam.workers import split
 
 from .errors import BadRequest, Unavailable
 from .hub import Hub, Link
@@ -77,6 +78,7 @@ class Instance:
         self.idle_since: float | None = None  # on-demand bookkeeping of the watchdog
         self._ready = threading.Event()
         self._stats: StatsBlock | None = None
+        self._crew = self._crew_statistics(kind, config, spec)
         self._psutil: psutil.Process | None = None
         self._rates = (time.monotonic(), {}, {})  # time, counters then, rates (Hz)
         self._cpu: float | None = None
@@ -168,14 +170,34 @@ class Instance:
         if self._stats is not None:
             self._stats.close()
             self._stats = None
+        if self._crew is not None:
+            self._crew.close()
         for name in (self.spec["stats"], *self._ring_segments()):
             segment.unlink(name)
 
     def _ring_segments(self) -> list[str]:
         """The generations of the ring the instance writes: a camera its frames' ring (which
-        its pipelines only read), a pipeline its preview ring."""
-        own = self.spec["ring"] if self.kind == "camera" else self.spec.get("preview")
-        return segment.list_segments(own + ".g") if own else []
+        its pipelines only read), a pipeline its preview ring and what its workers share."""
+        if self.kind == "camera":
+            return segment.list_segments(self.spec["ring"] + ".g")
+        shared = split.segments(self.spec["node"], self.id)
+        preview = self.spec.get("preview")
+        return shared + (segment.list_segments(preview + ".g") if preview else [])
+
+    @staticmethod
+    def _crew_statistics(kind: str, config: dict, spec: dict) -> split.CrewStatistics | None:
+        """The per-worker figures of a pipeline that splits its frames among workers."""
+        if kind != "pipeline":
+            return None
+        try:
+            workers = split.parse(config).workers
+        except ValueError:
+            return None
+        return (
+            split.CrewStatistics(spec["node"], spec["instance_id"], workers)
+            if workers > 1
+            else None
+        )
 
     @property
     def ready(self) -> bool:
@@ -362,6 +384,8 @@ class Instance:
             if k in counters
         }
         self._rates = (now, counters, rates)
+        if self._crew is not None:
+            self._crew.update()
 
     def statistics(self) -> dict:
         """CamServer's statistics keys, plus shmcam's richer ones."""
@@ -398,6 +422,11 @@ class Instance:
             "processing_ms_p50": counters.get("proc_ms_p50"),
             "processing_ms_p99": counters.get("proc_ms_p99"),
             "restarts": self.restarts,
+            "workers": (
+                self._crew.snapshot(threads=not self.config.get("multiprocessing"))
+                if self._crew is not None
+                else None
+            ),
             "control_pending": self.link.pending if self.link is not None and self.alive else 0,
         }
 

@@ -19,7 +19,12 @@ from shmcam.names import check_name
 from shmcam.shm import ring_base, stats_name
 from shmcam.sources import probe
 from shmcam.sources.config import DEFAULT_SOURCE_TYPE
-from shmcam.workers.pipeline_types import pipeline_type
+from shmcam.workers.pipeline_types import (
+    bind_address,
+    connect_address,
+    output_mode,
+    pipeline_type,
+)
 
 from . import validation
 from .errors import BadRequest, Conflict, NotFound
@@ -254,6 +259,8 @@ class Manager:
                 "stream2": config.get("input_stream2"),
             }
         stream, mode = config.get("input_stream"), config.get("input_mode") or "SUB"
+        if pipeline_type(config) == "fanin":  # binds the address its workers push to
+            return {"stream": bind_address(stream), "mode": "PULL", "bind": True}
         upstream = config.get("input_pipeline")
         if upstream:
             running = self._running_pipeline(upstream)
@@ -261,7 +268,7 @@ class Manager:
             if running is None:
                 started.append(source)
             stream = f"tcp://127.0.0.1:{source.spec['port']}"
-            mode = "PULL" if source.config.get("mode") == "PUSH" else "SUB"
+            mode = "PULL" if output_mode(source.config) == "PUSH" else "SUB"
         if stream is None:
             return None  # a custom pipeline
         return {"stream": stream, "stream2": config.get("input_stream2"), "mode": mode}
@@ -403,6 +410,7 @@ class Manager:
             "stats": stats_name(self.settings.node, f"{kind[0]}-{instance_id}"),
             "port": port,
             "input": source,
+            "output": self._output(config) if kind == "pipeline" else None,
             "scripts_dir": str(data / "scripts"),
             "function_dirs": [str(d) for d in self.settings.function_dirs],
             "camera_scripts_dir": str(data / "camera_scripts"),
@@ -424,6 +432,18 @@ class Manager:
         )
         instance.start()
         return instance
+
+    def _output(self, config: dict) -> dict | None:
+        """Where a pipeline's stream connects instead of binding: `output_stream`, or the
+        input_stream of the fanin `output_pipeline` names (CamServer's wiring)."""
+        address, fanin = config.get("output_stream"), config.get("output_pipeline")
+        if fanin:
+            running = self._running_pipeline(fanin)
+            target = running.config if running else self.store.get_config("pipeline", fanin)
+            if pipeline_type(target) != "fanin":
+                raise BadRequest(f"pipeline config: output_pipeline {fanin!r} is not a fanin")
+            address = connect_address(target["input_stream"])
+        return {"connect": address} if address else None
 
     def _free_port(self, ports) -> int:
         """A port of the range that no instance holds (a permanent one being restarted keeps

@@ -25,6 +25,19 @@ GAUGES = (
 )
 
 
+WORKERS = (  # per worker of a parallel pipeline: its statistics key, metric name, help
+    ("frames", "shmcam_worker_frames_total", "Frames a worker took."),
+    ("results", "shmcam_worker_results_total", "Results a worker handed to the collector."),
+    ("dropped", "shmcam_worker_frames_dropped_total", "Frames a worker skipped or missed."),
+    ("torn", "shmcam_worker_frames_torn_total", "Frames overwritten under a worker."),
+    ("errors", "shmcam_worker_errors_total", "Processing errors of a worker."),
+    ("processing_s_total", "shmcam_worker_processing_seconds_total", "Processing time."),
+    ("restarts", "shmcam_worker_restarts_total", "Restarts of a worker."),
+    ("fps", "shmcam_worker_results_per_second", "Results per second of a worker."),
+    ("cpu", "shmcam_worker_cpu_percent", "CPU of a worker process, percent of one core."),
+)
+
+
 def _labels(**labels) -> str:
     return "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
 
@@ -45,6 +58,16 @@ def render(node: str, instances: dict) -> str:
         for kind, iid, _, stats in rows:
             if stats.get(key) is not None:
                 lines.append(f"{name}{_labels(node=node, kind=kind, instance=iid)} {stats[key]}")
+    for key, name, text in WORKERS:
+        lines += [
+            f"# HELP {name} {text}",
+            f"# TYPE {name} {'counter' if name.endswith('_total') else 'gauge'}",
+        ]
+        for kind, iid, _, stats in rows:
+            for worker in stats.get("workers") or ():
+                if worker.get(key) is not None:
+                    label = _labels(node=node, kind=kind, instance=iid, worker=worker["worker"])
+                    lines.append(f"{name}{label} {worker[key]}")
     name = "shmcam_processing_seconds"
     lines += [f"# HELP {name} Processing time per frame.", f"# TYPE {name} histogram"]
     for kind, iid, inst, stats in rows:

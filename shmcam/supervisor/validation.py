@@ -17,7 +17,7 @@ from shmcam.processing import config as processing
 from shmcam.processing import functions
 from shmcam.processing.functions import BUILTIN, allowed_path, is_path, script_names
 from shmcam.sources import config as camera_config
-from shmcam.workers import store_path
+from shmcam.workers import split, store_path
 from shmcam.workers.pipeline_types import PIPELINE_TYPES, pipeline_type
 
 from .errors import BadRequest
@@ -31,14 +31,20 @@ STREAM_KEYS = {
     "data_compression": None,
     "data_header_compression": None,
     "port": None,
+    "output_pipeline": None,
+    "output_stream": None,
 }
-LATER_TYPES = ("fanout", "fanin", "external")  # CamServer's, not built yet
+# Keys that set up a pipeline's workers at start, with their defaults.
+SPLIT_KEYS = {"processing_threads": 0, "multiprocessing": False}
+LATER_TYPES = ("external",)  # CamServer's, not built yet
 # What each pipeline type runs, for messages.
 SERVES = {
     "processing": "an image function (process_image)",
     "stream": "a stream function (process(data, pulse_id, timestamp, parameters))",
     "custom": "a generator (generate(parameters)) or CamServer's process(parameters, init)",
     "store": "no function",
+    "fanout": "no function (it passes frames on to its workers)",
+    "fanin": "no function (it passes its workers' results on)",
 }
 SCRIPT_TYPE = (
     "pipeline_type 'script' is not supported: a pipeline_script's run(stop_event, "
@@ -189,16 +195,18 @@ def function_available(
 
 
 def stream_unchanged(config: dict, update: dict) -> None:
-    changed = [
-        key
-        for key, default in STREAM_KEYS.items()
-        if key in update and (update[key] or default) != (config.get(key) or default)
-    ]
-    if changed:
-        raise BadRequest(
-            f"{', '.join(changed)} cannot change on a running instance (its "
-            f"stream is set up at start); start a new instance instead"
-        )
+    """Refuse a live update of what is set up at start: the stream, the workers."""
+    for keys, what in ((STREAM_KEYS, "stream is"), (SPLIT_KEYS, "workers are")):
+        changed = [
+            key
+            for key, default in keys.items()
+            if key in update and (update[key] or default) != (config.get(key) or default)
+        ]
+        if changed:
+            raise BadRequest(
+                f"{', '.join(changed)} cannot change on a running instance (its "
+                f"{what} set up at start); start a new instance instead"
+            )
 
 
 def pipeline(config, camera_names) -> dict:
@@ -212,6 +220,7 @@ def pipeline(config, camera_names) -> dict:
             f"supported yet; use one of {', '.join(PIPELINE_TYPES)}"
         )
     _choice("pipeline", config, "pipeline_type", PIPELINE_TYPES, "processing")
+    _fan(config)
     _pipeline_input(config, camera_names)
     if pipeline_type(config) == "store":
         _store(config)
@@ -239,11 +248,33 @@ def pipeline(config, camera_names) -> dict:
     function = config.get("function")
     if function is not None and not isinstance(function, str):
         raise _fail("pipeline", "function", "a function or script name", function)
-    try:  # the processing keys, by the parser the processing itself runs from
+    try:  # the processing keys, by the parsers the pipeline itself runs from
         processing.parse(config)
+        split.parse(config)
     except ValueError as error:
         raise BadRequest(f"pipeline config: {error}") from None
     return config
+
+
+def _fan(config: dict) -> None:
+    """Fan-out and fan-in (CamServer's wiring): a fanin binds its input_stream, which the
+    workers' output_pipeline (or output_stream) connect to."""
+    kind = pipeline_type(config)
+    if kind in ("fanout", "fanin") and config.get("function"):
+        raise BadRequest(f"pipeline config: a {kind} pipeline runs {SERVES[kind]}; remove function")
+    if kind == "fanin" and not config.get("input_stream"):
+        raise BadRequest(
+            "pipeline config: a fanin needs input_stream, the address its PULL socket binds "
+            "(tcp://<this node>:<port>), which its workers' output_pipeline connects to"
+        )
+    _number("pipeline", config, "pid_buffer", integer=True, allow_zero=True)
+    output, stream = config.get("output_pipeline"), config.get("output_stream")
+    if output is not None and not is_name(output):
+        raise _fail("pipeline", "output_pipeline", f"a pipeline name ({NAME_RULE})", output)
+    if stream is not None and (not isinstance(stream, str) or "://" not in stream):
+        raise _fail("pipeline", "output_stream", "a stream address such as tcp://host:9000", stream)
+    if output and stream:
+        raise BadRequest("pipeline config: give output_pipeline or output_stream, not both")
 
 
 def _pipeline_input(config: dict, camera_names) -> None:

@@ -47,6 +47,7 @@ class Input:
 
     torn = lag = missed = 0
     geometry = None  # (shape, dtype) of the frames to come, for the warm-up; None: unknown
+    channels_of_frames = False  # frames are messages of channels (an image among them)
 
     def channels(self, frame) -> dict | None:
         return None
@@ -69,10 +70,16 @@ class Input:
 
 
 class RingInput(Input):
-    """The camera's frames, read in place: the result must not outlive the frame unchecked."""
+    """The camera's frames, read in place: the result must not outlive the frame unchecked.
 
-    def __init__(self, ring: str):
-        self.reader = RingReader(ring, timeout=30)
+    `policy` "latest" (processing pipelines): a reader that cannot keep up takes the newest
+    frame and counts the ones it skips, so its results stay one frame behind the camera and
+    the frames it works on are rarely overwritten under it. "sequential" (store pipelines,
+    the dispatcher of a parallel pipeline): every frame in order while the reader keeps up.
+    """
+
+    def __init__(self, ring: str, policy: str = "sequential"):
+        self.reader = RingReader(ring, policy=policy, timeout=30)
         self._axes_key = None
 
     @property
@@ -131,17 +138,10 @@ class StreamFrame:
         self.image = self.data.get("image")
 
 
-class StreamInput(Input):
-    """Messages of a bsread stream. Their arrays are views of ZMQ's buffers, which live as
-    long as the arrays do: nothing needs copying or validating."""
+class ChannelsInput(Input):
+    """Frames that are messages: an `image` channel among others (`data`)."""
 
-    def __init__(self, address: str, mode: str = "SUB"):
-        self.receiver = Receiver(address, mode=mode, queue_size=10)
-        self.address = address
-
-    def next(self, timeout: float) -> StreamFrame | None:
-        message = self.receiver.receive(timeout=timeout)
-        return None if message is None else StreamFrame(message)
+    channels_of_frames = True
 
     def axes(self, frame: StreamFrame) -> tuple[np.ndarray, np.ndarray]:
         """The stream's x_axis/y_axis channels, else pixel indices."""
@@ -153,6 +153,20 @@ class StreamInput(Input):
 
     def channels(self, frame: StreamFrame) -> dict:
         return frame.data
+
+
+class StreamInput(ChannelsInput):
+    """Messages of a bsread stream. Their arrays are views of ZMQ's buffers, which live as
+    long as the arrays do: nothing needs copying or validating. `bind`: the input is a
+    socket others connect to (a fanin's PULL)."""
+
+    def __init__(self, address: str, mode: str = "SUB", bind: bool = False):
+        self.receiver = Receiver(address, mode=mode, queue_size=10, bind=bind)
+        self.address = address
+
+    def next(self, timeout: float) -> StreamFrame | None:
+        message = self.receiver.receive(timeout=timeout)
+        return None if message is None else StreamFrame(message)
 
     @property
     def missed(self) -> int:

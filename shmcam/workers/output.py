@@ -1,5 +1,9 @@
 """Where a pipeline's results go: its bsread stream (PUB or PUSH), with the output keys of
-CamServer (`include`, `exclude`, compression, header policy, queue size, blocking)."""
+CamServer (`include`, `exclude`, compression, header policy, queue size, blocking).
+
+The stream is bound on the pipeline's port, or connected to the address the supervisor
+resolved from `output_pipeline` / `output_stream` (`spec["output"]`): a worker pipeline
+pushing its results to a fanin."""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import logging
 
 from shmcam.bsread import Encoder, Sender
 from shmcam.shm import StatsBlock
+
+from .pipeline_types import output_mode
 
 log = logging.getLogger(__name__)
 
@@ -21,12 +27,19 @@ def select(result: dict, config: dict) -> dict:
 
 
 class Output:
-    def __init__(self, spec: dict, config: dict, stats: StatsBlock):
+    """`track`: keep ZMQ's tracker of the last message (`tracker`), for results sent
+    without a copy from memory that is reused once ZMQ is done with it."""
+
+    def __init__(self, spec: dict, config: dict, stats: StatsBlock, track: bool = False):
         self.stats = stats
-        self.push = (config.get("mode") or "PUB") == "PUSH"
+        mode = output_mode(config)
+        self.push = mode == "PUSH"
+        connect = (spec.get("output") or {}).get("connect")
         self.sender = Sender(
-            spec["port"],
-            mode=config.get("mode") or "PUB",
+            connect or spec["port"],
+            bind=connect is None,
+            track=track,
+            mode=mode,
             queue_size=int(config.get("queue_size") or 10),
             block=bool(config.get("block", False)),
             send_timeout=1.0,
@@ -52,6 +65,11 @@ class Output:
                 self._errors_logged += 1
                 log.error("pulse %d not sent: %s", pulse_id, error)
             return False
+
+    @property
+    def tracker(self):
+        """ZMQ's tracker of the last message sent (with `track`)."""
+        return self.sender.tracker
 
     @property
     def clients(self) -> int:

@@ -7,7 +7,10 @@ Pipeline types (`pipeline_type`) differ in their input and in how the function i
   stream (default: passed on unchanged), optionally merged with a second stream;
 - custom: `generate(parameters)`, a generator whose items go out at `max_frame_rate`;
 - store: HDF5 files instead of a stream (workers/store.py).
-The loop lives here: input (inputs.py) -> flow control (gate.py: pause, max_frame_rate,
+A pipeline with `processing_threads` N >= 2 shares its frames out among N workers
+(parallel.py). Otherwise the loop lives here: input (inputs.py; a camera's ring is read
+latest-wins: a pipeline that cannot keep up takes the newest frame and counts the ones it
+skips) -> flow control (gate.py: pause, max_frame_rate,
 downsampling, pid_range, records, enforce_pid) -> the function (step.py: a function that
 raises gives an error frame, never ends the pipeline) -> output (output.py). A frame the
 camera overwrote while it was processed is dropped and counted as torn. The output image is
@@ -21,10 +24,11 @@ import time
 
 from shmcam.shm import StatsBlock
 
+from . import fan, split
 from .control import Control, report
 from .gate import Gate
 from .inputs import MergedInput, RingInput, StreamInput, Ticks
-from .output import Output, select
+from .output import select
 from .pipeline_types import pipeline_type
 from .preview import Preview
 from .step import Step, is_image
@@ -44,8 +48,8 @@ def open_input(spec: dict, config: dict):
     if source.get("stream2"):
         return MergedInput(source["stream"], source["stream2"], mode)
     if source.get("stream"):
-        return StreamInput(source["stream"], mode)
-    return RingInput(spec["ring"])
+        return StreamInput(source["stream"], mode, bind=bool(source.get("bind")))
+    return RingInput(spec["ring"], policy="latest")
 
 
 class Pipeline:
@@ -57,7 +61,7 @@ class Pipeline:
         self.input = open_input(spec, spec["config"])
         self.step = Step(spec, self.input, self.stats)
         self.apply(spec["config"])
-        self.output = Output(spec, self.config, self.stats)
+        self.output = fan.output(spec, self.config, self.stats)
         self.preview = Preview(spec.get("preview"))
         self.sent = 0
         self.frame_shape = None
@@ -147,6 +151,11 @@ def run(spec: dict, control: Control) -> int:
         from . import store  # HDF5 is imported only by the pipelines that write it
 
         return store.run(spec, control)
+    plan = split.parse(spec["config"])
+    if plan.workers > 1:
+        from . import parallel  # its workers' machinery only where it is used
+
+        return parallel.run(spec, control, plan)
     pipeline = Pipeline(spec)
     try:
         return pipeline.run(control)

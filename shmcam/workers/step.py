@@ -21,6 +21,7 @@ from shmcam.shm import StatsBlock
 from shmcam.sources.simulation import beam_frames
 from shmcam.sources.transforms import axis_arrays
 
+from . import fan
 from .pipeline_types import pipeline_type
 
 log = logging.getLogger(__name__)
@@ -55,10 +56,20 @@ def _describe(value) -> str:
     return "none" if value is None else type(value).__name__
 
 
+def calling(config: dict, input) -> str:
+    """How the function is called: as a processing, stream or custom pipeline calls it. A
+    fanout passes camera frames on as images, a stream's messages (and a fanin's) as data."""
+    kind = pipeline_type(config)
+    if kind == "fanin" or (kind == "fanout" and input.channels_of_frames):
+        return "stream"
+    return "processing" if kind == "fanout" else kind
+
+
 class Step:
     def __init__(self, spec: dict, input, stats: StatsBlock):
         self.spec = spec
-        self.type = pipeline_type(spec["config"])
+        self.passes_on = pipeline_type(spec["config"]) in ("fanout", "fanin")
+        self.type = calling(spec["config"], input)
         self.scripts = Path(spec["scripts_dir"])
         self.backgrounds = Path(spec["backgrounds_dir"])
         self.input = input
@@ -83,7 +94,9 @@ class Step:
 
     def resolve(self, name: str | None):
         """The config's function for this pipeline type: stream pipelines pass their data on
-        unchanged without one; custom pipelines need one."""
+        unchanged without one; custom pipelines need one; fanout and fanin pass on."""
+        if self.passes_on:
+            return fan.channels if self.type == "stream" else fan.camera_channels
         if self.type == "stream" and not name:
             return lambda data, pulse_id, timestamp, parameters: dict(data)
         if self.type == "custom" and not name:
@@ -171,7 +184,7 @@ class Step:
             if self.setup_error is not None:
                 raise RuntimeError(self.setup_error)
             result = self.call(frame)
-            if result is not None:
+            if result is not None and not self.passes_on:
                 result.setdefault("processing_parameters", self.parameters_json)
         except Exception as error:
             self.stats.add("errors")

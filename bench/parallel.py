@@ -1,0 +1,460 @@
+#!/usr/bin/env python3
+"""Parallel pipelines: shmcam's workers against CamServer's way of sharing work out.
+
+A real supervisor with a simulated uint16 camera at 100 Hz (1280x960, then 2560x2160) and a
+function costing about 15 ms per frame that releases the GIL (numpy sort of part of the image,
+then a CRC of all of it, as measured in issue 15), returning a few values. For each way of
+running it, a client process receives the stream for --seconds and reports the output rate,
+the pulse ids it missed (drops), whether the stream was in order, and the latency from the
+frame's timestamp (taken when the camera produced it) to the result's arrival, p50 and p99;
+psutil gives the CPU of every process of the pipeline, per frame sent.
+
+- shmcam: one process (N = 1); `processing_threads` N with `multiprocessing` (processes) and
+  without (threads);
+  and CamServer's fan-out on one node: a fanout pipeline pushing the frames to N worker
+  pipelines, which push their results to a fanin (`pipeline_type` fanout / fanin);
+- CamServer's way, rebuilt here from its description (docs/spec/camserver.md 3.2): a process
+  reads the camera's ring, copies each frame and puts it with the parameters dict into the
+  least loaded of N `multiprocessing.Queue(thread_buffer_size)`s (both pickled per frame), N
+  worker processes put their results into one queue, and a send process puts them back in
+  the received order (`send_buffer_size`) and publishes them; and its threads mode, the same
+  with threads and `queue.Queue`. It reads the ring instead of a ZMQ stream: that favours it.
+
+    python bench/parallel.py [--sizes 1280x960,2560x2160] [--counts 1,2,4] [--seconds 6]
+                             [--modes ...] [--image] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import queue
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+from shmcam.bsread import Receiver, Sender
+from shmcam.cli.demo import rest, start_supervisor
+from shmcam.cli.ring_demo import parse_size
+from shmcam.shm import RingReader, ring_base
+
+FUNCTION = '''
+import zlib
+
+import numpy as np
+
+parallel_safe = True
+
+
+def process_image(image, pulse_id, timestamp, x_axis, y_axis, parameters, bsdata=None):
+    """About 15 ms of work that releases the GIL: a sort of part of the image, a CRC of all."""
+    flat = image.reshape(-1)
+    part = np.sort(flat[: parameters["sort_elems"]].astype(np.float32))
+    result = {
+        "digest": zlib.crc32(image),
+        "median": float(part[len(part) // 2]),
+        "pulse": pulse_id,
+    }
+    if parameters.get("send_image"):
+        result["image"] = image
+    return result
+'''
+MODES = (
+    "shmcam-processes",
+    "shmcam-threads",
+    "shmcam-fan",
+    "camserver-processes",
+    "camserver-threads",
+)
+TARGET_MS = 15.0
+THREAD_BUFFER, SEND_BUFFER = 20, 40  # CamServer's defaults
+# A CamServer pipeline config's parameters, pickled with every frame in its multiprocessing mode.
+PARAMETERS = {
+    "camera_name": "simulation",
+    "pipeline_type": "processing",
+    "function": "bench_function",
+    "image_background": None,
+    "image_background_enable": False,
+    "image_threshold": None,
+    "image_region_of_interest": None,
+    "image_good_region": {"threshold": 0.3, "gfscale": 1.8},
+    "image_slices": {"number_of_slices": 5, "scale": 2, "orientation": "vertical"},
+    "rotation": {"angle": 0, "order": 1, "mode": "0.0"},
+    "averaging": None,
+    "mode": "PUB",
+    "queue_size": 10,
+    "no_client_timeout": 0,
+    "processing_threads": 2,
+    "multiprocessing": True,
+    "thread_buffer_size": THREAD_BUFFER,
+    "send_buffer_size": SEND_BUFFER,
+    **{f"extra_{i}": f"value {i}" for i in range(20)},
+}
+
+
+def load_function(path: Path):
+    namespace: dict = {}
+    exec(compile(path.read_text(), str(path), "exec"), namespace)
+    return namespace["process_image"]
+
+
+def calibrate(size, function) -> int:
+    """How many pixels the function sorts to cost about TARGET_MS on this machine."""
+    image = np.random.default_rng(1).integers(0, 4000, (size[1], size[0]), dtype=np.uint16)
+    elems = 100_000
+    for _ in range(6):
+        t0 = time.perf_counter()
+        for _ in range(5):
+            function(image, 0, (0, 0), None, None, {"sort_elems": elems})
+        ms = (time.perf_counter() - t0) / 5 * 1000
+        elems = min(image.size, max(1000, int(elems * TARGET_MS / ms)))
+    return elems
+
+
+# --- the client ---------------------------------------------------------------------------
+def client(stream, seconds, step, results, ready):
+    """Receive for `seconds`: messages, pulse ids missing, order, latency."""
+    latencies, received, gaps, disorder, last = [], 0, 0, 0, None
+    with Receiver(stream, timeout=1.0, queue_size=1000) as receiver:
+        ready.set()
+        t_end = time.monotonic() + seconds
+        while time.monotonic() < t_end:
+            message = receiver.receive()
+            if message is None:
+                continue
+            now = time.time()
+            sec, ns = message.global_timestamp
+            latencies.append(now - sec - ns / 1e9)
+            if last is not None:
+                if message.pulse_id <= last:
+                    disorder += 1
+                else:
+                    gaps += (message.pulse_id - last) // step - 1
+            last, received = message.pulse_id, received + 1
+    lat = np.array(latencies or [np.nan]) * 1000
+    results.put(
+        {
+            "received": received,
+            "gaps": gaps,
+            "disorder": disorder,
+            "latency_ms_p50": float(np.percentile(lat, 50)),
+            "latency_ms_p99": float(np.percentile(lat, 99)),
+        }
+    )
+
+
+def cpu_seconds(pids) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def family(pid: int) -> list[int]:
+    try:
+        process = psutil.Process(pid)
+        return [pid, *(c.pid for c in process.children(recursive=True))]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def measure(stream, pids_of, seconds, ctx, main_pid=None) -> dict:
+    results, ready = ctx.Queue(), ctx.Event()
+    receiver = ctx.Process(target=client, args=(stream, seconds, 1, results, ready))
+    receiver.start()
+    ready.wait(10)
+    time.sleep(1.0)  # warm: the first frames, JIT, connections
+    pids = pids_of()
+    cpu0, main0, t0 = cpu_seconds(pids), cpu_seconds([main_pid] if main_pid else []), time.time()
+    result = results.get(timeout=seconds + 30)
+    elapsed = time.time() - t0
+    cpu1, main1 = cpu_seconds(pids), cpu_seconds([main_pid] if main_pid else [])
+    receiver.join()
+    frames = max(1, result["received"])
+    result.update(
+        out_hz=result["received"] / seconds,
+        cpu_percent=100 * (cpu1 - cpu0) / elapsed,
+        cpu_ms_per_frame=1000 * (cpu1 - cpu0) / frames * seconds / elapsed,
+        main_cpu_ms_per_frame=(
+            1000 * (main1 - main0) / frames * seconds / elapsed if main_pid else None
+        ),
+    )
+    return result
+
+
+# --- shmcam ---------------------------------------------------------------------------------
+def run_shmcam(url, function_path, elems, workers, processes, send_image, seconds, ctx):
+    config = {
+        "camera_name": "simulation",
+        "function": str(function_path),
+        "sort_elems": elems,
+        "send_image": send_image,
+        "processing_threads": workers if workers > 1 else 0,
+        "multiprocessing": processes,
+        "queue_size": 100,
+        "no_client_timeout": 0,
+    }
+    created = rest(f"{url}/api/v1/pipeline?instance_id=bench", "POST", config)
+    pid = rest(f"{url}/api/v1/pipeline/instance/bench/info")["info"]["statistics"]["pid"]
+    try:
+        return measure(created["stream"], lambda: family(pid), seconds, ctx, main_pid=pid)
+    finally:
+        rest(f"{url}/api/v1/pipeline/bench/del", "DELETE")
+
+
+def run_fan(url, function_path, elems, workers, send_image, seconds, ctx):
+    """fanout -> N worker pipelines -> fanin, all on this node."""
+    port = free_port()
+    configs = {
+        "spread": {"pipeline_type": "fanout", "camera_name": "simulation"},
+        "gather": {
+            "pipeline_type": "fanin",
+            "input_stream": f"tcp://127.0.0.1:{port}",
+            "pid_buffer": SEND_BUFFER,
+        },
+        "work": {
+            "camera_name": "simulation",
+            "input_pipeline": "spread",
+            "input_mode": "PULL",
+            "output_pipeline": "gather",
+            "function": str(function_path),
+            "sort_elems": elems,
+            "send_image": send_image,
+        },
+    }
+    for name, config in configs.items():
+        rest(f"{url}/api/v1/pipeline/{name}/config", "POST", {**config, "no_client_timeout": 0})
+    gather = rest(f"{url}/api/v1/pipeline/gather?instance_id=gather", "POST")
+    names = ["gather", *(f"work{i}" for i in range(workers))]
+    for name in names[1:]:
+        rest(f"{url}/api/v1/pipeline/work?instance_id={name}", "POST")
+    names.append("spread")
+
+    def pids():
+        info = (rest(f"{url}/api/v1/pipeline/instance/{n}/info")["info"] for n in names)
+        return [i["statistics"]["pid"] for i in info]
+
+    try:
+        return measure(gather["stream"], pids, seconds, ctx)
+    finally:
+        for name in names:
+            rest(f"{url}/api/v1/pipeline/{name}/del", "DELETE")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- CamServer's way ------------------------------------------------------------------------
+def cs_worker(inbox, outbox, function_path, threads_mode=False):
+    function = load_function(function_path)
+    while True:
+        item = inbox.get()
+        if item is None:
+            return
+        image, pulse_id, timestamp, parameters = item
+        outbox.put(
+            (pulse_id, timestamp, function(image, pulse_id, timestamp, None, None, parameters))
+        )
+
+
+def cs_sender(results, order, port, stop):
+    """Results back in the received order; a missing head is dropped when the buffer is
+    full (CamServer's send_buffer_size)."""
+    held: dict[int, tuple] = {}
+    expected: list[int] = []
+    with Sender(port, mode="PUB", queue_size=100) as sender:
+        while not stop.is_set():
+            try:
+                while True:
+                    expected.append(order.get_nowait())
+            except queue.Empty:
+                pass
+            try:
+                pulse_id, timestamp, data = results.get(timeout=0.05)
+                held[pulse_id] = (timestamp, data)
+            except queue.Empty:
+                pass
+            while expected:
+                head = expected[0]
+                if head in held:
+                    timestamp, data = held.pop(head)
+                    sender.send(data, head, timestamp)
+                elif len(held) >= SEND_BUFFER:
+                    held.pop(head, None)
+                else:
+                    break
+                expected.pop(0)
+
+
+def cs_dispatcher(ring, workers, threads_mode, function_path, elems, send_image, port, stop):
+    """CamServer's receive loop: a copy of each frame, with the parameters, to the least
+    loaded worker queue; the oldest waiting frame dropped when a queue is full."""
+    if threads_mode:
+        inboxes = [queue.Queue(THREAD_BUFFER) for _ in range(workers)]
+        results, order = queue.Queue(), queue.Queue()
+        make = threading.Thread
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        inboxes = [ctx.Queue(THREAD_BUFFER) for _ in range(workers)]
+        results, order = ctx.Queue(SEND_BUFFER), ctx.Queue()
+        make = ctx.Process
+    parameters = {**PARAMETERS, "sort_elems": elems, "send_image": send_image}
+    parts = [
+        make(target=cs_worker, args=(inbox, results, function_path), daemon=True)
+        for inbox in inboxes
+    ]
+    sender_stop = (
+        threading.Event() if threads_mode else multiprocessing.get_context("spawn").Event()
+    )
+    parts.append(make(target=cs_sender, args=(results, order, port, sender_stop), daemon=True))
+    for part in parts:
+        part.start()
+    reader = RingReader(ring, timeout=10)
+    turn = 0
+    while not stop.is_set():
+        frame = reader.wait(timeout=0.2)
+        if frame is None:
+            continue
+        image = np.array(frame.image)  # received: its own copy
+        if not reader.validate(frame):
+            continue
+        loads = [inbox.qsize() for inbox in inboxes]
+        least = min(loads)
+        choice = next(
+            i for i in [*range(turn, workers), *range(turn)] if loads[i] == least
+        )  # round robin among the least loaded
+        turn = (choice + 1) % workers
+        inbox = inboxes[choice]
+        if inbox.full():
+            try:
+                inbox.get_nowait()
+            except queue.Empty:
+                pass
+        order.put(frame.pulse_id)
+        inbox.put((image, frame.pulse_id, frame.timestamp, parameters))
+    sender_stop.set()
+    for inbox in inboxes:
+        inbox.put(None)
+    reader.close()
+
+
+def cs_main(ring, workers, threads_mode, function_path, elems, send_image, port):
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    cs_dispatcher(ring, workers, threads_mode, function_path, elems, send_image, port, stop)
+
+
+def run_camserver(ring, function_path, elems, workers, threads_mode, send_image, seconds, ctx):
+    port = free_port()
+    main = ctx.Process(
+        target=cs_main,
+        args=(ring, workers, threads_mode, function_path, elems, send_image, port),
+    )
+    main.start()
+    try:
+        return measure(f"tcp://127.0.0.1:{port}", lambda: family(main.pid), seconds, ctx)
+    finally:
+        main.terminate()
+        main.join(10)
+        for pid in family(main.pid)[1:]:
+            psutil.Process(pid).kill()
+
+
+# --- main -----------------------------------------------------------------------------------
+def bench_size(size, args, ctx) -> list[dict]:
+    workdir = Path(tempfile.mkdtemp(prefix="shmcam-bench-"))
+    functions = workdir / "functions"
+    functions.mkdir()
+    function_path = functions / "bench_function.py"
+    function_path.write_text(FUNCTION)
+    elems = calibrate(size, load_function(function_path))
+    supervisor, url = start_supervisor(
+        workdir, size, args.rate, f'function_dirs = ["{functions}"]\n'
+    )
+    runs = []
+    try:
+        rest(f"{url}/api/v1/cam/simulation")
+        ring = ring_base(f"demo{os.getpid()}", "simulation")
+        for mode in args.modes.split(","):
+            for n in (int(c) for c in args.counts.split(",")):
+                if n == 1 and mode != "shmcam-processes":
+                    continue  # one process is one process
+                if mode == "shmcam-fan":
+                    result = run_fan(url, function_path, elems, n, args.image, args.seconds, ctx)
+                elif mode.startswith("shmcam"):
+                    result = run_shmcam(
+                        url, function_path, elems, n, mode.endswith("processes"), args.image,
+                        args.seconds, ctx,
+                    )  # fmt: skip
+                else:
+                    result = run_camserver(
+                        ring, function_path, elems, n, mode.endswith("threads"), args.image,
+                        args.seconds, ctx,
+                    )  # fmt: skip
+                result.update(mode="shmcam-one" if n == 1 else mode, workers=n)
+                runs.append(result)
+                if not args.json:
+                    show(result)
+    finally:
+        supervisor.send_signal(signal.SIGTERM)
+        supervisor.wait(30)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return runs
+
+
+def show(r: dict) -> None:
+    main = r["main_cpu_ms_per_frame"]
+    print(
+        f"  {r['mode']:20s} N={r['workers']}  out {r['out_hz']:6.1f} Hz  missed {r['gaps']:4d}"
+        f"  order {'ok' if not r['disorder'] else 'BROKEN'}  latency p50 "
+        f"{r['latency_ms_p50']:6.1f} ms p99 {r['latency_ms_p99']:6.1f} ms  CPU "
+        f"{r['cpu_percent']:4.0f}% = {r['cpu_ms_per_frame']:5.1f} ms/frame"
+        + (f" (pipeline process {main:4.2f})" if main is not None else ""),
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="1280x960,2560x2160")
+    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--counts", default="1,2,4")
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--image", action="store_true", help="results carry the image too")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    ctx = multiprocessing.get_context("spawn")
+    report = {}
+    for text in args.sizes.split(","):
+        if not args.json:
+            print(
+                f"camera {text} uint16 at {args.rate:g} Hz, a ~{TARGET_MS:g} ms function"
+                f"{' returning the image' if args.image else ''}, {psutil.cpu_count()} cores, "
+                f"load {psutil.getloadavg()[0]:.1f}",
+                flush=True,
+            )
+        report[text] = bench_size(parse_size(text), args, ctx)
+    if args.json:
+        json.dump(report, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
