@@ -22,8 +22,8 @@ import requests
 from supervisor_harness import SIM_CAMERA, wait_for
 from worker_harness import WorkerProcess
 
-from shmcam.bsread import Receiver
-from shmcam.shm import RingWriter, StatsBlock, ring_base, stats_name
+from shmcam.bsread import Receiver, Sender
+from shmcam.shm import RingReader, RingWriter, StatsBlock, ring_base, stats_name
 from shmcam.shm.board import IDLE, Board
 from shmcam.sources.simulation import beam_frames
 from shmcam.workers import split
@@ -105,20 +105,23 @@ def test_members_in_other_processes_never_claim_a_ticket_twice(node):
         assert [t for t, _, _ in mine] == sorted(t for t, _, _ in mine)
 
 
-def test_a_claim_takes_the_newest_ticket_and_the_bound_waits_for_held_ones(node):
+def test_claims_go_in_order_unless_too_far_behind_and_the_bound_waits_for_held_ones(node):
     with Board(split.board_name(node, "b"), create=True, members=2) as board:
         assert board.claim(0, 0.01) is None and board.bound() == 0
         for ticket in range(4):
             board.post(ticket, ticket)
         claim = board.claim(0, 1.0)
-        assert (claim.ticket, claim.skipped) == (3, 3)  # latest wins: 0..2 are skipped
+        assert (claim.ticket, claim.skipped) == (3, 3)  # 3 behind: the newest, 0..2 skipped
         assert board.bound() == 3  # ticket 3 is held: its result may still come
         board.post(4, 4)
-        assert board.claim(1, 1.0).ticket == 4
+        board.post(5, 5)
+        claim = board.claim(1, 1.0)  # one behind the newest: in order
+        assert (claim.ticket, claim.skipped) == (4, 0)
         board.done(0)
         assert board.bound() == 4 and board.holding(0) == IDLE
         board.done(1)
-        assert board.bound() == 5
+        assert board.bound() == 5  # ticket 5 is not claimed yet
+        assert board.claim(0, 1.0).ticket == 5
 
 
 def test_a_member_writes_a_record_only_once_its_slot_is_released(node):
@@ -129,6 +132,24 @@ def test_a_member_writes_a_record_only_once_its_slot_is_released(node):
         assert board.wait_released(0, 2, 5.0)
         board.note_record(0, 2, 41)
         assert board.record_ticket(0, 2) == 41
+
+
+def test_a_recent_reader_goes_on_in_order_one_behind_and_skips_further_behind(node):
+    base = ring_base(node, "cam")
+    with (
+        RingWriter(base, np.uint16, (2, 2), 8) as writer,
+        RingReader(base, policy="recent") as reader,
+    ):
+
+        def write(count):
+            for _ in range(count):
+                n = writer.frames_written
+                writer.write(np.full((2, 2), n, np.uint16), 100 + n, (0, n))
+
+        write(2)
+        assert [reader.wait(1).pulse_id for _ in range(2)] == [100, 101]  # one behind: in order
+        write(4)
+        assert reader.wait(1).pulse_id == 105 and reader.missed == 3  # three behind: the newest
 
 
 def test_results_go_out_in_order_and_the_wait_is_bounded():
@@ -354,8 +375,8 @@ def test_a_killed_worker_is_replaced_and_the_stream_goes_on(runs):
 
 @pytest.mark.parametrize("workers", [1, 2], ids=["one process", "two workers"])
 def test_a_reader_that_cannot_keep_up_takes_the_newest_frame(runs, workers):
-    """Latest wins: while every worker is busy, frames pile up; the next one free takes the
-    newest and the ones passed over are counted, none is processed late."""
+    """While every worker is busy, frames pile up; the next one free takes the newest and the
+    ones passed over are counted, none is processed late."""
     run = runs({"processing_threads": workers, "multiprocessing": True, "sleep_s": 0.5}, slots=16)
     run.write(workers, rate=1000)
     wait_for(lambda: run.taken() == workers, what="every worker busy")
@@ -365,6 +386,48 @@ def test_a_reader_that_cannot_keep_up_takes_the_newest_frame(runs, workers):
     assert [m.pulse_id for m in messages] == expected
     counters = run.settle()
     assert counters["dropped"] == 4 and counters["torn"] == 0
+
+
+def test_a_stream_input_is_shared_out_through_a_relay_ring(node, tmp_path):
+    """A stream pipeline's messages are received once, relayed into a record ring the
+    workers read in place, and come out complete and in order: a stream is not skipped, its
+    messages wait in ZMQ's queue while every worker is busy (a PUSH sender blocks)."""
+    sender = Sender("tcp://127.0.0.1:0", mode="PUSH", queue_size=10, block=True)
+    port = _free_port()
+    spec = {
+        "node": node,
+        "instance_id": "relay",
+        "ring": None,
+        "input": {"stream": sender.address, "mode": "PULL"},
+        "stats": stats_name(node, "p-relay"),
+        "port": port,
+        "preview": None,
+        "config": {
+            "pipeline_type": "stream",
+            "input_stream": sender.address,
+            "input_mode": "PULL",
+            "processing_threads": 2,
+            "mode": "PUSH",
+            "queue_size": 1000,
+        },
+        "scripts_dir": str(tmp_path),
+        "backgrounds_dir": str(tmp_path),
+    }
+    worker = WorkerProcess([sys.executable, "-m", "shmcam.workers", "pipeline"], spec)
+    try:
+        worker.wait_report("ready", 120)
+        with Receiver(f"tcp://127.0.0.1:{port}", mode="PULL", queue_size=1000) as receiver:
+            wait_for(lambda: sender.clients == 1, what="the pipeline connected")
+            for i in range(200):
+                sender.send(
+                    {"n": i, "wave": np.arange(i, i + 1000, dtype=np.float64)}, 100 + i, (0, i)
+                )
+            messages = [receiver.receive(timeout=10) for _ in range(200)]
+    finally:
+        sender.close()
+        assert worker.stop() == 0, worker.log[-20:]
+    assert [m.pulse_id for m in messages] == list(range(100, 300))
+    assert all(m.data["n"] == i and m.data["wave"][0] == i for i, m in enumerate(messages))
 
 
 # --- through a supervisor -----------------------------------------------------------------

@@ -3,9 +3,11 @@ learns which results are final. What the workers of a parallel pipeline share, i
 threads alike, without a message per item.
 
 - **Tickets.** The producer posts items as numbered tickets (an item is two int64 words: for a
-  pipeline the frame's ring index and its pulse id). A member claims the *newest* unclaimed
-  ticket and skips the older ones (latest wins: a member that comes free never starts on a
-  stale item), so no ticket is claimed twice and a slow item never holds the others back.
+  pipeline the frame's ring index and its pulse id). A member claims the oldest unclaimed
+  ticket while it is at most MAX_BEHIND tickets behind the newest, else the newest, and the
+  older ones are skipped (a reader's "recent" policy, slotring.py: a member that comes free
+  never starts on a stale item). No ticket is claimed twice and a slow item never holds the
+  others back.
   A claim is a few words changed under an `flock` of the board's file: the kernel drops the
   lock of a member that dies, so a killed member never blocks the others.
 - **Final results.** Each member shows the ticket it holds (`IDLE` when none). Claims go in
@@ -32,6 +34,7 @@ from contextlib import contextmanager
 from typing import NamedTuple
 
 from . import futex, segment
+from .slotring import MAX_BEHIND
 
 MAGIC = b"SHMCAMWB"
 VERSION = 1
@@ -42,7 +45,7 @@ IDLE = 2**63 - 1  # what a member holds when it holds no ticket
 # int64 words of the header
 _POSTED, _CLAIMED, _STOPPING, _EPOCH = 8, 9, 10, 11
 # uint32 futex words of the header (in units of 4 bytes)
-_WORK, _RESULTS, _SLOTS = 24, 25, 26
+_WORK, _RESULTS, _SLOTS, _CLAIMS = 24, 25, 26, 27
 # int64 words of a member, then its record_slots record tickets
 _HOLDING, _RELEASED, _PID, _RESTARTS, _WAITING, _READY = range(6)
 _MEMBER_WORDS = 8
@@ -109,7 +112,9 @@ class Board:
         self._tickets = HEADER_SIZE // 8
         self._stride = _MEMBER_WORDS + record_slots
         self._members = self._tickets + 2 * ticket_slots
-        self._address = {w: futex.word_address(mm, 4 * w) for w in (_WORK, _RESULTS, _SLOTS)}
+        self._address = {
+            w: futex.word_address(mm, 4 * w) for w in (_WORK, _RESULTS, _SLOTS, _CLAIMS)
+        }
         self._fd = os.open(segment.SHM_DIR / name, os.O_RDWR) if writable else None
 
     def _member(self, member: int, word: int) -> int:
@@ -147,11 +152,24 @@ class Board:
         self._bump(_WORK)
         return ticket
 
+    def wait_claimed(self, timeout: float) -> bool:
+        """Wait until every ticket posted is claimed (a producer that must not get ahead of
+        its members); False after timeout or once the board stops."""
+        q = self._q
+        deadline = time.monotonic() + timeout
+        while q[_CLAIMED] < q[_POSTED]:
+            word = self._i[_CLAIMS]
+            left = deadline - time.monotonic()
+            if q[_STOPPING] or left <= 0:
+                return False
+            self._wait(_CLAIMS, word, left)
+        return True
+
     def stop(self) -> None:
         """Members waiting for work (and any that ask later) get no more."""
         self._q[_STOPPING] = 1
-        self._bump(_WORK)
-        self._bump(_SLOTS)
+        for word in (_WORK, _SLOTS, _CLAIMS):
+            self._bump(word)
 
     @property
     def stopping(self) -> bool:
@@ -167,8 +185,8 @@ class Board:
 
     # --- a member ----------------------------------------------------------------------------
     def claim(self, member: int, timeout: float) -> Claim | None:
-        """The newest unclaimed ticket, now held by `member`; None after timeout or once
-        the board stops."""
+        """The next ticket (the newest if the oldest unclaimed one is too far behind), now
+        held by `member`; None after timeout or once the board stops."""
         q = self._q
         holding = self._member(member, _HOLDING)
         deadline = time.monotonic() + timeout
@@ -178,10 +196,11 @@ class Board:
                 with self._locked():
                     claimed, posted = q[_CLAIMED], q[_POSTED]
                     if claimed < posted:
-                        ticket = posted - 1
+                        ticket = claimed if posted - 1 - claimed <= MAX_BEHIND else posted - 1
                         slot = self._tickets + 2 * (ticket % self.ticket_slots)
                         q[holding] = ticket  # before the claim shows: bound() never skips it
                         q[_CLAIMED] = ticket + 1
+                        self._bump(_CLAIMS)
                         return Claim(ticket, q[slot], q[slot + 1], ticket - claimed)
                 continue
             left = deadline - time.monotonic()

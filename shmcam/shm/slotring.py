@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 DEFAULT_SLOTS = 8
 _RECHECK_S = 0.25  # how often a waiting reader looks for a successor of a silent ring
 _RING_MAGICS = (layout.MAGIC, layout.RECORDS_MAGIC)
+POLICIES = ("sequential", "latest", "recent")
+# How far behind the newest item a "recent" reader goes on in order (and a member of a work
+# board claims in order, board.py): one item absorbs a hiccup of one period, and an item is
+# never more than two periods old when it is taken.
+MAX_BEHIND = 1
 
 
 def ring_base(node: str, instance: str, *role: str) -> str:
@@ -302,14 +307,18 @@ class Reader(RingEnd):
     policy "sequential" hands out every item in order while the reader keeps up, and when the
     writer laps it jumps to the newest item, counting the items it skipped in `missed`.
     policy "latest" always hands out the newest item (live viewers).
+    policy "recent" (processing pipelines) hands out items in order while the reader is at
+    most MAX_BEHIND items behind the newest, else the newest, counting the ones it skips: a
+    reader that cannot keep up works on fresh items only, and one delayed for a moment
+    catches up instead of losing items.
     Subclasses say how to read item n (`_read`), which returns None if it is not there.
     """
 
     MAPPING: type[Mapping] = Mapping
 
     def __init__(self, base: str, policy: str = "sequential", timeout: float = 0.0):
-        if policy not in ("sequential", "latest"):
-            raise ValueError(f"unknown reader policy {policy!r}: use 'sequential' or 'latest'")
+        if policy not in POLICIES:
+            raise ValueError(f"unknown reader policy {policy!r}: use one of {', '.join(POLICIES)}")
         self.base = base
         self.policy = policy
         self.received = 0
@@ -395,7 +404,12 @@ class Reader(RingEnd):
     def _take(self, m: Mapping):
         latest = m.write_seq
         n = self._next
-        if self.policy == "latest" or latest - n >= m.slots:
+        behind = latest - 1 - n
+        if (
+            self.policy == "latest"
+            or (self.policy == "recent" and behind > MAX_BEHIND)
+            or behind >= m.slots - 1
+        ):
             self.missed += latest - 1 - n
             n = latest - 1
         self._next = n + 1

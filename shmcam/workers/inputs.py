@@ -72,10 +72,10 @@ class Input:
 class RingInput(Input):
     """The camera's frames, read in place: the result must not outlive the frame unchecked.
 
-    `policy` "latest" (processing pipelines): a reader that cannot keep up takes the newest
-    frame and counts the ones it skips, so its results stay one frame behind the camera and
-    the frames it works on are rarely overwritten under it. "sequential" (store pipelines,
-    the dispatcher of a parallel pipeline): every frame in order while the reader keeps up.
+    `policy` "recent" (processing pipelines): frames in order while the reader is at most one
+    frame behind the newest, else the newest, the skipped ones counted: a reader that cannot
+    keep up works on fresh frames, which are rarely overwritten under it. "sequential" (store
+    pipelines, the dispatcher of a parallel pipeline): every frame while the reader keeps up.
     """
 
     def __init__(self, ring: str, policy: str = "sequential"):

@@ -24,6 +24,7 @@ from contextlib import ExitStack, closing
 from shmcam.processing import functions
 from shmcam.shm import RecordWriter, StatsBlock, create_record_ring, remove_ring
 from shmcam.shm.board import IDLE, Board
+from shmcam.shm.slotring import DEFAULT_SLOTS
 
 from . import split
 from .collector import Collector, RecordInbox, ThreadInbox
@@ -127,7 +128,10 @@ class ParallelPipeline:
             stream = StreamInput(source["stream"], mode, bind=bool(source.get("bind")))
         parts.enter_context(closing(stream))
         base = split.relay_base(spec["node"], spec["instance_id"])
-        self.relay = parts.enter_context(RecordWriter(base))
+        # a message is posted once the one before it was claimed: at most one waits and one
+        # per worker is being processed, so the relay never overwrites one in use
+        slots = max(DEFAULT_SLOTS, self.plan.workers + 2)
+        self.relay = parts.enter_context(RecordWriter(base, slots=slots))
         return stream
 
     @property
@@ -179,7 +183,10 @@ class ParallelPipeline:
                 continue
             if relay is None:
                 index = frame.index
-            else:
+            else:  # a stream is not skipped: it waits in ZMQ's queue, as for one process
+                while not board.wait_claimed(0.2):
+                    if self.stopped.is_set():
+                        return
                 try:
                     index = relay.write(frame.pulse_id, frame.timestamp, frame.data)
                 except (TypeError, ValueError) as error:

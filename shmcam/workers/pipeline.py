@@ -8,9 +8,9 @@ Pipeline types (`pipeline_type`) differ in their input and in how the function i
 - custom: `generate(parameters)`, a generator whose items go out at `max_frame_rate`;
 - store: HDF5 files instead of a stream (workers/store.py).
 A pipeline with `processing_threads` N >= 2 shares its frames out among N workers
-(parallel.py). Otherwise the loop lives here: input (inputs.py; a camera's ring is read
-latest-wins: a pipeline that cannot keep up takes the newest frame and counts the ones it
-skips) -> flow control (gate.py: pause, max_frame_rate,
+(parallel.py). Otherwise the loop lives here: input (inputs.py; a camera's ring is read in
+order while the pipeline is at most one frame behind, else from the newest frame on, the
+skipped ones counted dropped) -> flow control (gate.py: pause, max_frame_rate,
 downsampling, pid_range, records, enforce_pid) -> the function (step.py: a function that
 raises gives an error frame, never ends the pipeline) -> output (output.py). A frame the
 camera overwrote while it was processed is dropped and counted as torn. The output image is
@@ -49,7 +49,7 @@ def open_input(spec: dict, config: dict):
         return MergedInput(source["stream"], source["stream2"], mode)
     if source.get("stream"):
         return StreamInput(source["stream"], mode, bind=bool(source.get("bind")))
-    return RingInput(spec["ring"], policy="latest")
+    return RingInput(spec["ring"], policy="recent")
 
 
 class Pipeline:
