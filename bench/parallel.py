@@ -2,17 +2,17 @@
 """Parallel pipelines: shmcam's workers against CamServer's way of sharing work out.
 
 A real supervisor with a simulated uint16 camera at 100 Hz (1280x960, then 2560x2160) and a
-function costing about 15 ms per frame that releases the GIL (numpy sort of part of the image,
-then a CRC of all of it, as measured in issue 15), returning a few values. For each way of
+function costing about 15 ms of CPU per frame that releases the GIL (a numpy sort of part of
+the image, then CRCs of all of it, as in issue 15; calibrated on this machine first),
+returning a few values (with --image, the image too). For each way of
 running it, a client process receives the stream for --seconds and reports the output rate,
 the pulse ids it missed (drops), whether the stream was in order, and the latency from the
 frame's timestamp (taken when the camera produced it) to the result's arrival, p50 and p99;
 psutil gives the CPU of every process of the pipeline, per frame sent.
 
 - shmcam: one process (N = 1); `processing_threads` N with `multiprocessing` (processes) and
-  without (threads);
-  and CamServer's fan-out on one node: a fanout pipeline pushing the frames to N worker
-  pipelines, which push their results to a fanin (`pipeline_type` fanout / fanin);
+  without (threads); and fan-out on one node: a fanout pipeline pushing the frames to N
+  worker pipelines, which push their results to a fanin (`pipeline_type` fanout / fanin);
 - CamServer's way, rebuilt here from its description (docs/spec/camserver.md 3.2): a process
   reads the camera's ring, copies each frame and puts it with the parameters dict into the
   least loaded of N `multiprocessing.Queue(thread_buffer_size)`s (both pickled per frame), N
@@ -47,6 +47,7 @@ from shmcam.bsread import Receiver, Sender
 from shmcam.cli.demo import rest, start_supervisor
 from shmcam.cli.ring_demo import parse_size
 from shmcam.shm import RingReader, ring_base
+from shmcam.sources.simulation import beam_frames
 
 FUNCTION = '''
 import zlib
@@ -57,14 +58,12 @@ parallel_safe = True
 
 
 def process_image(image, pulse_id, timestamp, x_axis, y_axis, parameters, bsdata=None):
-    """About 15 ms of work that releases the GIL: a sort of part of the image, a CRC of all."""
-    flat = image.reshape(-1)
-    part = np.sort(flat[: parameters["sort_elems"]].astype(np.float32))
-    result = {
-        "digest": zlib.crc32(image),
-        "median": float(part[len(part) // 2]),
-        "pulse": pulse_id,
-    }
+    """About 15 ms of work that releases the GIL: a sort of part of the image, CRCs of all."""
+    part = np.sort(image.reshape(-1)[:65536].astype(np.float32))
+    digest = 0
+    for _ in range(parameters["crc_rounds"]):
+        digest = zlib.crc32(image, digest)
+    result = {"digest": digest, "median": float(part[len(part) // 2]), "pulse": pulse_id}
     if parameters.get("send_image"):
         result["image"] = image
     return result
@@ -108,17 +107,20 @@ def load_function(path: Path):
     return namespace["process_image"]
 
 
-def calibrate(size, function) -> int:
-    """How many pixels the function sorts to cost about TARGET_MS of CPU on this machine."""
-    image = np.random.default_rng(1).integers(0, 4000, (size[1], size[0]), dtype=np.uint16)
-    elems = 100_000
-    for _ in range(6):
+def calibrate(size, function) -> tuple[int, float]:
+    """How many CRC rounds make the function cost about TARGET_MS of CPU on this machine,
+    and what it then costs (ms)."""
+    image = beam_frames(*size, count=1)[0]  # what the simulated camera sends
+
+    def cost(rounds: int) -> float:
         t0 = time.thread_time()
         for _ in range(5):
-            function(image, 0, (0, 0), None, None, {"sort_elems": elems})
-        ms = (time.thread_time() - t0) / 5 * 1000
-        elems = min(image.size, max(1000, int(elems * TARGET_MS / ms)))
-    return elems
+            function(image, 0, (0, 0), None, None, {"crc_rounds": rounds})
+        return (time.thread_time() - t0) / 5 * 1000
+
+    per_round = cost(10) / 10
+    rounds = max(1, round(TARGET_MS / per_round))
+    return rounds, cost(rounds)
 
 
 # --- the client ---------------------------------------------------------------------------
@@ -197,11 +199,11 @@ def measure(stream, pids_of, seconds, ctx, main_pid=None) -> dict:
 
 
 # --- shmcam ---------------------------------------------------------------------------------
-def run_shmcam(url, function_path, elems, workers, processes, send_image, seconds, ctx):
+def run_shmcam(url, function_path, rounds, workers, processes, send_image, seconds, ctx):
     config = {
         "camera_name": "simulation",
         "function": str(function_path),
-        "sort_elems": elems,
+        "crc_rounds": rounds,
         "send_image": send_image,
         "processing_threads": workers if workers > 1 else 0,
         "multiprocessing": processes,
@@ -216,7 +218,7 @@ def run_shmcam(url, function_path, elems, workers, processes, send_image, second
         rest(f"{url}/api/v1/pipeline/bench/del", "DELETE")
 
 
-def run_fan(url, function_path, elems, workers, send_image, seconds, ctx):
+def run_fan(url, function_path, rounds, workers, send_image, seconds, ctx):
     """fanout -> N worker pipelines -> fanin, all on this node."""
     port = free_port()
     configs = {
@@ -232,7 +234,7 @@ def run_fan(url, function_path, elems, workers, send_image, seconds, ctx):
             "input_mode": "PULL",
             "output_pipeline": "gather",
             "function": str(function_path),
-            "sort_elems": elems,
+            "crc_rounds": rounds,
             "send_image": send_image,
         },
     }
@@ -303,7 +305,7 @@ def cs_sender(results, order, port, stop):
                 expected.pop(0)
 
 
-def cs_dispatcher(ring, workers, threads_mode, function_path, elems, send_image, port, stop):
+def cs_dispatcher(ring, workers, threads_mode, function_path, rounds, send_image, port, stop):
     """CamServer's receive loop: a copy of each frame, with the parameters, to the least
     loaded worker queue; the oldest waiting frame dropped when a queue is full."""
     if threads_mode:
@@ -315,7 +317,7 @@ def cs_dispatcher(ring, workers, threads_mode, function_path, elems, send_image,
         inboxes = [ctx.Queue(THREAD_BUFFER) for _ in range(workers)]
         results, order = ctx.Queue(SEND_BUFFER), ctx.Queue()
         make = ctx.Process
-    parameters = {**PARAMETERS, "sort_elems": elems, "send_image": send_image}
+    parameters = {**PARAMETERS, "crc_rounds": rounds, "send_image": send_image}
     parts = [
         make(target=cs_worker, args=(inbox, results, function_path), daemon=True)
         for inbox in inboxes
@@ -355,17 +357,17 @@ def cs_dispatcher(ring, workers, threads_mode, function_path, elems, send_image,
     reader.close()
 
 
-def cs_main(ring, workers, threads_mode, function_path, elems, send_image, port):
+def cs_main(ring, workers, threads_mode, function_path, rounds, send_image, port):
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    cs_dispatcher(ring, workers, threads_mode, function_path, elems, send_image, port, stop)
+    cs_dispatcher(ring, workers, threads_mode, function_path, rounds, send_image, port, stop)
 
 
-def run_camserver(ring, function_path, elems, workers, threads_mode, send_image, seconds, ctx):
+def run_camserver(ring, function_path, rounds, workers, threads_mode, send_image, seconds, ctx):
     port = free_port()
     main = ctx.Process(
         target=cs_main,
-        args=(ring, workers, threads_mode, function_path, elems, send_image, port),
+        args=(ring, workers, threads_mode, function_path, rounds, send_image, port),
     )
     main.start()
     try:
@@ -384,7 +386,9 @@ def bench_size(size, args, ctx) -> list[dict]:
     functions.mkdir()
     function_path = functions / "bench_function.py"
     function_path.write_text(FUNCTION)
-    elems = calibrate(size, load_function(function_path))
+    rounds, cost = calibrate(size, load_function(function_path))
+    if not args.json:
+        print(f"  the function: {rounds} CRC rounds, {cost:.1f} ms of CPU per frame", flush=True)
     supervisor, url = start_supervisor(
         workdir, size, args.rate, f'function_dirs = ["{functions}"]\n'
     )
@@ -397,15 +401,15 @@ def bench_size(size, args, ctx) -> list[dict]:
                 if n == 1 and mode != "shmcam-processes":
                     continue  # one process is one process
                 if mode == "shmcam-fan":
-                    result = run_fan(url, function_path, elems, n, args.image, args.seconds, ctx)
+                    result = run_fan(url, function_path, rounds, n, args.image, args.seconds, ctx)
                 elif mode.startswith("shmcam"):
                     result = run_shmcam(
-                        url, function_path, elems, n, mode.endswith("processes"), args.image,
+                        url, function_path, rounds, n, mode.endswith("processes"), args.image,
                         args.seconds, ctx,
                     )  # fmt: skip
                 else:
                     result = run_camserver(
-                        ring, function_path, elems, n, mode.endswith("threads"), args.image,
+                        ring, function_path, rounds, n, mode.endswith("threads"), args.image,
                         args.seconds, ctx,
                     )  # fmt: skip
                 result.update(mode="shmcam-one" if n == 1 else mode, workers=n)

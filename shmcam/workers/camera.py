@@ -135,6 +135,18 @@ def camera_channels(image: np.ndarray, image_compression=None, scalar_compressio
     }
 
 
+def stream_channels(image: np.ndarray, timestamp, x_axis, y_axis) -> dict:
+    """A frame as the camera's stream carries it (CamServer's channels)."""
+    return {
+        "width": image.shape[1],
+        "height": image.shape[0],
+        "timestamp": timestamp[0] + timestamp[1] / 1e9,
+        "image": image,
+        "x_axis": x_axis,
+        "y_axis": y_axis,
+    }
+
+
 class CameraStream(ImageSender):
     """The camera's bsread stream: PUB with `queue_size`, compressed as configured; the axis
     arrays are rebuilt only when the geometry or the axes change."""
@@ -161,15 +173,7 @@ class CameraStream(ImageSender):
         if (image.shape, axes) != self._axes_key:
             self._axes_key = (image.shape, axes)
             self._axes = axis_arrays(image.shape[1], image.shape[0], axes)
-        x_axis, y_axis = self._axes
-        channels = {
-            "width": image.shape[1],
-            "height": image.shape[0],
-            "timestamp": timestamp[0] + timestamp[1] / 1e9,
-            "image": image,
-            "x_axis": x_axis,
-            "y_axis": y_axis,
-        }
+        channels = stream_channels(image, timestamp, *self._axes)
         self.send(image, extend(channels), pulse_id, timestamp)
 
     def close(self) -> None:

@@ -12,20 +12,14 @@ needs more than one node. On one node, `processing_threads` does the same work c
 
 from __future__ import annotations
 
+from .camera import stream_channels
 from .output import Output
 from .reorder import Reorder
 
 
 def camera_channels(image, pulse_id, timestamp, x_axis, y_axis, parameters, bsdata=None):
     """A camera frame as the camera's own stream carries it."""
-    return {
-        "width": image.shape[1],
-        "height": image.shape[0],
-        "timestamp": timestamp[0] + timestamp[1] / 1e9,
-        "image": image,
-        "x_axis": x_axis,
-        "y_axis": y_axis,
-    }
+    return stream_channels(image, timestamp, x_axis, y_axis)
 
 
 def channels(data, pulse_id, timestamp, parameters):

@@ -33,6 +33,7 @@ from .crew import ProcessCrew, ThreadCrew
 from .gate import Gate
 from .inputs import Input, MergedInput, RingInput, StreamInput
 from .output import Output
+from .pipeline import finish, publish_gauges
 from .preview import Preview
 from .step import Step, is_image
 
@@ -217,11 +218,11 @@ class ParallelPipeline:
                 word = self.board.results_word
                 done = self.send_ready()
                 if done:
-                    return self.finish(done)
+                    return finish(done)
                 if self.passed and self.board.bound() >= self.board.posted:
                     for result in self.collector.reorder.drain():
                         self.send(result)
-                    return self.finish(self.passed)
+                    return finish(self.passed)
                 wait = 0.002 if self.collector.waits_on_zmq() else STATS_PERIOD / 2
                 self.board.wait_results(word, min(wait, self.crew.next_restart()))
         finally:
@@ -274,16 +275,10 @@ class ParallelPipeline:
             self.board.reset_member(member)
         self.crew.restart_due()
 
-    def finish(self, why: str) -> int:
-        log.info("pipeline finished: %s", why)
-        report(finished=why)
-        return 0
-
     def publish_stats(self) -> None:
         s = self.stats
         counters = [block.snapshot() for block in self.members]
         times = [block.times() for block in self.members]
-        s.set("clients", self.output.clients)
         s.set(
             "dropped",
             self.source.missed
@@ -300,12 +295,7 @@ class ParallelPipeline:
             [sum(bucket) for bucket in zip(*(t[2] for t in times))],
         )
         s.set("lag", self.source.lag)
-        s.set("header_changes", self.output.header_changes)
-        shape = self.frame_shape
-        if shape is not None and len(shape) == 2:
-            s.set("frame_height", shape[0])
-            s.set("frame_width", shape[1])
-        s.touch()
+        publish_gauges(s, self.output, self.frame_shape)
 
     def _stop_dispatcher(self) -> None:
         self.stopped.set()

@@ -98,12 +98,12 @@ class Pipeline:
             self.frame_shape = frame.image.shape if is_image(frame.image) else None
             passed = self.gate.passed(frame.pulse_id)
             if passed:
-                return self.finish(passed)
+                return finish(passed)
             if not self.gate.admit(frame.pulse_id):
                 continue
             result = self.step.process(frame)
             if self.step.ended:
-                return self.finish("the generator ended")
+                return finish("the generator ended")
             preview = self.preview.due(result)
             if preview is not None:
                 preview = self.input.own(preview, frame)
@@ -118,25 +118,15 @@ class Pipeline:
                 self.stats.add("frames_out")
             done = self.gate.finished(frame.pulse_id, self.sent)
             if done:
-                return self.finish(done)
-        return 0
-
-    def finish(self, why: str) -> int:
-        log.info("pipeline finished: %s", why)
-        report(finished=why)
+                return finish(done)
         return 0
 
     def publish_stats(self) -> None:
         s = self.stats
-        s.set("clients", self.output.clients)
         s.set("dropped", self.input.missed + self.output.dropped)
         s.set("torn", self.input.torn)
         s.set("lag", self.input.lag)
-        s.set("header_changes", self.output.header_changes)
-        if self.frame_shape is not None and len(self.frame_shape) == 2:
-            s.set("frame_height", self.frame_shape[0])
-            s.set("frame_width", self.frame_shape[1])
-        s.touch()
+        publish_gauges(s, self.output, self.frame_shape)
 
     def close(self) -> None:
         self.publish_stats()
@@ -144,6 +134,23 @@ class Pipeline:
         self.preview.close()
         self.input.close()
         self.stats.close()
+
+
+def finish(why: str) -> int:
+    """A run that ends by the config (pid_range, records, a generator): exit code 0."""
+    log.info("pipeline finished: %s", why)
+    report(finished=why)
+    return 0
+
+
+def publish_gauges(stats: StatsBlock, output, frame_shape) -> None:
+    """What every pipeline shows of its stream and frames, and that it is alive."""
+    stats.set("clients", output.clients)
+    stats.set("header_changes", output.header_changes)
+    if frame_shape is not None and len(frame_shape) == 2:
+        stats.set("frame_height", frame_shape[0])
+        stats.set("frame_width", frame_shape[1])
+    stats.touch()
 
 
 def run(spec: dict, control: Control) -> int:
