@@ -46,8 +46,11 @@ import psutil
 from shmcam.bsread import Receiver, Sender
 from shmcam.cli.demo import rest, start_supervisor
 from shmcam.cli.ring_demo import parse_size
-from shmcam.shm import RingReader, ring_base
+from shmcam.shm import RecordWriter, RingReader, create_record_ring, remove_ring, ring_base
+from shmcam.shm.board import Board
 from shmcam.sources.simulation import beam_frames
+from shmcam.workers import split
+from shmcam.workers.collector import Collector, RecordInbox
 
 FUNCTION = '''
 import zlib
@@ -379,6 +382,50 @@ def run_camserver(ring, function_path, rounds, workers, threads_mode, send_image
             psutil.Process(pid).kill()
 
 
+# --- the cost of sharing out and ordering, per frame ------------------------------------------
+def ordering_cost(items: int = 20000) -> dict:
+    """CPU per frame of each step the parallel machinery adds, with the real classes in one
+    thread: the dispatcher's post, a worker's claim and done, and the collector's part (the
+    bound, reading the result record in place, putting it in order, releasing it), for the
+    bench function's result (three scalars)."""
+    node = f"bench{os.getpid()}"
+    spec = {"node": node, "instance_id": "o"}
+    board = Board(split.board_name(node, "o"), create=True, members=2, record_slots=8)
+    writers, inboxes = [], []
+    for member in range(2):
+        create_record_ring(split.results_base(node, "o", member), 8)
+        writers.append(RecordWriter(split.results_base(node, "o", member)))
+        inboxes.append(RecordInbox(spec, board, member))
+    collector = Collector(board, inboxes, None, SEND_BUFFER, zero_copy=True)
+    result = {"digest": 1234, "median": 99.5, "pulse": 0}
+    cost = {"post": 0.0, "claim_and_done": 0.0, "collect": 0.0}
+    try:
+        for ticket in range(items):
+            member = ticket % 2
+            t0 = time.thread_time()
+            board.post(ticket, ticket)
+            t1 = time.thread_time()
+            claim = board.claim(member, 1.0)
+            board.note_record(member, writers[member].records_written, claim.ticket)
+            t2 = time.thread_time()
+            writers[member].write(ticket, (0, 0), {**result, "pulse": ticket})
+            t3 = time.thread_time()
+            board.done(member)
+            for ready in collector.ready():
+                ready.release()
+            t4 = time.thread_time()
+            cost["post"] += t1 - t0
+            cost["claim_and_done"] += t2 - t1
+            cost["collect"] += t4 - t3
+    finally:
+        collector.close()
+        for member, writer in enumerate(writers):
+            writer.close()
+            remove_ring(split.results_base(node, "o", member))
+        board.close()
+    return {step: 1e6 * seconds / items for step, seconds in cost.items()}
+
+
 # --- main -----------------------------------------------------------------------------------
 def bench_size(size, args, ctx) -> list[dict]:
     workdir = Path(tempfile.mkdtemp(prefix="shmcam-bench-"))
@@ -446,7 +493,13 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     ctx = multiprocessing.get_context("spawn")
-    report = {}
+    report = {"ordering_us_per_frame": ordering_cost()}
+    if not args.json:
+        print(
+            "sharing out and ordering, CPU per frame: "
+            + ", ".join(f"{k} {v:.1f} µs" for k, v in report["ordering_us_per_frame"].items()),
+            flush=True,
+        )
     for text in args.sizes.split(","):
         if not args.json:
             print(

@@ -40,7 +40,7 @@ from .step import Step, is_image
 log = logging.getLogger(__name__)
 
 STATS_PERIOD = 0.5
-READY_WAIT = 120.0  # seconds the workers get to load the function and warm up
+READY_WAIT = 50.0  # seconds the workers get to load the function (the supervisor waits 60)
 RESULT_SLOTS = 8  # records of a worker process's result ring
 CONFIG_SLOTS = 4
 

@@ -6,7 +6,8 @@ Pipeline types (`pipeline_type`) differ in their input and in how the function i
 - stream: `process(data, pulse_id, timestamp, parameters)` on the channels of a bsread
   stream (default: passed on unchanged), optionally merged with a second stream;
 - custom: `generate(parameters)`, a generator whose items go out at `max_frame_rate`;
-- store: HDF5 files instead of a stream (workers/store.py).
+- store: HDF5 files instead of a stream (workers/store.py);
+- fanout, fanin: frames passed on to worker pipelines, their results gathered (fan.py).
 A pipeline with `processing_threads` N >= 2 shares its frames out among N workers
 (parallel.py). Otherwise the loop lives here: input (inputs.py; a camera's ring is read in
 order while the pipeline is at most one frame behind, else from the newest frame on, the
