@@ -388,6 +388,19 @@ def test_a_reader_that_cannot_keep_up_takes_the_newest_frame(runs, workers):
     assert counters["dropped"] == 4 and counters["torn"] == 0
 
 
+@pytest.mark.parametrize("workers", [1, 2], ids=["one process", "two workers"])
+def test_processing_that_outlasts_the_ring_copies_frames_instead_of_losing_them(runs, workers):
+    """Frames stay 40 ms in this ring, processing takes 150: the first frame is overwritten
+    under each worker, and from then on each frame is copied out before it is processed."""
+    run = runs({"processing_threads": workers, "multiprocessing": True, "sleep_s": 0.15}, slots=4)
+    run.write(100, rate=100)
+    messages = run.results()
+    check_results(run, messages)
+    assert run.counters()["torn"] == workers
+    assert len(messages) >= 3 * workers
+    assert sum("copied out of the ring first" in line for line in run.worker.log) == workers
+
+
 def test_a_stream_input_is_shared_out_through_a_relay_ring(node, tmp_path):
     """A stream pipeline's messages are received once, relayed into a record ring the
     workers read in place, and come out complete and in order: a stream is not skipped, its

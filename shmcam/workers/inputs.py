@@ -12,6 +12,7 @@ axes and channels, whether it is still valid after processing, and what was miss
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
@@ -24,6 +25,7 @@ from shmcam.sources.base import Pacer, PulseCounter, arrival_time
 from shmcam.sources.transforms import axis_arrays
 
 MERGE_WINDOW = 100  # pulse ids kept waiting for the other stream
+log = logging.getLogger(__name__)
 
 
 def detach(result: dict, image: np.ndarray) -> dict:
@@ -76,18 +78,46 @@ class RingInput(Input):
     frame behind the newest, else the newest, the skipped ones counted: a reader that cannot
     keep up works on fresh frames, which are rarely overwritten under it. "sequential" (store
     pipelines, the dispatcher of a parallel pipeline): every frame while the reader keeps up.
+
+    Frames are used in place while the ring keeps them long enough. Once one is overwritten
+    under its user (processing outlasts a frame's time in the ring: a slow function, more
+    workers than cores), each frame is first copied into a buffer of this input's, so that
+    the work is not thrown away; once processing ends well within the ring's time again for
+    QUICK_FRAMES frames in a row, frames are used in place again.
     """
+
+    QUICK_FRAMES = 100
 
     def __init__(self, ring: str, policy: str = "sequential"):
         self.reader = RingReader(ring, policy=policy, timeout=30)
         self._axes_key = None
+        self.copying = False
+        self._buffer: np.ndarray | None = None  # what a copied frame's image is a view of
+        self._copied = None  # the frame handed out as a copy
+        self._quick = 0  # copied frames in a row processed well within the ring's time
 
     @property
     def geometry(self) -> tuple[tuple[int, ...], np.dtype] | None:
         return self.reader.shape, self.reader.dtype
 
     def next(self, timeout: float):
-        return self.reader.wait(timeout=timeout)
+        return self.prepared(self.reader.wait(timeout=timeout))
+
+    def prepared(self, frame):
+        """The frame to use: in place, or while copying, with its image in the buffer (None
+        if it was overwritten during the copy, counted torn)."""
+        if frame is None or not self.copying:
+            return frame
+        image, buffer = frame.image, self._buffer
+        if buffer is None or buffer.shape != image.shape or buffer.dtype != image.dtype:
+            self._buffer = buffer = np.empty_like(image)
+        np.copyto(buffer, image)
+        if not self.reader.validate(frame):
+            return None
+        frame.image = buffer.view()
+        frame.image.flags.writeable = False  # as a ring view: the function may not write
+        self._copied = frame
+        return frame
 
     def axes(self, frame) -> tuple[np.ndarray, np.ndarray]:
         """The frame's axes, built once per geometry and calibration, not per frame."""
@@ -99,7 +129,21 @@ class RingInput(Input):
 
     def valid(self, frame) -> bool:
         """False if the camera overwrote the frame meanwhile (counted as torn)."""
-        return self.reader.validate(frame)
+        if frame is self._copied:
+            self._quick = self._quick + 1 if self.reader.lag < self.reader.slots // 2 else 0
+            if self._quick >= self.QUICK_FRAMES:
+                self.copying, self._quick, self._buffer = False, 0, None
+                log.info("%s: processing is quick again: frames used in place", self.reader.base)
+            return True
+        intact = self.reader.validate(frame)
+        if not intact and not self.copying:
+            self.copying = True
+            log.warning(
+                "%s: a frame was overwritten while processed (processing outlasts frames in "
+                "the ring): each frame is copied out of the ring first from now on",
+                self.reader.base,
+            )
+        return intact
 
     def detach(self, result: dict, frame) -> dict:
         return detach(result, frame.image)

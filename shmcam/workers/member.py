@@ -46,7 +46,7 @@ class RingShare(RingInput):
         frame = self.reader.item(index)
         if frame is not None and frame.pulse_id != pulse_id:  # a restarted camera's
             return None
-        return frame
+        return self.prepared(frame)
 
 
 class RelayShare(ChannelsInput):
