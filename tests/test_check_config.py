@@ -332,7 +332,8 @@ def test_uploaded_function_background_and_saved_camera_satisfy_references(etc, d
 
 def test_configs_saved_in_the_data_directory_are_checked_as_rest_checks_them(etc, data):
     """Saved configs follow the rules of REST: a bsread camera given a stream address (shmcam's
-    old meaning, now bschannel's), a fanout pipeline, and a background that is not there."""
+    old meaning, now bschannel's), a fanin without the address it binds, and a background that
+    is not there."""
     (data / "cameras").mkdir()
     (data / "pipelines").mkdir()
     (data / "cameras" / "old.json").write_text(
@@ -342,7 +343,7 @@ def test_configs_saved_in_the_data_directory_are_checked_as_rest_checks_them(etc
     (data / "cameras" / "ok.json").write_text(
         '{"source_type": "bschannel", "source": "tcp://daq:9000", "mode": "PULL"}'
     )
-    (data / "pipelines" / "fan.json").write_text('{"pipeline_type": "fanout", "camera_name": "ok"}')
+    (data / "pipelines" / "fan.json").write_text('{"pipeline_type": "fanin"}')
     (data / "pipelines" / "notes.txt").write_text("a stray file")
     code, out = check_config(str(etc), "--data-dir", str(data))
     assert code == 1
@@ -353,7 +354,7 @@ def test_configs_saved_in_the_data_directory_are_checked_as_rest_checks_them(etc
     assert f"{data}/cameras/bg.json: camera config: image_background is true, but there is no" in (
         problems
     )
-    assert f"{data}/pipelines/fan.json: pipeline config: pipeline_type 'fanout'" in problems
+    assert f"{data}/pipelines/fan.json: pipeline config: a fanin needs input_stream" in problems
     assert f"{data}/pipelines/notes.txt: not a <name>.json file" in problems
     assert "ok.json" not in problems
     assert out[-1] == f"{etc}: 4 problems"

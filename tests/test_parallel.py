@@ -506,7 +506,7 @@ def test_fanout_to_two_workers_and_fanin_delivers_every_pulse_id_in_order(superv
     sup = supervisor(
         cameras={"sim": {**SIM_CAMERA, "frame_rate": 20}},
         pipelines={
-            "spread": {"pipeline_type": "fanout", "camera_name": "sim"},
+            "spread": {"pipeline_type": "fanout", "camera_name": "sim", "block": True},
             "gather": {
                 "pipeline_type": "fanin",
                 "input_stream": f"tcp://127.0.0.1:{fanin_port}",
@@ -518,6 +518,7 @@ def test_fanout_to_two_workers_and_fanin_delivers_every_pulse_id_in_order(superv
                 "input_mode": "PULL",
                 "output_pipeline": "gather",
                 "function": "minimal",
+                "block": True,  # CamServer's default: wait for the fanin, never drop
             },
         },
     )
@@ -533,7 +534,20 @@ def test_fanout_to_two_workers_and_fanin_delivers_every_pulse_id_in_order(superv
     with Receiver(gather, timeout=10) as receiver:
         pulse_ids = [receiver.receive().pulse_id for _ in range(60)]
     steps = [b - a for a, b in zip(pulse_ids, pulse_ids[1:])]
-    assert set(steps) == {5}, f"pulse ids missing or out of order: {steps}"  # 20 Hz: steps of 5
+
+    def losses():
+        return {
+            name: {
+                k: v
+                for k, v in sup.call("GET", f"/api/v1/pipeline/instance/{name}/info")["info"][
+                    "statistics"
+                ].items()
+                if k in ("dropped", "torn", "errors", "rx", "tx")
+            }
+            for name in ("spread", "w1", "w2", "gather")
+        }
+
+    assert set(steps) == {5}, f"pulse ids missing or out of order: {steps}, {losses()}"
 
 
 def _free_port() -> int:

@@ -50,7 +50,9 @@ def open_input(spec: dict, config: dict):
         return MergedInput(source["stream"], source["stream2"], mode)
     if source.get("stream"):
         return StreamInput(source["stream"], mode, bind=bool(source.get("bind")))
-    return RingInput(spec["ring"], policy="recent")
+    # a fanout passes every frame on to its workers; a processing pipeline works on fresh ones
+    fanout = pipeline_type(config) == "fanout"
+    return RingInput(spec["ring"], policy="sequential" if fanout else "recent")
 
 
 class Pipeline:
