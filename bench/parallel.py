@@ -82,6 +82,7 @@ MODES = (
     "camserver-threads",
 )
 TARGET_MS = 15.0
+WARM = 1.0  # seconds a stream runs before it is measured
 THREAD_BUFFER, SEND_BUFFER = 20, 40  # CamServer's defaults
 # A CamServer pipeline config's parameters, pickled with every frame in its multiprocessing mode.
 PARAMETERS = {
@@ -132,13 +133,18 @@ def calibrate(size, function) -> tuple[int, float]:
 
 # --- the client ---------------------------------------------------------------------------
 def client(stream, seconds, step, results, ready):
-    """Receive for `seconds`: messages, pulse ids missing, order, latency."""
+    """Receive for `seconds` once the stream runs (its first message, then WARM seconds):
+    messages, pulse ids missing, order, latency."""
     latencies, received, gaps, disorder, last = [], 0, 0, 0, None
-    with Receiver(stream, timeout=1.0, queue_size=1000) as receiver:
+    with Receiver(stream, timeout=60.0, queue_size=1000) as receiver:
+        receiver.receive()
         ready.set()
+        t_start = time.monotonic() + WARM
+        while time.monotonic() < t_start:
+            receiver.receive(timeout=WARM)
         t_end = time.monotonic() + seconds
         while time.monotonic() < t_end:
-            message = receiver.receive()
+            message = receiver.receive(timeout=1.0)
             if message is None:
                 continue
             now = time.time()
@@ -185,8 +191,9 @@ def measure(stream, pids_of, seconds, ctx, main_pid=None) -> dict:
     results, ready = ctx.Queue(), ctx.Event()
     receiver = ctx.Process(target=client, args=(stream, seconds, 1, results, ready))
     receiver.start()
-    ready.wait(10)
-    time.sleep(1.0)  # warm: the first frames, JIT, connections
+    if not ready.wait(60):
+        raise SystemExit(f"{stream} sent nothing within 60 s")
+    time.sleep(WARM)
     pids = pids_of()
     cpu0, main0, t0 = cpu_seconds(pids), cpu_seconds([main_pid] if main_pid else []), time.time()
     result = results.get(timeout=seconds + 30)
@@ -271,25 +278,22 @@ def free_port() -> int:
 
 
 # --- CamServer's way ------------------------------------------------------------------------
-def cs_worker(inbox, outbox, function_path, threads_mode=False):
+def cs_worker(inbox, outbox, function_path):
     function = load_function(function_path)
     while True:
-        item = inbox.get()
-        if item is None:
-            return
-        image, pulse_id, timestamp, parameters = item
+        image, pulse_id, timestamp, parameters = inbox.get()
         outbox.put(
             (pulse_id, timestamp, function(image, pulse_id, timestamp, None, None, parameters))
         )
 
 
-def cs_sender(results, order, port, stop):
+def cs_sender(results, order, port):
     """Results back in the received order; a missing head is dropped when the buffer is
     full (CamServer's send_buffer_size)."""
     held: dict[int, tuple] = {}
     expected: list[int] = []
     with Sender(port, mode="PUB", queue_size=100) as sender:
-        while not stop.is_set():
+        while True:
             try:
                 while True:
                     expected.append(order.get_nowait())
@@ -312,9 +316,10 @@ def cs_sender(results, order, port, stop):
                 expected.pop(0)
 
 
-def cs_dispatcher(ring, workers, threads_mode, function_path, rounds, send_image, port, stop):
+def cs_main(ring, workers, threads_mode, function_path, rounds, send_image, port):
     """CamServer's receive loop: a copy of each frame, with the parameters, to the least
-    loaded worker queue; the oldest waiting frame dropped when a queue is full."""
+    loaded worker queue; the oldest waiting frame dropped when a queue is full. Runs until
+    it is killed, with its workers and sender."""
     if threads_mode:
         inboxes = [queue.Queue(THREAD_BUFFER) for _ in range(workers)]
         results, order = queue.Queue(), queue.Queue()
@@ -325,19 +330,14 @@ def cs_dispatcher(ring, workers, threads_mode, function_path, rounds, send_image
         results, order = ctx.Queue(SEND_BUFFER), ctx.Queue()
         make = ctx.Process
     parameters = {**PARAMETERS, "crc_rounds": rounds, "send_image": send_image}
-    parts = [
-        make(target=cs_worker, args=(inbox, results, function_path), daemon=True)
-        for inbox in inboxes
-    ]
-    sender_stop = (
-        threading.Event() if threads_mode else multiprocessing.get_context("spawn").Event()
-    )
-    parts.append(make(target=cs_sender, args=(results, order, port, sender_stop), daemon=True))
+    parts = [make(target=cs_worker, args=(inbox, results, function_path)) for inbox in inboxes]
+    parts.append(make(target=cs_sender, args=(results, order, port)))
     for part in parts:
+        part.daemon = True
         part.start()
     reader = RingReader(ring, timeout=10)
     turn = 0
-    while not stop.is_set():
+    while True:
         frame = reader.wait(timeout=0.2)
         if frame is None:
             continue
@@ -358,16 +358,6 @@ def cs_dispatcher(ring, workers, threads_mode, function_path, rounds, send_image
                 pass
         order.put(frame.pulse_id)
         inbox.put((image, frame.pulse_id, frame.timestamp, parameters))
-    sender_stop.set()
-    for inbox in inboxes:
-        inbox.put(None)
-    reader.close()
-
-
-def cs_main(ring, workers, threads_mode, function_path, rounds, send_image, port):
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    cs_dispatcher(ring, workers, threads_mode, function_path, rounds, send_image, port, stop)
 
 
 def run_camserver(ring, function_path, rounds, workers, threads_mode, send_image, seconds, ctx):
@@ -379,11 +369,13 @@ def run_camserver(ring, function_path, rounds, workers, threads_mode, send_image
     main.start()
     try:
         return measure(f"tcp://127.0.0.1:{port}", lambda: family(main.pid), seconds, ctx)
-    finally:
-        main.terminate()
+    finally:  # killed: a process exits only once its queues' feeders flushed, which never come
+        for pid in family(main.pid):
+            try:
+                psutil.Process(pid).kill()
+            except psutil.NoSuchProcess:
+                pass
         main.join(10)
-        for pid in family(main.pid)[1:]:
-            psutil.Process(pid).kill()
 
 
 # --- the cost of sharing out and ordering, per frame ------------------------------------------
