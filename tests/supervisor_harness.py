@@ -157,6 +157,11 @@ class Supervisor:
             return data
         return {"raw": response.content}
 
+    def ended(self, instance_id: str) -> dict | None:
+        """The account of an ended pipeline instance (its exitcode route), None while it runs."""
+        report = self.call("GET", f"/api/v1/pipeline/instance/{instance_id}/exitcode")
+        return report if report["exitcode"] is not None else None
+
     def log_lines(self, instance: str | None = None) -> list[str]:
         """The node's recent log (or an instance's) as text lines."""
         path = "/api/v1/logs/txt" if instance is None else f"/api/v1/logs/instance/{instance}/txt"

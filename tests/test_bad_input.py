@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from supervisor_harness import SIM_CAMERA, receive, wait_for
 
 from shmcam.bsread import Encoder, Sender
+from shmcam.supervisor.validation import expanded_camera
 
 PIPE = {"camera_name": "sim", "no_client_timeout": 0}
 CAMERA = {**SIM_CAMERA, "no_client_timeout": 0}
@@ -105,7 +106,8 @@ def test_a_refused_camera_config_leaves_the_running_camera_as_it_was(supervisor)
         assert problem in answer["status"], answer
     after = sup.call("GET", "/api/v1/cam/info")["info"]["active_instances"]["sim"]
     assert after["statistics"]["pid"] == pid["pid"]
-    assert after["config"] == CAMERA == sup.call("GET", "/api/v1/cam/sim/config")["config"]
+    assert after["config"] == CAMERA
+    assert sup.call("GET", "/api/v1/cam/sim/config")["config"] == expanded_camera(CAMERA)
 
 
 def test_configs_that_would_take_the_node_are_refused(supervisor):
@@ -197,7 +199,12 @@ def test_a_python_function_that_crashes_the_interpreter_leaves_its_stack_in_the_
     sup.call(
         "POST", "/api/v1/pipeline", params={"instance_id": "s"}, json={**PIPE, "function": "segv"}
     )
-    wait_for(lambda: info(sup, "s")["state"] == "failed", what="the crash")
+    wait_for(
+        lambda: (
+            sup.call("GET", "/api/v1/pipeline/instance/s/exitcode")["instance_state"] == "failed"
+        ),
+        what="the crash",
+    )
     log = "\n".join(sup.log_lines("s"))
     assert "Fatal Python error: Segmentation fault" in log
     assert "segv.py" in log and "process_image" in log

@@ -76,7 +76,8 @@ def test_processing_pipeline_on_the_camera_stream(supervisor):
         ),
         what="statistics",
     )
-    assert stats["frame_shape"] == [SIM_CAMERA["size_y"], SIM_CAMERA["size_x"]]
+    assert stats["frame_size"] == [SIM_CAMERA["size_y"], SIM_CAMERA["size_x"]]
+    assert stats["frame_shape"] == f"{SIM_CAMERA['size_x']}x{SIM_CAMERA['size_y']}x2"
     assert stats["header_changes"] == 1 and stats["errors"] == 0
     camera = wait_for(
         lambda: (

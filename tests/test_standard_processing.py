@@ -16,6 +16,7 @@ from supervisor_harness import SIM_CAMERA, receive
 from shmcam.processing import fit, kernels, profile, resample
 from shmcam.processing.standard import StandardProcessing, process_image
 from shmcam.sources.simulation import beam_frames
+from shmcam.supervisor.validation import expanded_pipeline
 
 BASE_FIELDS = {
     "x_axis",
@@ -363,7 +364,8 @@ def test_pipeline_subtracts_a_stored_background_or_streams_errors(supervisor):
     for message in receive(good["stream"], 3):
         data = message.data
         assert any(np.array_equal(data["image"], np.maximum(f - 1000, 0)) for f in frames)
-        assert json.loads(data["processing_parameters"]) == config  # no background_data
+        parameters = json.loads(data["processing_parameters"])
+        assert parameters == expanded_pipeline(config)  # no background_data
         assert data["intensity"] == data["image"].sum()
     for message in receive(missing["stream"], 3):
         data = message.data

@@ -421,15 +421,10 @@ def test_store_pipelines_started_through_the_supervisor(supervisor):
             json={**config, "pipeline_type": "store", "records": 8},
         )
 
-    def ended(path: str) -> dict | None:
-        report = sup.call("GET", path + "/exitcode")
-        return report if report["exitcode"] is not None else None
-
     files = {}
     for instance_id in ("frames", "results"):
-        path = f"/api/v1/pipeline/instance/{instance_id}"
-        files[instance_id] = Path(sup.call("GET", path + "/info")["info"]["output_file"])
-        report = wait_for(lambda path=path: ended(path), what=f"{instance_id} to finish")
+        report = wait_for(lambda i=instance_id: sup.ended(i), what=f"{instance_id} to finish")
+        files[instance_id] = Path(report["output_file"])
         assert (report["exitcode"], report["finished"]) == (0, "8 records sent"), report
         assert files[instance_id].parent == sup.data_dir / "store" / instance_id
     with h5py.File(files["frames"], "r") as f:

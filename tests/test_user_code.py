@@ -537,7 +537,7 @@ def test_a_segfault_kills_only_its_pipeline_and_a_permanent_one_restarts(tmp_pat
         assert [m.data["pulse"] for m in receive(restarted["stream_address"], 2)]
         assert sup.call("GET", "/api/v1/pipeline/lib")["libs"] == []  # both crashed once
         assert f"pipeline keeper died (exit code {-signal.SIGSEGV})" in sup.log()
-        assert not info(sup, "victim")["is_stream_active"]
+        assert sup.ended("victim")["instance_state"] == "failed"
         assert receive(sibling["stream"], 5)
         assert info(sup, "sibling")["statistics"]["pid"] == sibling_pid
         assert sup.process.poll() is None

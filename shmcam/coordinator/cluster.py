@@ -28,6 +28,7 @@ from shmcam.supervisor.errors import BadRequest, Conflict, NotFound, Unavailable
 from shmcam.supervisor.frames import MAX_BACKGROUND_IMAGES
 from shmcam.supervisor.logs import LogRing, camserver_entry
 from shmcam.supervisor.manager import camera_read
+from shmcam.supervisor.node import heartbeat_entry
 from shmcam.supervisor.store import ConfigStore
 
 from . import metrics, placement
@@ -153,7 +154,7 @@ class Cluster:
             found = self.view.where("camera", name)
             if found or not start:
                 return found[0] if found else None
-            config = self.camera_config(name)
+            config = self.stored_camera(name)
             chosen = self.state(target or self.place("camera", name, name, None, None).node)
             self.sync.push(chosen.client, self.sync.camera_needs(name, config))
             self._on_node("camera", name, chosen, lambda s: s.client.get(f"/api/v1/cam/{name}"))
@@ -172,7 +173,7 @@ class Cluster:
         return self.camera_node(name).client.get(f"/api/v1/cam/{name}")["stream"]
 
     def camera_online(self, name: str) -> tuple[bool, str]:
-        config = self.camera_config(name)
+        config = self.stored_camera(name)
         state = self.camera_node(name, start=False)
         if state is None:  # ask the node it would go to, which knows its sources' reach
             state = self.state(self.place("camera", name, name, None, None).node)
@@ -180,8 +181,13 @@ class Cluster:
         answer = state.client.get(f"/api/v1/cam/{name}/is_online")
         return answer["online"], f"node {state.name}: {answer['status']}"
 
-    def camera_config(self, name: str) -> dict:
+    def stored_camera(self, name: str) -> dict:
+        """The camera config as the cluster's store has it (what nodes get), validated."""
         return validation.camera(self.store.get_config("camera", name))
+
+    def camera_config(self, name: str) -> dict:
+        """Expanded with its source type's defaults, as CamServer answers it."""
+        return validation.expanded_camera(self.stored_camera(name))
 
     def set_camera_config(self, name: str, config) -> dict:
         """Validated, then applied on the node running the camera (which restarts it, or
@@ -310,8 +316,9 @@ class Cluster:
 
     def pipeline_for_config(self, config) -> Started:
         """A running read-only instance with an equal config anywhere, else a new one."""
+        wanted = validation.expanded_pipeline(config) if isinstance(config, dict) else config
         for instance_id, (state, info) in self.view.instances("pipeline").items():
-            if info.get("read_only") and info.get("config") == config:
+            if info.get("read_only") and info.get("config") == wanted:
                 return Started(instance_id, info["stream_address"], info["config"], state.name)
         if not isinstance(config, dict):
             raise BadRequest("a pipeline config must be a JSON object")
@@ -357,7 +364,7 @@ class Cluster:
         answer = self.node_of("pipeline", instance_id).client.get(
             f"/api/v1/pipeline/instance/{instance_id}/exitcode"
         )
-        return {key: answer.get(key) for key in ("exitcode", "finished", "last_error")}
+        return {k: v for k, v in answer.items() if k not in ("state", "status")}
 
     def pipeline_image(self, instance_id: str) -> np.ndarray:
         state = self.node_of("pipeline", instance_id)
@@ -385,7 +392,7 @@ class Cluster:
         return config
 
     def pipeline_config(self, name: str) -> dict:
-        return self.store.get_config("pipeline", name)
+        return validation.expanded_pipeline(self.store.get_config("pipeline", name))
 
     def save_pipeline_config(self, name: str, config) -> dict:
         validation.pipeline(config, self.store.config_names("camera"))
@@ -439,7 +446,7 @@ class Cluster:
         return dict(figures)
 
     def heartbeat(self, kind: str) -> dict:
-        return {i: info["statistics"] for i, (_, info) in self.view.instances(kind).items()}
+        return {i: heartbeat_entry(info) for i, (_, info) in self.view.instances(kind).items()}
 
     def stop(self, kind: str, instance_id: str, forget: bool = False) -> None:
         root = "cam" if kind == "camera" else "pipeline"
@@ -483,7 +490,7 @@ class Cluster:
         """Taken on the camera's node, then kept in the cluster's store."""
         if not 1 <= n_images <= MAX_BACKGROUND_IMAGES:
             raise BadRequest(f"n_images must be between 1 and {MAX_BACKGROUND_IMAGES}")
-        self.camera_config(camera)
+        self.stored_camera(camera)
         state = self.camera_node(camera)
         background_id = state.client.call(
             "POST",

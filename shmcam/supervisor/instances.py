@@ -358,7 +358,7 @@ class Instance:
         then, before, _ = self._rates
         rates = {
             k: (counters[k] - before.get(k, counters[k])) / max(1e-3, now - then)
-            for k in ("frames_in", "frames_out")
+            for k in ("frames_in", "frames_out", "bytes_in")
             if k in counters
         }
         self._rates = (now, counters, rates)
@@ -369,13 +369,14 @@ class Instance:
         rates = self._rates[2]
         cpu, memory = (self._cpu, self._memory) if self.alive else (None, None)
         clients, forwarded = counters.get("clients", 0), counters.get("forwarder_clients", 0)
+        height, width = counters.get("frame_height"), counters.get("frame_width")
         return {
-            "total_bytes": counters.get("bytes_out", 0),
+            "total_bytes": counters.get("bytes_in", 0),  # CamServer's: bytes received
             # CamServer's: "N + M" with a DataBuffer feed (forwarder_port)
             "clients": f"{clients} + {forwarded}" if self.config.get("forwarder_port") else clients,
             "stream_clients": clients,
             "forwards": forwarded,
-            "throughput": rates.get("frames_out", 0.0),
+            "throughput": rates.get("bytes_in", 0.0),  # bytes received per second
             "time": time.strftime("%Y-%m-%d %H:%M:%S"),
             "fps_in": rates.get("frames_in", 0.0),
             "fps_out": rates.get("frames_out", 0.0),
@@ -385,11 +386,11 @@ class Instance:
             "cpu": cpu,
             "memory": memory,
             "header_changes": counters.get("header_changes"),
+            # CamServer's "WxHxbytes", and shmcam's [height, width] (numpy order)
             "frame_shape": (
-                [counters["frame_height"], counters["frame_width"]]
-                if counters.get("frame_height")
-                else None
-            ),  # numpy order
+                f"{width}x{height}x{counters.get('frame_itemsize', 0)}" if height else None
+            ),
+            "frame_size": [height, width] if height else None,
             "dropped": counters.get("dropped", 0),
             "torn": counters.get("torn", 0),
             "errors": counters.get("errors", 0),
@@ -409,8 +410,14 @@ class Instance:
         return round(min(1.0, counters.get("lag", 0) / self.spec["ring_slots"]), 3)
 
     def info(self) -> dict:
-        """CamServer's instance info."""
+        """CamServer's instance info (a camera's with its geometry), and shmcam's keys."""
+        statistics = self.statistics()
+        extra = {}
+        if self.kind == "camera":
+            height, width = statistics["frame_size"] or (None, None)
+            extra["camera_geometry"] = [width, height] if height else None
         return {
+            **extra,
             "stream_address": self.stream,
             "is_stream_active": self.alive,
             "state": self.state,
@@ -421,11 +428,11 @@ class Instance:
             "instance_id": self.id,
             "read_only": self.read_only,
             "last_start_time": (
-                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.start_time))
+                time.strftime("%Y-%m-%d %H:%M:%S UTC%z", time.localtime(self.start_time))
                 if self.start_time
                 else None
             ),
-            "statistics": self.statistics(),
+            "statistics": statistics,
             "started": self.start_time,  # shmcam's: epoch seconds of the last start
             "exit_code": self.exit_code,
             "last_error": self.last_error,

@@ -22,7 +22,7 @@ from shmcam.sources.config import DEFAULT_SOURCE_TYPE
 from shmcam.workers.pipeline_types import pipeline_type
 
 from . import validation
-from .errors import BadRequest, Conflict, NotFound
+from .errors import AlreadyRunning, BadRequest, Conflict, NotFound
 from .hub import Hub
 from .instances import STOP_TIMEOUT, Instance
 from .settings import Settings
@@ -167,6 +167,7 @@ class Manager:
         validation.pipeline(config, self.store.config_names("camera"))
         self._code_available(config)
         self.store.check_config(config, "pipeline config")
+        config = validation.expanded_pipeline(config)  # as CamServer's clients read it back
         instance_id = instance_id or str(uuid.uuid4())
         _check_instance_id(instance_id)
         self._check_cascade(config, instance_id)
@@ -203,9 +204,10 @@ class Manager:
 
     def _check_not_running(self, instance_id: str) -> None:
         if self._running_pipeline(instance_id) is not None:
-            raise Conflict(
-                f"instance {instance_id} is already running; stop it first "
-                f"or choose another instance_id"
+            raise AlreadyRunning(
+                f"Instance with id '{instance_id}' is already present and running. Use another "
+                f"instance_id or stop the current instance if you want to reuse the same "
+                f"instance_id."
             )
 
     def _running_pipeline(self, instance_id: str) -> Instance | None:
@@ -271,9 +273,14 @@ class Manager:
         instance = self._running_pipeline(name)
         if instance is None:
             try:
-                return self.create_pipeline(
-                    self.store.get_config("pipeline", name), name, read_only=True
-                )
+                config = self.store.get_config("pipeline", name)
+            except NotFound:
+                raise NotFound(
+                    f"Instance '{name}' is not present on server and it is not a saved "
+                    f"pipeline name."
+                ) from None
+            try:
+                return self.create_pipeline(config, name, read_only=True)
             except Conflict:  # started by a concurrent call meanwhile: that one it is
                 instance = self._running_pipeline(name)
                 if instance is None:
@@ -282,11 +289,12 @@ class Manager:
 
     def pipeline_for_config(self, config: dict) -> Instance:
         """A running read-only instance with an equal config, else a new read-only one."""
+        wanted = validation.expanded_pipeline(config) if isinstance(config, dict) else config
         with self.lock:
             equal = [
                 instance
                 for instance in self.pipelines.values()
-                if instance.read_only and instance.alive and instance.config == config
+                if instance.read_only and instance.alive and instance.config == wanted
             ]
         if equal:
             return self._started(self.pipelines, equal[0], BadRequest)
@@ -298,6 +306,8 @@ class Manager:
         that does not load) or does not take in time changes nothing."""
         if not isinstance(update, dict):
             raise BadRequest("a config update must be a JSON object")
+        if not update:
+            raise BadRequest("Config updates cannot be empty.")
         with self.lock:
             instance = self.running_pipeline(instance_id)
             if not instance.alive:
@@ -307,8 +317,14 @@ class Manager:
                 )
             if instance.read_only:
                 raise Conflict(
-                    f"instance {instance_id} is read-only (shared); create a "
-                    f"private instance to change its config"
+                    f"Cannot set config on a read only instance. ({instance_id} is shared, "
+                    f"read-only: create a private instance to change its config)"
+                )
+            if "camera_name" in update and update["camera_name"] != instance.config.get(
+                "camera_name"
+            ):
+                raise BadRequest(
+                    "Cannot change the camera name on a running instance. Stop the instance first."
                 )
             fixed = [
                 key
@@ -433,7 +449,10 @@ class Manager:
         for port in range(ports[0], ports[1] + 1):
             if port not in taken and _bindable(port):
                 return port
-        raise Conflict(f"no free port left in {list(ports)}; stop instances or widen the range")
+        raise Conflict(
+            f"All ports are used. Stop some instances before opening a new stream. (No free "
+            f"port left in {list(ports)}; or widen the node's range.)"
+        )
 
 
 def stop_together(instances: list[Instance], timeout: float = STOP_TIMEOUT) -> None:

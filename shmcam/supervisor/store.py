@@ -416,7 +416,9 @@ class ConfigStore:
     def latest_background(self, camera: str) -> str:
         ids = self.background_ids(camera)
         if not ids:
-            raise NotFound(f"no background saved for camera {camera!r}: take one first")
+            raise NotFound(
+                f"No background matches for the specified prefix '{camera}'. (Take one first.)"
+            )
         return ids[-1]
 
     def delete_background(self, background_id: str) -> None:

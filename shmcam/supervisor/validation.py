@@ -285,8 +285,9 @@ def _pipeline_input(config: dict, camera_names) -> None:
         return
     if not isinstance(name, str) or not name:
         raise BadRequest(
-            "pipeline config: camera_name is required (the camera to process), "
-            "unless input_stream or input_pipeline names what to read"
+            "Camera name not specified in configuration. (pipeline config: camera_name is "
+            "required, the camera to process, unless input_stream or input_pipeline names "
+            "what to read)"
         )
     if name not in camera_names:
         raise BadRequest(
@@ -315,6 +316,46 @@ def _port(kind, config):
         isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535
     ):
         raise _fail(kind, "port", "a TCP port number", port)
+
+
+# What CamServer's PipelineConfig.expand_config fills in for a processing pipeline (a null
+# value never overrides a default), so that clients reading a config find every key.
+PROCESSING_DEFAULTS = {
+    "image_background_enable": False,
+    "image_background": None,
+    "image_threshold": None,
+    "image_region_of_interest": None,
+    "image_good_region": None,
+    "image_slices": None,
+}
+
+
+def expanded_pipeline(config: dict) -> dict:
+    """A pipeline config as CamServer answers it: its type, and for processing pipelines the
+    processing keys with their defaults (and the defaults inside good region and slices)."""
+    kind = pipeline_type(config)
+    expanded = {"pipeline_type": kind, **config}
+    if kind != "processing":
+        return expanded
+    for key, default in PROCESSING_DEFAULTS.items():
+        if expanded.get(key) is None:
+            expanded[key] = default
+    for key, defaults in (
+        ("image_good_region", processing.GOOD_REGION),
+        ("image_slices", processing.SLICES),
+    ):
+        section = expanded[key]
+        if isinstance(section, dict):
+            expanded[key] = {**defaults, **{k: v for k, v in section.items() if v is not None}}
+    return expanded
+
+
+def expanded_camera(config: dict) -> dict:
+    """A camera config as CamServer answers it: every key of its source type, with defaults."""
+    try:
+        return camera_config.parse(config)
+    except ValueError as error:
+        raise BadRequest(f"camera config: {error}") from None
 
 
 def merge(config: dict, update: dict) -> dict:

@@ -60,7 +60,7 @@ class Pipeline:
         self.output = Output(spec, self.config, self.stats)
         self.preview = Preview(spec.get("preview"))
         self.sent = 0
-        self.frame_shape = None
+        self.geometry = None  # (height, width, bytes per pixel) of the last input image
 
     @property
     def config(self) -> dict:
@@ -91,7 +91,10 @@ class Pipeline:
             if frame is None:
                 continue
             self.stats.add("frames_in")
-            self.frame_shape = frame.image.shape if is_image(frame.image) else None
+            if is_image(frame.image):
+                image = frame.image
+                self.geometry = (*image.shape, image.dtype.itemsize)
+                self.stats.add("bytes_in", image.nbytes)
             passed = self.gate.passed(frame.pulse_id)
             if passed:
                 return self.finish(passed)
@@ -129,9 +132,11 @@ class Pipeline:
         s.set("torn", self.input.torn)
         s.set("lag", self.input.lag)
         s.set("header_changes", self.output.header_changes)
-        if self.frame_shape is not None and len(self.frame_shape) == 2:
-            s.set("frame_height", self.frame_shape[0])
-            s.set("frame_width", self.frame_shape[1])
+        if self.geometry is not None:
+            for field, value in zip(
+                ("frame_height", "frame_width", "frame_itemsize"), self.geometry
+            ):
+                s.set(field, value)
         s.touch()
 
     def close(self) -> None:
