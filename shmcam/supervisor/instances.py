@@ -46,7 +46,7 @@ class Instance:
         *,
         hub: Hub,
         pids: PidFiles,
-        read_only: bool = False,
+        shared: bool = False,
         permanent: bool = False,
         omp_threads: int = 1,
         memory_limit: int = 0,
@@ -56,7 +56,7 @@ class Instance:
         self.config = config
         self.spec = spec  # what the worker gets: config, ring, stats, port, ...
         self.stream = stream
-        self.read_only = read_only
+        self.shared = shared  # reused by name or for an equal config
         self.permanent = permanent
         self.omp_threads = omp_threads
         self.memory_limit = memory_limit  # bytes of address space, 0 for none
@@ -86,6 +86,11 @@ class Instance:
         self._pending: dict[int, dict] = {}  # config updates sent, by sequence number
         self._answers: dict[int, str | None] = {}  # seq -> None (applied) or the refusal
         self._waiting = False  # a call waits for its update's answer
+
+    @property
+    def read_only(self) -> bool:
+        """Refuses config updates: its config says so (CamServer's opt-in since c970766)."""
+        return self.config.get("read_only") is True
 
     @property
     def process(self) -> subprocess.Popen | None:
@@ -414,6 +419,7 @@ class Instance:
             "config": self.config,
             "instance_id": self.id,
             "read_only": self.read_only,
+            "shared": self.shared,
             "last_start_time": (
                 time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.start_time))
                 if self.start_time
