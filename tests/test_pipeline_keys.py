@@ -431,6 +431,10 @@ def test_debug_logs_unexpected_pulse_ids(supervisor):
             "dispatcher_url 'http://elsewhere:1' is not one of the node's dispatcher_urls",
         ),
         ({"input_stream2": "tcp://h:2", "bsread_address2": "tcp://h:3"}, "one second stream"),
+        (
+            {"pipeline_type": "stream", "bsread_address": "tcp://h:3"},
+            "give input_stream (or input_pipeline) or bsread_address, not both",
+        ),
         ({"merge_buffer_size": 0, "input_stream2": "tcp://h:2"}, "merge_buffer_size must be"),
     ],
 )
@@ -439,6 +443,16 @@ def test_bad_pipeline_keys_are_400(supervisor, config, message):
     answer = create(sup, {"camera_name": "sim", "input_stream": "tcp://h:9", **config}, 400)
     assert message in answer["status"], answer["status"]
     assert sup.call("GET", "/api/v1/pipeline/info")["info"]["active_instances"] == {}
+
+
+def test_a_file_mode_pipeline_is_never_idle(supervisor):
+    """It writes a file, no client reads it: no_client_timeout does not stop it."""
+    sup = supervisor(cameras={"sim": SIM_CAMERA})
+    config = {"camera_name": "sim", "mode": "FILE", "file": "{time}.h5", "no_client_timeout": 1}
+    create(sup, config, instance_id="writer")
+    time.sleep(2.5)  # the watchdog would have stopped a stream without clients by now
+    assert info(sup, "writer")["is_stream_active"]
+    assert info(sup, "writer")["statistics"]["fps_out"] > 20
 
 
 def test_keys_read_at_start_cannot_change_on_a_running_instance(supervisor):

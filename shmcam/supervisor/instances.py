@@ -68,7 +68,7 @@ class Instance:
         self.exit_code: int | None = None
         self.last_error: str | None = None
         self.finished: str | None = None
-        self.output_file: str | None = None  # the HDF5 file a store pipeline writes
+        self.output_file: str | None = None  # the HDF5 file a FILE mode pipeline writes
         self.stream_ipc: str | None = None  # a camera's ipc endpoint (protocol: ipc)
         self.online: tuple[bool, str] | None = None  # a camera's last (online, reason) report
         self.restarts = 0

@@ -269,6 +269,11 @@ def _pipeline_input(config: dict, camera_names) -> None:
             f"pipeline config: {second[0]} is merged into an input stream; "
             f"give input_stream or input_pipeline too"
         )
+    if bsread and kind == "stream" and (config.get("input_stream") or upstream):
+        raise BadRequest(
+            f"pipeline config: give input_stream (or input_pipeline) or {bsread[0]}, not both: "
+            f"a stream pipeline reads one stream (merge a second with bsread_address2)"
+        )
     if bsread and kind in ("store", "custom"):
         raise BadRequest(
             f"pipeline config: {bsread[0]} names bsread data for a processing pipeline (joined "
