@@ -27,6 +27,16 @@ def generate(parameters):
 """
 
 
+# a custom pipeline numbering its messages (`value`), on a PUSH stream of a 1-message queue
+PUSH_COUNTER = {
+    "pipeline_type": "custom",
+    "function": "counter",
+    "mode": "PUSH",
+    "queue_size": 1,
+    "no_client_timeout": 0,
+}
+
+
 def upload(sup, name: str, source: bytes) -> None:
     sup.call("PUT", f"/api/v1/pipeline/script/{name}/script_bytes", data=source)
 
@@ -105,15 +115,8 @@ def test_block_waits_for_a_slow_push_client_and_false_drops(supervisor):
     (up to shmcam's bounded SEND_TIMEOUT); block false drops what the client cannot take."""
     sup = supervisor()
     upload(sup, "counter.py", COUNTER)
-    custom = {
-        "pipeline_type": "custom",
-        "function": "counter",
-        "max_frame_rate": 100,
-        "blob": 500_000,  # 4 MB messages: the kernel's socket buffers hold only a few
-        "mode": "PUSH",
-        "queue_size": 1,
-        "no_client_timeout": 0,
-    }
+    # 4 MB messages: the kernel's socket buffers hold only a few
+    custom = {**PUSH_COUNTER, "max_frame_rate": 100, "blob": 500_000}
     blocking = create(sup, custom)
     dropping = create(sup, {**custom, "block": False})
     values = values_read_slowly(blocking["stream"], 15)
@@ -130,14 +133,7 @@ def test_buffer_size_keeps_messages_for_a_push_client_connecting_late(supervisor
     no client is there."""
     sup = supervisor()
     upload(sup, "counter.py", COUNTER)
-    custom = {
-        "pipeline_type": "custom",
-        "function": "counter",
-        "max_frame_rate": 20,
-        "mode": "PUSH",
-        "queue_size": 1,
-        "no_client_timeout": 0,
-    }
+    custom = {**PUSH_COUNTER, "max_frame_rate": 20}
     buffered = create(sup, {**custom, "buffer_size": 100})
     plain = create(sup, custom)
     time.sleep(1.5)  # 30 messages produced, no client yet

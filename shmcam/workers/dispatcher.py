@@ -24,7 +24,8 @@ from .pipeline_keys import BsreadSource
 
 log = logging.getLogger(__name__)
 
-TIMEOUT = 10.0  # s for one request
+TIMEOUT = 10.0  # s for a stream request
+RELEASE_TIMEOUT = 2.0  # s for a release, at the instance's stop (the supervisor waits 5 s)
 MAX_ANSWER = 1 << 16
 
 
@@ -50,12 +51,12 @@ def request_body(source: BsreadSource) -> dict:
     return body
 
 
-def _call(method: str, url: str, data: bytes, content_type: str) -> bytes:
+def _call(method: str, url: str, data: bytes, content_type: str, timeout: float) -> bytes:
     request = urllib.request.Request(
         url, data=data, method=method, headers={"Content-Type": content_type}
     )
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
             return answer.read(MAX_ANSWER)
     except urllib.error.HTTPError as error:
         text = error.read(2000).decode("utf-8", "replace")
@@ -67,7 +68,8 @@ def _call(method: str, url: str, data: bytes, content_type: str) -> bytes:
 def request_stream(source: BsreadSource) -> str:
     """The address of a new stream of the source's channels."""
     url = f"{source.dispatcher_url}/stream"
-    answer = _call("POST", url, json.dumps(request_body(source)).encode(), "application/json")
+    body = json.dumps(request_body(source)).encode()
+    answer = _call("POST", url, body, "application/json", TIMEOUT)
     try:
         address = json.loads(answer)["stream"]
     except (ValueError, KeyError, TypeError):
@@ -81,6 +83,7 @@ def request_stream(source: BsreadSource) -> str:
 def remove_stream(source: BsreadSource, address: str) -> None:
     """Release a stream; a failure is only logged (the dispatcher drops it in time)."""
     try:
-        _call("DELETE", f"{source.dispatcher_url}/stream", address.encode(), "text/plain")
+        url = f"{source.dispatcher_url}/stream"
+        _call("DELETE", url, address.encode(), "text/plain", RELEASE_TIMEOUT)
     except DispatcherError as error:
         log.warning("releasing %s: %s", address, error)

@@ -7,8 +7,8 @@ errors and timeouts, bsread inputs), so that each part of the pipeline reads onl
 Errors are ValueErrors that name the key and say what is expected; a null value never
 overrides a default. Pure Python: the supervisor imports this without h5py or numba.
 
-Keys of CamServer that shmcam refuses (400) are in REFUSED, with what shmcam does instead.
-The parallel keys (processing_threads, ...) and the processing keys are parsed elsewhere.
+Former keys that shmcam refuses (400) are in REFUSED, with what to do instead. The parallel
+keys (processing_threads, ...) and the processing keys (image_*, ...) are parsed elsewhere.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ NOTIFY_ON_ERROR_SUFFIXES = ("_sp",)  # CamServer's NOTIFY_ON_ERROR: ScreenPanel'
 DISPATCHER_URL = "https://dispatcher-api.psi.ch/sf-databuffer"
 MIN_FREE_MB = 512.0  # a FILE run ends cleanly when less is left on its disk
 
-#: CamServer keys and shmcam's former ones a config may not carry, with what to do instead.
+#: Keys a config may not carry any more, with what to do instead.
 REFUSED = {
     "output_file": (
         "output_file was the former store pipeline's; a pipeline writes HDF5 with "
