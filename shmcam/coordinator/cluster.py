@@ -309,9 +309,9 @@ class Cluster:
         return bool(self.view.where("pipeline", instance_id))
 
     def pipeline_for_config(self, config) -> Started:
-        """A running read-only instance with an equal config anywhere, else a new one."""
+        """A running shared instance with an equal config anywhere, else a new one."""
         for instance_id, (state, info) in self.view.instances("pipeline").items():
-            if info.get("read_only") and info.get("config") == config:
+            if info.get("shared") and info.get("config") == config:
                 return Started(instance_id, info["stream_address"], info["config"], state.name)
         if not isinstance(config, dict):
             raise BadRequest("a pipeline config must be a JSON object")
