@@ -247,6 +247,34 @@ def _camera_background(etc, data):
     )
 
 
+def _file_outside(etc, data):
+    (etc / "pipelines" / "beam.toml").write_text(
+        'camera_name = "simulation"\nmode = "FILE"\nfile = "/sf/data/beam.h5"\n'
+    )
+    return (
+        f"{etc}/pipelines/beam.toml: pipeline config: file '/sf/data/beam.h5' is not inside "
+        f"the node's file_dirs (none)"
+    )
+
+
+def _old_store(etc, data):
+    (etc / "pipelines" / "beam.toml").write_text(
+        'camera_name = "simulation"\npipeline_type = "store"\noutput_file = "b.h5"\n'
+    )
+    return f"{etc}/pipelines/beam.toml: pipeline config: output_file was the former store"
+
+
+def _dispatcher(etc, data):
+    (etc / "pipelines" / "beam.toml").write_text(
+        'pipeline_type = "stream"\nbsread_channels = ["A"]\n'
+        'dispatcher_url = "http://dispatcher.local"\n'
+    )
+    return (
+        f"{etc}/pipelines/beam.toml: pipeline config: dispatcher_url 'http://dispatcher.local' "
+        f"is not one of the node's dispatcher_urls"
+    )
+
+
 def _permanent_config(etc, data):
     append(etc / "shmcam.toml", 'permanent = { beam = "no_such_pipeline" }')
     return f"{etc}/shmcam.toml: permanent 'beam': no pipeline config named 'no_such_pipeline'"
@@ -283,6 +311,9 @@ BROKEN = [
     _function,
     _background,
     _camera_background,
+    _file_outside,
+    _old_store,
+    _dispatcher,
     _permanent_config,
     _permanent_id,
 ]

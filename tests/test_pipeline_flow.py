@@ -8,6 +8,7 @@ import numpy as np
 from supervisor_harness import SIM_CAMERA
 
 from shmcam.bsread import Receiver
+from shmcam.workers import pipeline_keys
 from shmcam.workers.gate import Gate
 from shmcam.workers.inputs import detach
 from shmcam.workers.output import select
@@ -37,7 +38,8 @@ def test_gate_rules():
 def test_select_and_detach():
     ring_slot = np.arange(12, dtype=np.uint16).reshape(3, 4)
     result = {"image": ring_slot, "row": ring_slot[1], "own": np.ones(3), "n": 1}
-    assert list(select(result, {"include": ["image", "n"], "exclude": ["n"]})) == ["image"]
+    keys = pipeline_keys.output({"include": ["image", "n", "absent"], "exclude": ["n"]})
+    assert select(result, keys) == {"image": ring_slot, "absent": None}  # CamServer's None
     safe = detach(dict(result), ring_slot)
     assert not np.may_share_memory(safe["image"], ring_slot)
     assert not np.may_share_memory(safe["row"], ring_slot)

@@ -549,27 +549,33 @@ def test_pipeline_from_a_saved_config_with_additional_config(supervisor):
 
 
 def test_shared_instance_starts_from_the_saved_config_once(supervisor):
+    """Shared, and writable unless its config says read_only (CamServer since c970766)."""
     sup = supervisor(cameras={"sim": CAM})
-    sup.call("POST", "/api/v1/pipeline/shared/config", json=PIPE)
+    locked = {**PIPE, "read_only": True}
+    sup.call("POST", "/api/v1/pipeline/shared/config", json=locked)
     first = sup.call("GET", "/api/v1/pipeline/instance/shared")
-    assert first["instance_id"] == "shared" and first["config"] == expanded_pipeline(PIPE)
+    assert first["instance_id"] == "shared" and first["config"] == expanded_pipeline(locked)
     assert sup.call("GET", "/api/v1/pipeline/instance/shared")["stream"] == first["stream"]
     info = sup.call("GET", "/api/v1/pipeline/instance/shared/info")["info"]
-    assert info["read_only"] is True and info["is_stream_active"]
+    assert info["read_only"] is True and info["shared"] is True and info["is_stream_active"]
     assert "x_profile" in receive(first["stream"])[0].data
-    refused = sup.call(
-        "POST",
-        "/api/v1/pipeline/instance/shared/config",
-        json={"include": ["intensity"]},
-        expect=409,
-    )
-    assert "read-only" in refused["status"]
-    assert instance_config(sup, "shared") == expanded_pipeline(PIPE)
+    for update in ({"include": ["intensity"]}, {"read_only": False}):
+        refused = sup.call(
+            "POST", "/api/v1/pipeline/instance/shared/config", json=update, expect=409
+        )
+        assert refused["status"].startswith("Cannot set config on a read only instance.")
+    assert instance_config(sup, "shared") == expanded_pipeline(locked)
+    sup.call("POST", "/api/v1/pipeline/open/config", json=PIPE)
+    sup.call("GET", "/api/v1/pipeline/instance/open")
+    info = sup.call("GET", "/api/v1/pipeline/instance/open/info")["info"]
+    assert info["read_only"] is False and info["shared"] is True
+    sup.call("POST", "/api/v1/pipeline/instance/open/config", json={"include": ["intensity"]})
+    assert instance_config(sup, "open") == expanded_pipeline({**PIPE, "include": ["intensity"]})
     assert "'nope'" in sup.call("GET", "/api/v1/pipeline/instance/nope", expect=404)["status"]
-    assert list(active(sup, "pipeline")) == ["shared"]
+    assert sorted(active(sup, "pipeline")) == ["open", "shared"]
 
 
-def test_instance_for_a_config_reuses_an_equal_read_only_instance(supervisor):
+def test_instance_for_a_config_reuses_an_equal_shared_instance(supervisor):
     sup = supervisor(cameras={"sim": CAM})
     private = sup.call("POST", "/api/v1/pipeline", params={"instance_id": "mine"}, json=PIPE)
     first = sup.call("POST", "/api/v1/pipeline/instance/", json=PIPE)
@@ -581,7 +587,7 @@ def test_instance_for_a_config_reuses_an_equal_read_only_instance(supervisor):
     assert "image" not in receive(other["stream"])[0].data
     for instance_id in (first["instance_id"], other["instance_id"]):
         info = sup.call("GET", f"/api/v1/pipeline/instance/{instance_id}/info")["info"]
-        assert info["read_only"] is True
+        assert info["shared"] is True and info["read_only"] is False
     assert len(active(sup, "pipeline")) == 3
 
 

@@ -4,8 +4,9 @@ Checks shmcam.toml, every cameras/*.toml and pipelines/*.toml, and the configs s
 REST in the data directory (cameras/*.json, pipelines/*.json) with the supervisor's own loader
 and the validation REST applies, and what they refer to: the camera of each pipeline, the pipeline
 config of each permanent instance, and the backgrounds and uploaded functions in the data
-directory. Every problem is reported, one line each naming the file and the key; the exit
-status is 1 if there is any, else 0.
+directory, and where FILE mode pipelines write and which dispatcher they ask (the node's
+file_dirs and dispatcher_urls). Every problem is reported, one line each naming the file and
+the key; the exit status is 1 if there is any, else 0.
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ class Known:
     backgrounds_dir: Path
     libs: list[str] | None = None
     function_dirs: tuple[Path, ...] = ()
+    file_dirs: tuple[Path, ...] = ()
+    dispatcher_urls: tuple[str, ...] = ()
 
 
 def check(config_dir: Path, data_dir: Path | None = None) -> Report:
@@ -90,6 +93,8 @@ def check(config_dir: Path, data_dir: Path | None = None) -> Report:
     known = replace(
         _known(ConfigStore(settings.data_dir, config_dir), files, report),
         function_dirs=settings.function_dirs,
+        file_dirs=settings.file_dirs,
+        dispatcher_urls=settings.dispatcher_urls,
     )
     for kind, paths in files.items():
         for path in paths:
@@ -217,6 +222,7 @@ def _config_problems(kind: str, path: Path, known: Known) -> list[str]:
         attempt(validation.camera)
     else:
         attempt(validation.pipeline, known.cameras)
+        attempt(validation.node_places, known.file_dirs, known.dispatcher_urls)
         if known.scripts is not None:
             attempt(validation.function_available, known.scripts, known.function_dirs, known.libs)
     background = config.get("image_background")

@@ -315,10 +315,10 @@ class Cluster:
         return bool(self.view.where("pipeline", instance_id))
 
     def pipeline_for_config(self, config) -> Started:
-        """A running read-only instance with an equal config anywhere, else a new one."""
+        """A running shared instance with an equal config anywhere, else a new one."""
         wanted = validation.expanded_pipeline(config) if isinstance(config, dict) else config
         for instance_id, (state, info) in self.view.instances("pipeline").items():
-            if info.get("read_only") and info.get("config") == wanted:
+            if info.get("shared") and info.get("config") == wanted:
                 return Started(instance_id, info["stream_address"], info["config"], state.name)
         if not isinstance(config, dict):
             raise BadRequest("a pipeline config must be a JSON object")

@@ -46,7 +46,7 @@ class Instance:
         *,
         hub: Hub,
         pids: PidFiles,
-        read_only: bool = False,
+        shared: bool = False,
         permanent: bool = False,
         omp_threads: int = 1,
         memory_limit: int = 0,
@@ -56,7 +56,7 @@ class Instance:
         self.config = config
         self.spec = spec  # what the worker gets: config, ring, stats, port, ...
         self.stream = stream
-        self.read_only = read_only
+        self.shared = shared  # reused by name or for an equal config
         self.permanent = permanent
         self.omp_threads = omp_threads
         self.memory_limit = memory_limit  # bytes of address space, 0 for none
@@ -68,7 +68,7 @@ class Instance:
         self.exit_code: int | None = None
         self.last_error: str | None = None
         self.finished: str | None = None
-        self.output_file: str | None = None  # the HDF5 file a store pipeline writes
+        self.output_file: str | None = None  # the HDF5 file a FILE mode pipeline writes
         self.stream_ipc: str | None = None  # a camera's ipc endpoint (protocol: ipc)
         self.online: tuple[bool, str] | None = None  # a camera's last (online, reason) report
         self.restarts = 0
@@ -87,6 +87,11 @@ class Instance:
         self._answers: dict[int, str | None] = {}  # seq -> None (applied) or the refusal
         self._waiting = False  # a call waits for its update's answer
         self._silent_since: float | None = None  # an update went unanswered since then
+
+    @property
+    def read_only(self) -> bool:
+        """Refuses config updates: its config says so (CamServer's opt-in since c970766)."""
+        return self.config.get("read_only") is True
 
     @property
     def process(self) -> subprocess.Popen | None:
@@ -427,6 +432,7 @@ class Instance:
             "config": self.config,
             "instance_id": self.id,
             "read_only": self.read_only,
+            "shared": self.shared,
             "last_start_time": (
                 time.strftime("%Y-%m-%d %H:%M:%S UTC%z", time.localtime(self.start_time))
                 if self.start_time

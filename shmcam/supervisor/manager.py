@@ -1,7 +1,8 @@
 """The node's instances: which run, on which ports, how they start and stop.
 
 One camera instance per camera, started when a pipeline or a client needs it. Pipelines are
-private (own id), shared (a saved config's name) or read-only shared (reused for equal configs).
+private (own id) or shared (a saved config's name, or reused for an equal config); any of them
+is read-only (refuses config updates) only if its config says `read_only`, as CamServer's.
 The watchdog (watchdog.py) restarts what must run and stops what nobody uses. Waiting for an
 instance (its start, a config update, its stop) never holds the manager lock: the node answers
 other calls meanwhile, whatever one instance does.
@@ -34,15 +35,6 @@ log = logging.getLogger(__name__)
 READY_TIMEOUT = 60.0
 UPDATE_TIMEOUT = 10.0  # for an instance to apply a live config update
 MAX_CASCADE = 16  # pipelines reading pipelines reading ...
-# What a pipeline reads is set up at its start: these keys cannot change on a running instance.
-INPUT_KEYS = (
-    "camera_name",
-    "pipeline_type",
-    "input_stream",
-    "input_stream2",
-    "input_pipeline",
-    "input_mode",
-)
 
 
 class Manager:
@@ -159,13 +151,14 @@ class Manager:
         config: dict,
         instance_id: str | None = None,
         *,
-        read_only: bool = False,
+        shared: bool = False,
         permanent: bool = False,
     ) -> Instance:
         """Start a pipeline. One that does not start changes nothing: a camera or upstream
         started for it is stopped again."""
         validation.pipeline(config, self.store.config_names("camera"))
         self._code_available(config)
+        self._places_allowed(config)
         self.store.check_config(config, "pipeline config")
         config = validation.expanded_pipeline(config)  # as CamServer's clients read it back
         instance_id = instance_id or str(uuid.uuid4())
@@ -182,9 +175,10 @@ class Manager:
                     instance_id,
                     config,
                     self.settings.pipeline_ports,
-                    read_only=read_only,
+                    shared=shared,
                     permanent=permanent,
                     source=source,
+                    output=self._output(config),
                 )
                 self.pipelines[instance_id] = instance
             return self._started(self.pipelines, instance, BadRequest)
@@ -201,6 +195,9 @@ class Manager:
             self.settings.function_dirs,
             self.store.file_names("lib"),
         )
+
+    def _places_allowed(self, config: dict) -> None:
+        validation.node_places(config, self.settings.file_dirs, self.settings.dispatcher_urls)
 
     def _check_not_running(self, instance_id: str) -> None:
         if self._running_pipeline(instance_id) is not None:
@@ -241,32 +238,52 @@ class Manager:
     def _input(self, config: dict, instance_id: str, started: list[Instance]) -> dict | None:
         """Where a pipeline's frames come from unless from its camera's ring (None): the
         stream it names, its upstream pipeline's (a cascade: started from the saved config
-        of that name if not running) or, for a stream pipeline, its camera's stream. What
-        this starts is appended to `started`."""
+        of that name if not running) or, for a stream pipeline, its camera's stream; and the
+        second stream merged into it (`stream2`, `mode2`). What this starts is appended to
+        `started`. bsread addresses and channels the instance reads itself."""
         camera = camera_read(config)
+        stream, mode = config.get("input_stream"), config.get("input_mode") or "SUB"
         if camera is not None:
             instance, new = self._camera(camera)
             if new:
                 started.append(instance)
             if pipeline_type(config) != "stream":
                 return None
-            return {
-                "stream": f"tcp://127.0.0.1:{instance.spec['port']}",
-                "mode": "SUB",
-                "stream2": config.get("input_stream2"),
-            }
-        stream, mode = config.get("input_stream"), config.get("input_mode") or "SUB"
-        upstream = config.get("input_pipeline")
-        if upstream:
-            running = self._running_pipeline(upstream)
-            source = self.shared_pipeline(upstream)
-            if running is None:
-                started.append(source)
-            stream = f"tcp://127.0.0.1:{source.spec['port']}"
-            mode = "PULL" if source.config.get("mode") == "PUSH" else "SUB"
-        if stream is None:
-            return None  # a custom pipeline
-        return {"stream": stream, "stream2": config.get("input_stream2"), "mode": mode}
+            stream, mode = f"tcp://127.0.0.1:{instance.spec['port']}", "SUB"
+        if config.get("input_pipeline"):
+            stream, mode = self._upstream(config["input_pipeline"], started)
+        stream2, mode2 = config.get("input_stream2"), config.get("input_mode2") or "SUB"
+        if config.get("input_pipeline2"):
+            stream2, mode2 = self._upstream(config["input_pipeline2"], started)
+        if stream is None and stream2 is None:
+            return None  # a custom pipeline, or one reading bsread addresses or channels
+        return {"stream": stream, "mode": mode, "stream2": stream2, "mode2": mode2}
+
+    def _upstream(self, name: str, started: list[Instance]) -> tuple[str, str]:
+        """The address and receive mode of a pipeline of this node, started if not running."""
+        running = self._running_pipeline(name)
+        source = self.shared_pipeline(name)
+        if running is None:
+            started.append(source)
+        return (
+            f"tcp://127.0.0.1:{source.spec['port']}",
+            "PULL" if source.config.get("mode") == "PUSH" else "SUB",
+        )
+
+    def _output(self, config: dict) -> dict | None:
+        """output_pipeline: the address the named pipeline's config reads (its input_stream,
+        which it binds), for the sender to connect to (CamServer's fan-in wiring)."""
+        name = config.get("output_pipeline")
+        if not name:
+            return None
+        running = self._running_pipeline(name)
+        target = running.config if running else self.store.get_config("pipeline", name)
+        address = target.get("input_stream")
+        if not isinstance(address, str) or "://" not in address:
+            raise BadRequest(
+                f"pipeline config: output_pipeline {name!r} has no input_stream to send to"
+            )
+        return {"stream": address}
 
     def shared_pipeline(self, name: str) -> Instance:
         """The instance named after a saved config, started from it if not running."""
@@ -280,30 +297,30 @@ class Manager:
                     f"pipeline name."
                 ) from None
             try:
-                return self.create_pipeline(config, name, read_only=True)
-            except Conflict:  # started by a concurrent call meanwhile: that one it is
+                return self.create_pipeline(config, name, shared=True)
+            except AlreadyRunning:  # started by a concurrent call meanwhile: that one it is
                 instance = self._running_pipeline(name)
                 if instance is None:
                     raise
         return self._started(self.pipelines, instance, BadRequest)
 
     def pipeline_for_config(self, config: dict) -> Instance:
-        """A running read-only instance with an equal config, else a new read-only one."""
+        """A running shared instance with an equal config, else a new shared one."""
         wanted = validation.expanded_pipeline(config) if isinstance(config, dict) else config
         with self.lock:
             equal = [
                 instance
                 for instance in self.pipelines.values()
-                if instance.read_only and instance.alive and instance.config == wanted
+                if instance.shared and instance.alive and instance.config == wanted
             ]
         if equal:
             return self._started(self.pipelines, equal[0], BadRequest)
-        return self.create_pipeline(config, read_only=True)
+        return self.create_pipeline(config, shared=True)
 
     def update_pipeline(self, instance_id: str, update: dict) -> dict:
-        """Merge a live update into a running private instance, applied by the instance from
-        its next frame. It answers only once the instance took it; one it refuses (a function
-        that does not load) or does not take in time changes nothing."""
+        """Merge a live update into a running instance (unless it is read_only), applied by
+        the instance from its next frame. It answers only once the instance took it; one it
+        refuses (a function that does not load) or does not take in time changes nothing."""
         if not isinstance(update, dict):
             raise BadRequest("a config update must be a JSON object")
         if not update:
@@ -317,8 +334,8 @@ class Manager:
                 )
             if instance.read_only:
                 raise Conflict(
-                    f"Cannot set config on a read only instance. ({instance_id} is shared, "
-                    f"read-only: create a private instance to change its config)"
+                    f"Cannot set config on a read only instance. Instance {instance_id} has "
+                    f"read_only set; create another instance to change its config"
                 )
             if "camera_name" in update and update["camera_name"] != instance.config.get(
                 "camera_name"
@@ -326,21 +343,12 @@ class Manager:
                 raise BadRequest(
                     "Cannot change the camera name on a running instance. Stop the instance first."
                 )
-            fixed = [
-                key
-                for key in INPUT_KEYS
-                if key in update and update[key] != instance.config.get(key)
-            ]
-            if fixed:
-                raise BadRequest(
-                    f"{', '.join(fixed)} cannot change on a running instance (its "
-                    f"input is set up at start); start a new instance instead"
-                )
             validation.stream_unchanged(instance.config, update)
             config = validation.pipeline(
                 validation.merge(instance.config, update), self.store.config_names("camera")
             )
             self._code_available(config)
+            self._places_allowed(config)
             self.store.check_config(config, "pipeline config")
         instance.update_config(config, UPDATE_TIMEOUT)
         return config
@@ -402,7 +410,7 @@ class Manager:
         return [p for p in pipelines if p.alive and p.config.get("input_pipeline") == instance.id]
 
     def _new_instance(
-        self, kind: str, instance_id: str, config: dict, ports, source=None, **flags
+        self, kind: str, instance_id: str, config: dict, ports, source=None, output=None, **flags
     ) -> Instance:
         port = config.get("port") or self._free_port(ports)
         camera = instance_id if kind == "camera" else camera_read(config)
@@ -419,11 +427,13 @@ class Manager:
             "stats": stats_name(self.settings.node, f"{kind[0]}-{instance_id}"),
             "port": port,
             "input": source,
+            "output": output,
             "scripts_dir": str(data / "scripts"),
             "function_dirs": [str(d) for d in self.settings.function_dirs],
             "camera_scripts_dir": str(data / "camera_scripts"),
             "backgrounds_dir": str(data / "backgrounds"),
             "store_dir": str(data / "store"),
+            "file_dirs": [str(d) for d in self.settings.file_dirs],
             "max_frame_bytes": self.settings.max_frame_bytes,
         }
         instance = Instance(
@@ -472,10 +482,12 @@ def stop_together(instances: list[Instance], timeout: float = STOP_TIMEOUT) -> N
 def camera_read(config: dict) -> str | None:
     """The camera whose frames a pipeline reads (its ring; a stream pipeline its stream), or
     None when it reads another stream or nothing (custom)."""
+    kind = pipeline_type(config)
     if (
-        pipeline_type(config) == "custom"
+        kind == "custom"
         or config.get("input_stream")
         or config.get("input_pipeline")
+        or (kind == "stream" and (config.get("bsread_address") or config.get("bsread_channels")))
     ):
         return None
     return config.get("camera_name")

@@ -11,35 +11,28 @@ from numbers import Real
 
 import numpy as np
 
-from shmcam.bsread.encoder import CREATE_HEADER
 from shmcam.names import FILE_NAME_RULE, NAME_RULE, is_file_name, is_name
 from shmcam.processing import config as processing
 from shmcam.processing import functions
 from shmcam.processing.functions import BUILTIN, allowed_path, is_path, script_names
 from shmcam.sources import config as camera_config
-from shmcam.workers import store_path
+from shmcam.workers import pipeline_keys, store_path
 from shmcam.workers.pipeline_types import PIPELINE_TYPES, pipeline_type
 
 from .errors import BadRequest
 
-# Keys a pipeline reads once, to set up its stream, with the defaults it uses for a missing or
-# empty value: they cannot change on a running instance.
-STREAM_KEYS = {
-    "mode": "PUB",
-    "queue_size": 10,
-    "block": False,
-    "data_compression": None,
-    "data_header_compression": None,
-    "port": None,
-}
 LATER_TYPES = ("fanout", "fanin", "external")  # CamServer's, not built yet
 # What each pipeline type runs, for messages.
 SERVES = {
     "processing": "an image function (process_image)",
     "stream": "a stream function (process(data, pulse_id, timestamp, parameters))",
     "custom": "a generator (generate(parameters)) or CamServer's process(parameters, init)",
-    "store": "no function",
+    "store": "no function (it forwards its camera's image to the DataBuffer)",
 }
+# Keys of a bsread input: they name a stream pipeline's input, or data joined to a processing
+# pipeline's frames (none for store and custom pipelines).
+BSREAD_INPUT_KEYS = ("bsread_address", "bsread_channels")
+SECOND_STREAM_KEYS = ("input_stream2", "input_pipeline2", "bsread_address2", "bsread_channels2")
 SCRIPT_TYPE = (
     "pipeline_type 'script' is not supported: a pipeline_script's run(stop_event, "
     "statistics, parameter_queue, ...) drives CamServer's own receive and send loop through "
@@ -68,14 +61,6 @@ def _number(kind, config, key, positive=True, integer=False, allow_zero=False):
     ):
         what = "an integer" if integer else "a number"
         raise _fail(kind, key, f"{'a positive ' + what[3:] if positive else what}", value)
-
-
-def _strings(kind, config, key):
-    value = config.get(key)
-    if value is not None and (
-        not isinstance(value, list) or not all(isinstance(v, str) for v in value)
-    ):
-        raise _fail(kind, key, "a list of channel names", value)
 
 
 def _file_names(kind, config, key, expected):
@@ -189,16 +174,40 @@ def function_available(
 
 
 def stream_unchanged(config: dict, update: dict) -> None:
-    changed = [
-        key
-        for key, default in STREAM_KEYS.items()
-        if key in update and (update[key] or default) != (config.get(key) or default)
-    ]
+    """An update may not change what a running instance set up at its start."""
+    changed = pipeline_keys.fixed_changes(config, update)
     if changed:
         raise BadRequest(
-            f"{', '.join(changed)} cannot change on a running instance (its "
-            f"stream is set up at start); start a new instance instead"
+            f"{', '.join(changed)} cannot change on a running instance (its input and "
+            f"output are set up at start); start a new instance instead"
         )
+
+
+def node_places(config: dict, file_dirs=(), dispatcher_urls=()) -> None:
+    """What a config names on the node: its FILE mode file (in the node's store or its
+    file_dirs) and its dispatcher (one of the node's dispatcher_urls)."""
+    keys = pipeline_keys.file(config)
+    if keys is not None:
+        try:
+            store_path.check_file(keys.file, file_dirs)
+        except ValueError as error:
+            raise BadRequest(f"pipeline config: {error}") from None
+    for source in (pipeline_keys.bsread_source(config), _second_source(config)):
+        if (
+            source is not None
+            and source.channels
+            and source.dispatcher_url not in {str(url).rstrip("/") for url in dispatcher_urls}
+        ):
+            raise BadRequest(
+                f"pipeline config: dispatcher_url {source.dispatcher_url!r} is not one of the "
+                f"node's dispatcher_urls ({', '.join(map(str, dispatcher_urls)) or 'none'}); "
+                f"give bsread_address instead, or ask for it in the node settings"
+            )
+
+
+def _second_source(config: dict):
+    merge = pipeline_keys.merge(config)
+    return merge.source if merge else None
 
 
 def pipeline(config, camera_names) -> dict:
@@ -213,29 +222,17 @@ def pipeline(config, camera_names) -> dict:
         )
     _choice("pipeline", config, "pipeline_type", PIPELINE_TYPES, "processing")
     _pipeline_input(config, camera_names)
-    if pipeline_type(config) == "store":
-        _store(config)
-    _choice("pipeline", config, "create_header", CREATE_HEADER)
-    _choice("pipeline", config, "mode", ("PUB", "PUSH"))
-    for key in ("queue_size", "downsampling", "records"):
-        _number("pipeline", config, key, integer=True)
-    _number("pipeline", config, "max_frame_rate")
+    try:  # CamServer's pipeline keys, by the parser the instance itself runs from
+        pipeline_keys.parse(config)
+    except ValueError as error:
+        raise BadRequest(f"pipeline config: {error}") from None
     _number("pipeline", config, "no_client_timeout", positive=False)
     _port("pipeline", config)
-    _strings("pipeline", config, "include")
-    _strings("pipeline", config, "exclude")
     _file_names("pipeline", config, "libs", "a list of uploaded lib names")
     if config.get("copy") is not None and not isinstance(config["copy"], bool):
         raise _fail("pipeline", "copy", "true or false", config["copy"])
     if config.get("prefix") is not None and not isinstance(config["prefix"], str):
         raise _fail("pipeline", "prefix", "a string (the channel name prefix)", config["prefix"])
-    pid_range = config.get("pid_range")
-    if pid_range is not None and not (
-        isinstance(pid_range, list)
-        and len(pid_range) == 2
-        and all(v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in pid_range)
-    ):
-        raise _fail("pipeline", "pid_range", "[start, stop] pulse ids", pid_range)
     function = config.get("function")
     if function is not None and not isinstance(function, str):
         raise _fail("pipeline", "function", "a function or script name", function)
@@ -247,8 +244,9 @@ def pipeline(config, camera_names) -> dict:
 
 
 def _pipeline_input(config: dict, camera_names) -> None:
-    """What the pipeline reads: a camera of this node, a stream, an upstream pipeline or, for
-    custom pipelines, nothing (they generate their frames)."""
+    """What the pipeline reads: a camera of this node, a stream, an upstream pipeline, bsread
+    channels (a stream pipeline) or, for custom pipelines, nothing (they generate their
+    frames)."""
     kind = pipeline_type(config)
     for key in ("input_stream", "input_stream2"):
         value = config.get(key)
@@ -261,11 +259,25 @@ def _pipeline_input(config: dict, camera_names) -> None:
             raise _fail("pipeline", "input_pipeline", f"a pipeline name ({NAME_RULE})", upstream)
         if config.get("input_stream"):
             raise BadRequest("pipeline config: give input_pipeline or input_stream, not both")
-    streamed = config.get("input_stream") or upstream
-    if config.get("input_stream2") and not streamed and kind != "stream":
+    if kind == "store":
+        _store(config)
+    bsread = [key for key in BSREAD_INPUT_KEYS if config.get(key)]
+    streamed = config.get("input_stream") or upstream or (kind == "stream" and bsread)
+    second = [key for key in SECOND_STREAM_KEYS if config.get(key)]
+    if second and not streamed and kind != "stream":
         raise BadRequest(
-            "pipeline config: input_stream2 is merged into an input stream; "
-            "give input_stream or input_pipeline too"
+            f"pipeline config: {second[0]} is merged into an input stream; "
+            f"give input_stream or input_pipeline too"
+        )
+    if bsread and kind == "stream" and (config.get("input_stream") or upstream):
+        raise BadRequest(
+            f"pipeline config: give input_stream (or input_pipeline) or {bsread[0]}, not both: "
+            f"a stream pipeline reads one stream (merge a second with bsread_address2)"
+        )
+    if bsread and kind in ("store", "custom"):
+        raise BadRequest(
+            f"pipeline config: {bsread[0]} names bsread data for a processing pipeline (joined "
+            f"by pulse id) or a stream pipeline's input; a {kind} pipeline reads none"
         )
     builtin = BUILTIN.get(config.get("function"))
     if builtin is not None and builtin.kind != kind:
@@ -285,9 +297,9 @@ def _pipeline_input(config: dict, camera_names) -> None:
         return
     if not isinstance(name, str) or not name:
         raise BadRequest(
-            "Camera name not specified in configuration. (pipeline config: camera_name is "
-            "required, the camera to process, unless input_stream or input_pipeline names "
-            "what to read)"
+            "Camera name not specified in configuration. pipeline config: camera_name is "
+            "required (the camera to process), unless input_stream, input_pipeline or (a "
+            "stream pipeline) bsread_address or bsread_channels names what to read"
         )
     if name not in camera_names:
         raise BadRequest(
@@ -297,17 +309,14 @@ def _pipeline_input(config: dict, camera_names) -> None:
 
 
 def _store(config: dict) -> None:
-    if config.get("output_file") is not None:
-        try:
-            store_path.check_output_file(config["output_file"])
-        except ValueError as error:
-            raise BadRequest(f"pipeline config: {error}") from None
-    _number("pipeline", config, "min_free_mb", allow_zero=True)
-    if config.get("input_stream2"):
-        raise BadRequest(
-            "pipeline config: a store pipeline stores one stream; input_stream2 "
-            "is not supported there"
-        )
+    """CamServer's DataBuffer feed forwards its camera's image and nothing else."""
+    for key in ("function", "input_stream", "input_pipeline", *SECOND_STREAM_KEYS):
+        if config.get(key) is not None:
+            raise BadRequest(
+                f"pipeline config: {key}: a store pipeline (CamServer's DataBuffer feed) "
+                f"forwards its camera's image as <camera>:FPICTURE, unprocessed; use a "
+                f'processing or stream pipeline (with "mode": "PUSH" or "FILE")'
+            )
 
 
 def _port(kind, config):

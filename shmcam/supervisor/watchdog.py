@@ -5,7 +5,8 @@ Three policies, each in its own place:
   after the delay of its RestartPolicy (shmcam/restarts.py: first try within a second, longer
   while it keeps failing at once, afresh after a healthy run); its port stays reserved.
 - idle: an on-demand instance without clients for `no_client_timeout` seconds is stopped (a
-  camera counts the pipelines reading it as clients; a store pipeline writes files, never idle).
+  camera counts the pipelines reading it as clients; a FILE mode pipeline writes a file, never
+  idle).
 - stuck: an instance whose main loop made no progress for `stuck_timeout` seconds (its
   statistics are touched twice a second) is killed, and restarted if it must run.
 """
@@ -17,7 +18,6 @@ import threading
 import time
 
 from shmcam.restarts import RestartPolicy
-from shmcam.workers.pipeline_types import pipeline_type
 
 from .instances import Instance
 from .manager import Manager
@@ -120,7 +120,7 @@ class Watchdog:
         counters = instance.counters()
         busy = (
             counters.get("clients", 0) + counters.get("forwarder_clients", 0) > 0  # DataBuffer
-            or pipeline_type(instance.config) == "store"  # it writes files, not streams
+            or instance.config.get("mode") == "FILE"  # it writes a file, not a stream
             or (instance.kind == "camera" and bool(self.manager._readers_of(instance)))
         )
         if busy or instance.idle_since is None:

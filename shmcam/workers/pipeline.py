@@ -6,46 +6,38 @@ Pipeline types (`pipeline_type`) differ in their input and in how the function i
 - stream: `process(data, pulse_id, timestamp, parameters)` on the channels of a bsread
   stream (default: passed on unchanged), optionally merged with a second stream;
 - custom: `generate(parameters)`, a generator whose items go out at `max_frame_rate`;
-- store: HDF5 files instead of a stream (workers/store.py).
+- store: CamServer's DataBuffer feed, the camera's image as `<camera>:FPICTURE` (PUSH).
 The loop lives here: input (inputs.py) -> flow control (gate.py: pause, max_frame_rate,
-downsampling, pid_range, records, enforce_pid) -> the function (step.py: a function that
-raises gives an error frame, never ends the pipeline) -> output (output.py). A frame the
-camera overwrote while it was processed is dropped and counted as torn. The output image is
-also previewed for viewers on the node (preview.py).
+downsampling, pid_range, records, enforce_pid, ...) -> the function (step.py, with
+CamServer's error keys) -> output (output.py: a bsread stream, or file_output.py: HDF5). A
+frame the camera overwrote while it was processed is dropped and counted as torn. The output
+image is also previewed for viewers on the node (preview.py). A silent input is reconnected
+after `camera_timeout`, and ends the instance after `stream_timeout` with `abort_on_timeout`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from contextlib import ExitStack
 
 from shmcam.shm import StatsBlock
 
+from . import pipeline_keys
 from .control import Control, report
 from .gate import Gate
-from .inputs import MergedInput, RingInput, StreamInput, Ticks
-from .output import Output, select
-from .pipeline_types import pipeline_type
+from .inputs import CUSTOM_RATE, open_input
+from .output import open_output, select
 from .preview import Preview
 from .step import Step, is_image
 
 log = logging.getLogger(__name__)
 
 STATS_PERIOD = 0.5
-CUSTOM_RATE = 10.0  # frames/s of a custom pipeline without max_frame_rate (shmcam's generators)
 
 
-def open_input(spec: dict, config: dict):
-    """The input a pipeline's config asks for; the supervisor resolved stream addresses."""
-    if pipeline_type(config) == "custom":
-        return Ticks(config.get("max_frame_rate") or CUSTOM_RATE)
-    source = spec.get("input") or {}
-    mode = "PULL" if source.get("mode") == "PULL" else "SUB"
-    if source.get("stream2"):
-        return MergedInput(source["stream"], source["stream2"], mode)
-    if source.get("stream"):
-        return StreamInput(source["stream"], mode)
-    return RingInput(spec["ring"])
+class InputTimeout(RuntimeError):
+    """No frame within stream_timeout, with abort_on_timeout: the instance ends."""
 
 
 class Pipeline:
@@ -53,14 +45,22 @@ class Pipeline:
 
     def __init__(self, spec: dict):
         self.spec = spec
-        self.stats = StatsBlock(spec["stats"], create=True)
-        self.input = open_input(spec, spec["config"])
-        self.step = Step(spec, self.input, self.stats)
-        self.apply(spec["config"])
-        self.output = Output(spec, self.config, self.stats)
+        with ExitStack() as undo:  # what is open when a later step fails is closed
+            self.stats = StatsBlock(spec["stats"], create=True)
+            undo.callback(self.stats.close)
+            self.input = open_input(spec, spec["config"])
+            undo.callback(self.input.close)  # a stream the dispatcher opened is released
+            self.output = open_output(spec, spec["config"], self.stats)
+            undo.callback(self.output.close)
+            self.step = Step(spec, self.input, self.stats)
+            self.apply(spec["config"])
+            undo.pop_all()
         self.preview = Preview(spec.get("preview"))
         self.sent = 0
         self.geometry = None  # (height, width, bytes per pixel) of the last input image
+        self.end_reason = "stopped"
+        self.last_frame = self.last_reconnect = time.monotonic()
+        self.pids = (None, None)  # the last two pulse ids, for debug
 
     @property
     def config(self) -> dict:
@@ -71,26 +71,34 @@ class Pipeline:
         that does not load) changes nothing."""
         custom = self.step.type == "custom"
         gate = Gate(config if not custom else {**config, "max_frame_rate": None})
+        pipeline_keys.output(config), pipeline_keys.file(config)  # they raise, or apply() won't
+        timeouts = pipeline_keys.errors(config, self.spec["instance_id"])
         self.step.apply(config)
-        self.gate = gate
+        self.gate, self.timeouts = gate, timeouts
+        self.output.apply(config)
         if custom:
             rate = getattr(self.step.function, "default_rate", CUSTOM_RATE)
             self.input.pacer.period = 1.0 / (config.get("max_frame_rate") or rate)
 
     def run(self, control: Control) -> int:
         self.input.skip_to_newest()  # frames that passed during start-up are not drops
-        report(ready={"stream_port": self.spec["port"]})
+        report(ready={"stream_port": self.spec["port"], **self.output.ready()})
         next_stats = 0.0
         while not control.stop.is_set():
             control.apply_update(self.apply)
             now = time.monotonic()
             if now >= next_stats:
                 self.publish_stats()
+                self.output.periodic()
                 next_stats = now + STATS_PERIOD
-            frame = self.input.next(timeout=0.2)
+            frame = self.input.next(timeout=self.timeouts.receive_timeout)
             if frame is None:
+                self.silence()
                 continue
+            self.last_frame = time.monotonic()
             self.stats.add("frames_in")
+            if self.timeouts.debug:
+                self.check_pid(frame.pulse_id)
             if is_image(frame.image):
                 image = frame.image
                 self.geometry = (*image.shape, image.dtype.itemsize)
@@ -98,7 +106,7 @@ class Pipeline:
             passed = self.gate.passed(frame.pulse_id)
             if passed:
                 return self.finish(passed)
-            if not self.gate.admit(frame.pulse_id):
+            if not self.gate.admit(frame.pulse_id, frame.timestamp):
                 continue
             result = self.step.process(frame)
             if self.step.ended:
@@ -107,7 +115,7 @@ class Pipeline:
             if preview is not None:
                 preview = self.input.own(preview, frame)
             if result is not None:
-                result = self.input.detach(select(result, self.config), frame)
+                result = self.input.detach(select(result, self.output.keys), frame)
             if not self.input.valid(frame):
                 continue  # overwritten while processed: the result may be garbage
             if preview is not None:
@@ -123,15 +131,39 @@ class Pipeline:
     def finish(self, why: str) -> int:
         log.info("pipeline finished: %s", why)
         report(finished=why)
+        self.end_reason = why
         return 0
+
+    def silence(self) -> None:
+        """No frame within receive_timeout: past stream_timeout with abort_on_timeout the
+        instance ends; past camera_timeout the input is reconnected (CamServer's)."""
+        timeouts, now = self.timeouts, time.monotonic()
+        if timeouts.abort_on_timeout and now - self.last_frame > timeouts.stream_timeout:
+            raise InputTimeout(
+                f"no frame for {timeouts.stream_timeout:g} s (stream_timeout, abort_on_timeout)"
+            )
+        quiet = now - max(self.last_frame, self.last_reconnect)
+        if timeouts.camera_timeout is not None and quiet > timeouts.camera_timeout:
+            log.warning("no frame for %g s (camera_timeout): reconnecting", timeouts.camera_timeout)
+            self.input.reconnect()
+            self.last_reconnect = time.monotonic()
+
+    def check_pid(self, pulse_id: int) -> None:
+        """debug: a pulse id off the input's stride is logged (CamServer's "Unexpected PID")."""
+        former, current = self.pids
+        if former is not None and pulse_id != current + (current - former):
+            log.warning("Unexpected PID: %d - previous: %d, %d", pulse_id, former, current)
+            current = None
+        self.pids = (current, pulse_id)
 
     def publish_stats(self) -> None:
         s = self.stats
-        s.set("clients", self.output.clients)
-        s.set("dropped", self.input.missed + self.output.dropped)
+        counters = self.output.counters()
+        counters["dropped"] += self.input.missed
+        for field, value in counters.items():
+            s.set(field, value)
         s.set("torn", self.input.torn)
         s.set("lag", self.input.lag)
-        s.set("header_changes", self.output.header_changes)
         if self.geometry is not None:
             for field, value in zip(
                 ("frame_height", "frame_width", "frame_itemsize"), self.geometry
@@ -141,19 +173,18 @@ class Pipeline:
 
     def close(self) -> None:
         self.publish_stats()
-        self.output.close()
+        self.output.close(self.end_reason)
         self.preview.close()
         self.input.close()
         self.stats.close()
 
 
 def run(spec: dict, control: Control) -> int:
-    if pipeline_type(spec["config"]) == "store":
-        from . import store  # HDF5 is imported only by the pipelines that write it
-
-        return store.run(spec, control)
     pipeline = Pipeline(spec)
     try:
         return pipeline.run(control)
+    except Exception as error:
+        pipeline.end_reason = f"failed: {error}"
+        raise
     finally:
         pipeline.close()
