@@ -5,6 +5,10 @@ private (own id), shared (a saved config's name) or read-only shared (reused for
 The watchdog (watchdog.py) restarts what must run and stops what nobody uses. Waiting for an
 instance (its start, a config update, its stop) never holds the manager lock: the node answers
 other calls meanwhile, whatever one instance does.
+
+Cascades (`input_pipeline`) on this node read their upstream's record ring in place; a pipeline
+writes that ring only while such a reader runs (`sync_record_outputs`). External pipelines run
+a program (workers/external.py) whose output ring shmcam publishes.
 """
 
 from __future__ import annotations
@@ -15,11 +19,12 @@ import threading
 import uuid
 from pathlib import Path
 
+from shmcam.external import output_ring_base
 from shmcam.names import check_name
-from shmcam.shm import ring_base, stats_name
+from shmcam.shm import create_record_ring, generations, ring_base, stats_name
 from shmcam.sources import probe
 from shmcam.sources.config import DEFAULT_SOURCE_TYPE
-from shmcam.workers.pipeline_types import pipeline_type
+from shmcam.workers.pipeline_types import pipeline_type, program_output
 
 from . import validation
 from .errors import AlreadyRunning, BadRequest, Conflict, NotFound
@@ -177,6 +182,7 @@ class Manager:
             source = self._input(config, instance_id, started)
             with self.lock:
                 self._check_not_running(instance_id)  # nobody took the id meanwhile
+                self._feed(source)
                 instance = self._new_instance(
                     "pipeline",
                     instance_id,
@@ -194,7 +200,15 @@ class Manager:
                     upstream.stop()
             raise
 
-    def _code_available(self, config: dict) -> None:
+    def _code_available(self, config: dict) -> str | None:
+        """Refuse a config whose code is not there; the program an external pipeline runs."""
+        if pipeline_type(config) == "external":
+            return validation.program_available(
+                config,
+                self.store.file_names("program"),
+                Path(self.settings.data_dir) / "programs",
+                self.settings.executable_dirs,
+            )
         validation.function_available(
             config,
             self.store.file_names("script"),
@@ -262,11 +276,47 @@ class Manager:
             source = self.shared_pipeline(upstream)
             if running is None:
                 started.append(source)
-            stream = f"tcp://127.0.0.1:{source.spec['port']}"
-            mode = "PULL" if source.config.get("mode") == "PUSH" else "SUB"
+            return cascade_input(config, source)
         if stream is None:
-            return None  # a custom pipeline
+            return None  # a custom pipeline, or an external program without input
         return {"stream": stream, "stream2": config.get("input_stream2"), "mode": mode}
+
+    def reopen_input(self, instance: Instance) -> None:
+        """Before a pipeline's restart: resolve its input again (and feed its ring)."""
+        source = self._input(instance.config, instance.id, [])
+        with self.lock:
+            self._feed(source)
+            instance.spec["input"] = source
+
+    # --- record rings of cascades -------------------------------------------------------------
+    def _feed(self, source: dict | None) -> None:
+        """(Under the lock.) Before a reader of a record ring starts: its writer writes it."""
+        upstream = self.pipelines.get((source or {}).get("upstream"))
+        if upstream is not None and upstream.alive and records_on_demand(upstream.config):
+            self._write_records(upstream, True)
+
+    def sync_record_outputs(self) -> None:
+        """Every live pipeline writes its record ring exactly while a live pipeline of this
+        node reads it (the watchdog calls this periodically; readers come and go)."""
+        with self.lock:
+            pipelines = [p for p in self.pipelines.values() if p.alive]
+            read = {(p.spec.get("input") or {}).get("records") for p in pipelines}
+            for pipeline in pipelines:
+                if records_on_demand(pipeline.config):
+                    self._write_records(pipeline, pipeline.spec["output_ring"] in read)
+
+    def _write_records(self, pipeline: Instance, wanted: bool) -> None:
+        """(Under the lock.) Tell a pipeline to start or stop writing its record ring; the
+        ring is made first, so that its readers attach at once. It stays until the
+        pipeline's end (release_segments)."""
+        if wanted == pipeline.spec["write_records"]:
+            return
+        base = pipeline.spec["output_ring"]
+        if wanted and not generations(base):
+            create_record_ring(base, self.settings.ring_slots)
+        pipeline.spec["write_records"] = wanted
+        pipeline.link.send({"write_records": wanted}, replaces="write_records")
+        log.info("pipeline %s %s its record ring", pipeline.id, "writes" if wanted else "stops")
 
     def shared_pipeline(self, name: str) -> Instance:
         """The instance named after a saved config, started from it if not running."""
@@ -337,6 +387,7 @@ class Manager:
                     f"input is set up at start); start a new instance instead"
                 )
             validation.stream_unchanged(instance.config, update)
+            validation.program_unchanged(instance.config, update)
             config = validation.pipeline(
                 validation.merge(instance.config, update), self.store.config_names("camera")
             )
@@ -407,14 +458,15 @@ class Manager:
         port = config.get("port") or self._free_port(ports)
         camera = instance_id if kind == "camera" else camera_read(config)
         data = Path(self.settings.data_dir)
+        pipeline = kind == "pipeline"
         spec = {
             "node": self.settings.node,
             "instance_id": instance_id,
             "camera": camera,
             "ring": camera and ring_base(self.settings.node, camera),
-            "preview": (
-                None if kind == "camera" else ring_base(self.settings.node, instance_id, "preview")
-            ),
+            "preview": ring_base(self.settings.node, instance_id, "preview") if pipeline else None,
+            "output_ring": output_ring_base(self.settings.node, instance_id) if pipeline else None,
+            "write_records": False,
             "ring_slots": self.settings.ring_slots,
             "stats": stats_name(self.settings.node, f"{kind[0]}-{instance_id}"),
             "port": port,
@@ -426,6 +478,8 @@ class Manager:
             "store_dir": str(data / "store"),
             "max_frame_bytes": self.settings.max_frame_bytes,
         }
+        if pipeline and pipeline_type(config) == "external":
+            spec["program"] = self._program(instance_id, config)
         instance = Instance(
             kind,
             instance_id,
@@ -440,6 +494,17 @@ class Manager:
         )
         instance.start()
         return instance
+
+    def _program(self, instance_id: str, config: dict) -> dict:
+        """What an external pipeline's process needs to start its program."""
+        config_dir = Path(self.settings.run_dir) / self.settings.node / "config"
+        config_dir.mkdir(parents=True, exist_ok=True)
+        return {
+            "argv": [self._code_available(config), *config.get("args", [])],
+            "env": config.get("env", {}),
+            "output": program_output(config),
+            "config_file": str(config_dir / f"{instance_id}.json"),
+        }
 
     def _free_port(self, ports) -> int:
         """A port of the range that no instance holds (a permanent one being restarted keeps
@@ -467,6 +532,37 @@ def stop_together(instances: list[Instance], timeout: float = STOP_TIMEOUT) -> N
         thread.start()
     for thread in threads:
         thread.join()
+
+
+def records_on_demand(config: dict) -> bool:
+    """Pipelines that write their record ring only while it is read (an external program
+    writes its own from the start; a store pipeline has no results to write)."""
+    return pipeline_type(config) in ("processing", "stream", "custom")
+
+
+def cascade_input(config: dict, upstream: Instance) -> dict:
+    """How a cascade reads its upstream pipeline, chosen here. On this node, from the
+    upstream's record ring in place, zero-copy, for the types that read records (processing,
+    stream, external) from an upstream that has one (any but store pipelines, and external
+    programs that send their own stream). Else its bsread stream over loopback ZMQ: a store
+    pipeline (it stores streams as they come), a second stream to merge (input_stream2),
+    and, through the coordinator, an upstream on another node."""
+    reads_records = pipeline_type(config) in (
+        "processing",
+        "stream",
+        "external",
+    ) and not config.get("input_stream2")
+    upstream_type = pipeline_type(upstream.config)
+    has_records = upstream_type != "store" and (
+        upstream_type != "external" or program_output(upstream.config) == "ring"
+    )
+    if reads_records and has_records:
+        return {"records": upstream.spec["output_ring"], "upstream": upstream.id}
+    return {
+        "stream": f"tcp://127.0.0.1:{upstream.spec['port']}",
+        "stream2": config.get("input_stream2"),
+        "mode": "PULL" if upstream.config.get("mode") == "PUSH" else "SUB",
+    }
 
 
 def camera_read(config: dict) -> str | None:

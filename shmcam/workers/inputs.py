@@ -1,8 +1,11 @@
 """Where a pipeline's frames come from.
 
 - `RingInput`: its camera's ring, zero-copy (the normal case on the camera's node).
+- `RecordInput`: another pipeline's results on this node (`input_pipeline`, a cascade), read
+  in place from that pipeline's record ring.
 - `StreamInput`: a bsread stream: a foreign one (`input_stream`), a camera's, or another
-  pipeline's (`input_pipeline`, a cascade). Arrays are views of the received ZMQ frames.
+  pipeline's (a cascade the supervisor runs over ZMQ). Arrays are views of the received ZMQ
+  frames.
 - `MergedInput`: two streams joined by pulse id (`input_stream2`).
 - `Ticks`: no input at all, a tick at `max_frame_rate` for custom pipelines.
 
@@ -19,7 +22,7 @@ import numpy as np
 import zmq
 
 from shmcam.bsread import Message, Receiver
-from shmcam.shm import RingReader
+from shmcam.shm import RecordReader, RingReader
 from shmcam.sources.base import Pacer, PulseCounter, arrival_time
 from shmcam.sources.transforms import axis_arrays
 
@@ -68,37 +71,18 @@ class Input:
         pass
 
 
-class RingInput(Input):
-    """The camera's frames, read in place: the result must not outlive the frame unchecked."""
+class _InPlace(Input):
+    """An input read in place from a ring: items are views the writer may overwrite, so a
+    result is validated after use and its views are copied before they outlive the item."""
 
-    def __init__(self, ring: str):
-        self.reader = RingReader(ring, timeout=30)
-        self._axes_key = None
-
-    @property
-    def geometry(self) -> tuple[tuple[int, ...], np.dtype] | None:
-        return self.reader.shape, self.reader.dtype
+    reader: RingReader | RecordReader
 
     def next(self, timeout: float):
         return self.reader.wait(timeout=timeout)
 
-    def axes(self, frame) -> tuple[np.ndarray, np.ndarray]:
-        """The frame's axes, built once per geometry and calibration, not per frame."""
-        key = (frame.image.shape, frame.axes)
-        if key != self._axes_key:
-            height, width = frame.image.shape[:2]
-            self._axes_key, self._axes = key, axis_arrays(width, height, frame.axes)
-        return self._axes
-
     def valid(self, frame) -> bool:
-        """False if the camera overwrote the frame meanwhile (counted as torn)."""
+        """False if the writer overwrote the item meanwhile (counted as torn)."""
         return self.reader.validate(frame)
-
-    def detach(self, result: dict, frame) -> dict:
-        return detach(result, frame.image)
-
-    def own(self, array: np.ndarray, frame) -> np.ndarray:
-        return own(array, frame.image)
 
     def skip_to_newest(self) -> None:
         self.reader.skip_to_newest()
@@ -117,6 +101,63 @@ class RingInput(Input):
 
     def close(self) -> None:
         self.reader.close()
+
+
+class RingInput(_InPlace):
+    """The camera's frames, read in place: the result must not outlive the frame unchecked."""
+
+    def __init__(self, ring: str):
+        self.reader = RingReader(ring, timeout=30)
+        self._axes_key = None
+
+    @property
+    def geometry(self) -> tuple[tuple[int, ...], np.dtype] | None:
+        return self.reader.shape, self.reader.dtype
+
+    def axes(self, frame) -> tuple[np.ndarray, np.ndarray]:
+        """The frame's axes, built once per geometry and calibration, not per frame."""
+        key = (frame.image.shape, frame.axes)
+        if key != self._axes_key:
+            height, width = frame.image.shape[:2]
+            self._axes_key, self._axes = key, axis_arrays(width, height, frame.axes)
+        return self._axes
+
+    def detach(self, result: dict, frame) -> dict:
+        return detach(result, frame.image)
+
+    def own(self, array: np.ndarray, frame) -> np.ndarray:
+        return own(array, frame.image)
+
+
+class RecordInput(_InPlace):
+    """An upstream pipeline's records, read in place from its record ring: the `image`
+    channel is the frame, every channel is handed over as with a stream (`bsdata`), and
+    nothing is decoded or copied on the way in. The ring is the supervisor's (it exists
+    before this starts, and follows the upstream's restarts by its generations)."""
+
+    def __init__(self, base: str):
+        self.reader = RecordReader(base, timeout=30)
+
+    def axes(self, record) -> tuple[np.ndarray, np.ndarray]:
+        return channel_axes(record.data, record.image)
+
+    def channels(self, record) -> dict:
+        return record.data
+
+    def detach(self, result: dict, record) -> dict:
+        return detach(result, record.memory)
+
+    def own(self, array: np.ndarray, record) -> np.ndarray:
+        return own(array, record.memory)
+
+
+def channel_axes(data: dict, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The x_axis/y_axis channels of a message or record, else pixel indices."""
+    x_axis, y_axis = data.get("x_axis"), data.get("y_axis")
+    if x_axis is None or y_axis is None:
+        height, width = image.shape[:2]
+        return axis_arrays(width, height, None)
+    return x_axis, y_axis
 
 
 class StreamFrame:
@@ -144,12 +185,7 @@ class StreamInput(Input):
         return None if message is None else StreamFrame(message)
 
     def axes(self, frame: StreamFrame) -> tuple[np.ndarray, np.ndarray]:
-        """The stream's x_axis/y_axis channels, else pixel indices."""
-        x_axis, y_axis = frame.data.get("x_axis"), frame.data.get("y_axis")
-        if x_axis is None or y_axis is None:
-            height, width = frame.image.shape[:2]
-            return axis_arrays(width, height, None)
-        return x_axis, y_axis
+        return channel_axes(frame.data, frame.image)
 
     def channels(self, frame: StreamFrame) -> dict:
         return frame.data

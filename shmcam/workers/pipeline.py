@@ -6,12 +6,14 @@ Pipeline types (`pipeline_type`) differ in their input and in how the function i
 - stream: `process(data, pulse_id, timestamp, parameters)` on the channels of a bsread
   stream (default: passed on unchanged), optionally merged with a second stream;
 - custom: `generate(parameters)`, a generator whose items go out at `max_frame_rate`;
-- store: HDF5 files instead of a stream (workers/store.py).
+- store: HDF5 files instead of a stream (workers/store.py);
+- external: a program in any language (workers/external.py).
 The loop lives here: input (inputs.py) -> flow control (gate.py: pause, max_frame_rate,
 downsampling, pid_range, records, enforce_pid) -> the function (step.py: a function that
-raises gives an error frame, never ends the pipeline) -> output (output.py). A frame the
-camera overwrote while it was processed is dropped and counted as torn. The output image is
-also previewed for viewers on the node (preview.py).
+raises gives an error frame, never ends the pipeline) -> output (output.py: the stream, and
+the record ring while a local cascade reads it). A frame the camera overwrote while it was
+processed is dropped and counted as torn. The output image is also previewed for viewers on
+the node (preview.py).
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from shmcam.shm import StatsBlock
 
 from .control import Control, report
 from .gate import Gate
-from .inputs import MergedInput, RingInput, StreamInput, Ticks
-from .output import Output, select
+from .inputs import MergedInput, RecordInput, RingInput, StreamInput, Ticks
+from .output import Output, RecordOutput, select
 from .pipeline_types import pipeline_type
 from .preview import Preview
 from .step import Step, is_image
@@ -41,6 +43,8 @@ def open_input(spec: dict, config: dict):
         return Ticks(config.get("max_frame_rate") or CUSTOM_RATE)
     source = spec.get("input") or {}
     mode = "PULL" if source.get("mode") == "PULL" else "SUB"
+    if source.get("records"):
+        return RecordInput(source["records"])
     if source.get("stream2"):
         return MergedInput(source["stream"], source["stream2"], mode)
     if source.get("stream"):
@@ -49,7 +53,8 @@ def open_input(spec: dict, config: dict):
 
 
 class Pipeline:
-    """Input -> flow control (Gate) -> Step -> Output, and the preview of the output image."""
+    """Input -> flow control (Gate) -> Step -> Output (and records), and the preview of the
+    output image."""
 
     def __init__(self, spec: dict):
         self.spec = spec
@@ -58,6 +63,7 @@ class Pipeline:
         self.step = Step(spec, self.input, self.stats)
         self.apply(spec["config"])
         self.output = Output(spec, self.config, self.stats)
+        self.records = RecordOutput(spec.get("output_ring"), self.stats)
         self.preview = Preview(spec.get("preview"))
         self.sent = 0
         self.geometry = None  # (height, width, bytes per pixel) of the last input image
@@ -83,6 +89,7 @@ class Pipeline:
         next_stats = 0.0
         while not control.stop.is_set():
             control.apply_update(self.apply)
+            self.records.follow(control.write_records)
             now = time.monotonic()
             if now >= next_stats:
                 self.publish_stats()
@@ -112,6 +119,8 @@ class Pipeline:
                 continue  # overwritten while processed: the result may be garbage
             if preview is not None:
                 self.preview.publish(preview, frame.pulse_id, frame.timestamp)
+            if result:
+                self.records.write(result, frame.pulse_id, frame.timestamp)
             if result and self.output.send(result, frame.pulse_id, frame.timestamp):
                 self.sent += 1
                 self.stats.add("frames_out")
@@ -142,16 +151,22 @@ class Pipeline:
     def close(self) -> None:
         self.publish_stats()
         self.output.close()
+        self.records.close()
         self.preview.close()
         self.input.close()
         self.stats.close()
 
 
 def run(spec: dict, control: Control) -> int:
-    if pipeline_type(spec["config"]) == "store":
+    kind = pipeline_type(spec["config"])
+    if kind == "store":
         from . import store  # HDF5 is imported only by the pipelines that write it
 
         return store.run(spec, control)
+    if kind == "external":
+        from . import external
+
+        return external.run(spec, control)
     pipeline = Pipeline(spec)
     try:
         return pipeline.run(control)
