@@ -441,3 +441,34 @@ def test_stuck_programs_are_killed_and_idle_ones_are_not(supervisor, feeder):
     wait_for(lambda: info(sup, instance)["state"] == "failed", timeout=30, what="the kill")
     assert "no progress for 2 s" in info(sup, instance)["last_error"]
     assert gone(program)
+
+
+STUBBORN = b"""
+import signal, sys, time
+
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("ignoring SIGTERM", flush=True)
+print("and saying so on stderr", file=sys.stderr, flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+def test_a_program_that_ignores_sigterm_is_killed_and_its_output_is_logged(supervisor):
+    sup = supervisor()
+    upload_program(sup, "stubborn", STUBBORN)
+    answer = create(sup, {"pipeline_type": "external", "executable": "stubborn", "output": "none"})
+    instance = answer["instance_id"]
+    program = program_of(sup, instance)
+    lines = wait_for(
+        lambda: [line for line in sup.log_lines(instance) if "ignoring SIGTERM" in line],
+        what="the program's stdout in the instance log",
+    )
+    assert "INFO" in lines[0]
+    assert any(
+        "WARNING" in line and "stderr: and saying so" in line for line in sup.log_lines(instance)
+    )
+    sup.call("DELETE", f"/api/v1/pipeline/{instance}")  # SIGTERM, ignored; SIGKILL after 4 s
+    assert gone(program)
+    assert any("did not stop within 4 s: killing it" in line for line in sup.log_lines(instance))
+    assert info(sup, instance)["state"] == "ended"
