@@ -17,7 +17,7 @@ import numpy as np
 import psutil
 import pytest
 import requests
-from supervisor_harness import free_port_block, wait_for
+from supervisor_harness import free_port_block, receive, wait_for
 from test_external import EXAMPLES, assert_projections, frame
 
 from shmcam.bsread import Receiver, Sender
@@ -118,14 +118,9 @@ def upload_program(sup, name: str, source: Path | bytes) -> None:
     sup.call("PUT", f"/api/v1/pipeline/program/{name}/program_bytes", data=program)
 
 
-def received(stream: str, count: int, mode: str = "PULL", timeout: float = 20.0) -> list:
-    with Receiver(stream, mode=mode, timeout=timeout) as receiver:
-        messages = []
-        while len(messages) < count:
-            message = receiver.receive()
-            assert message is not None, f"{stream} went silent"
-            messages.append(message)
-        return messages
+def received(stream: str, count: int) -> list:
+    """Messages of a PUSH stream (every one, in order)."""
+    return receive(stream, count, timeout=20.0, mode="PULL")
 
 
 def check(messages: list, threshold: float | None = None) -> None:
