@@ -33,10 +33,11 @@ class Feeder:
 
     def __init__(self, rate: float = 50.0):
         self.port = free_port_block(1)
-        self.sender = Sender(f"tcp://127.0.0.1:{self.port}", mode="PUSH", block=True)
+        self.sender = Sender(  # it waits for the camera, never for ever
+            f"tcp://127.0.0.1:{self.port}", mode="PUSH", block=True, send_timeout=0.5
+        )
         self.rate = rate
         self.running = threading.Event()
-        self.sent = 0
         self._stop = False
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -44,9 +45,9 @@ class Feeder:
     @property
     def camera(self) -> dict:
         return {
-            "source_type": "bsread",
+            "source_type": "bschannel",
             "source": f"tcp://127.0.0.1:{self.port}",
-            "source_mode": "PULL",
+            "mode": "PULL",
         }
 
     def _run(self) -> None:
@@ -55,10 +56,10 @@ class Feeder:
             if not self.running.wait(0.1):
                 continue
             image = frame(pulse_id % 10)
-            self.sender.send({"image": image, "width": 64, "height": 48}, pulse_id, (5, pulse_id))
-            pulse_id += 1
-            self.sent += 1
-            time.sleep(1 / self.rate)
+            data = {"image": image, "width": 64, "height": 48}
+            if self.sender.send(data, pulse_id, (5, pulse_id)):
+                pulse_id += 1
+                time.sleep(1 / self.rate)
 
     def close(self) -> None:
         self._stop = True
