@@ -371,4 +371,7 @@ def test_an_external_pipeline_gets_its_uploaded_program_on_its_node(cluster):
     c.call("POST", "/api/v1/pipeline", params={"instance_id": "ext"}, json=config)
     (node,) = c.running("pipeline")["ext"]
     assert (c.nodes[node].data_dir / "programs" / "waiter").read_bytes() == program
-    assert c.call("GET", "/api/v1/pipeline/instance/ext/info")["info"]["state"] == "running"
+    wait_for(  # the coordinator answers from its polls of the nodes
+        lambda: c.call("GET", "/api/v1/pipeline/instance/ext/info")["info"]["state"] == "running",
+        what="ext running",
+    )
