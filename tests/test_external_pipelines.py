@@ -448,13 +448,28 @@ print("and saying so on stderr", file=sys.stderr, flush=True)
 while True:
     time.sleep(1)
 """
+# Its address-space limit (KiB), process group and pid, and the signals it ignores (a mask).
+FACTS = b"""#!/bin/sh
+echo "limit $(ulimit -v) group $(cut -d' ' -f5 /proc/$$/stat) pid $$ $(grep SigIgn /proc/$$/status)"
+exec sleep 1000
+"""
 
 
 def test_a_program_that_ignores_sigterm_is_killed_and_its_output_is_logged(supervisor):
-    sup = supervisor()
+    """Also: a program runs with the instance's memory limit, in its own process group, with
+    the signal dispositions of a fresh process (nothing ignored)."""
+    sup = supervisor(settings={"instance_memory_mb": 1024})
     upload_program(sup, "stubborn", STUBBORN)
-    answer = create(sup, {"pipeline_type": "external", "executable": "stubborn", "output": "none"})
-    instance = answer["instance_id"]
+    sup.call("PUT", "/api/v1/pipeline/program/facts/program_bytes", data=FACTS)
+    config = {"pipeline_type": "external", "output": "none"}
+    facts = create(sup, {**config, "executable": "facts"})["instance_id"]
+    (line,) = wait_for(
+        lambda: [line for line in sup.log_lines(facts) if "stdout: limit" in line],
+        what="the facts",
+    )
+    _, limit, _, group, _, pid, _, ignored = line.split("stdout: ")[1].split()
+    assert (int(limit), group, ignored) == (2**20, pid, "0000000000000000")
+    instance = create(sup, {**config, "executable": "stubborn"})["instance_id"]
     program = program_of(sup, instance)
     lines = wait_for(
         lambda: [line for line in sup.log_lines(instance) if "ignoring SIGTERM" in line],

@@ -3,8 +3,8 @@
 Run as a script (no package imports), by workers/external.py, so that the program gets what
 `subprocess` cannot give it without running Python between fork and exec (unsafe in a
 process with threads): death with its instance process (PR_SET_PDEATHSIG, which survives
-exec), and the signal dispositions of a fresh process (Python ignores SIGPIPE, the instance
-SIGINT; both would be inherited through exec). Its own process group, the instance's memory
+exec), and the signal dispositions of a fresh process (Python ignores SIGPIPE and SIGXFSZ,
+the instance SIGINT; ignored signals are inherited through exec). Its own process group, the instance's memory
 limit and its environment are set by subprocess and inherited. Exit code 127 if the program
 cannot be run, with the reason on stderr (the instance log).
 """
@@ -24,7 +24,7 @@ def main() -> None:
         sys.exit(f"cannot run {program}: prctl(PR_SET_PDEATHSIG) failed")
     if os.getppid() != parent:
         sys.exit(f"not running {program}: its instance process is gone")
-    for sig in (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)
     try:
         os.execv(program, sys.argv[2:])
