@@ -4,9 +4,9 @@ Run as a script (no package imports), by workers/external.py, so that the progra
 `subprocess` cannot give it without running Python between fork and exec (unsafe in a
 process with threads): death with its instance process (PR_SET_PDEATHSIG, which survives
 exec), and the signal dispositions of a fresh process (Python ignores SIGPIPE and SIGXFSZ,
-the instance SIGINT; ignored signals are inherited through exec). Its own process group, the instance's memory
-limit and its environment are set by subprocess and inherited. Exit code 127 if the program
-cannot be run, with the reason on stderr (the instance log).
+the instance SIGINT; ignored signals are inherited through exec). Its own process group, the
+instance's memory limit and its environment are set by subprocess and inherited. Exit code
+127 if the program cannot be run, with the reason on stderr (the instance log).
 """
 
 import ctypes
