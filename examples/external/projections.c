@@ -138,6 +138,8 @@ int main(void) {
             shmcam_stats_set(&stats, SHMCAM_STAT_DROPPED, (int64_t)frames.missed);
             shmcam_stats_set(&stats, SHMCAM_STAT_FRAME_HEIGHT, f.shape[0]);
             shmcam_stats_set(&stats, SHMCAM_STAT_FRAME_WIDTH, f.ndim > 1 ? f.shape[1] : 0);
+            shmcam_stats_set(&stats, SHMCAM_STAT_FRAME_ITEMSIZE, strtol(f.dtype + 2, NULL, 10));
+            shmcam_stats_add(&stats, SHMCAM_STAT_BYTES_IN, (int64_t)f.nbytes);
         }
         double t = threshold(getenv("SHMCAM_CONFIG"));
         int failed = project(&out, &f, t);
