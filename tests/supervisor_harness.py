@@ -30,9 +30,9 @@ def wait_for(condition, timeout=20.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def receive(stream, count=1, timeout=5.0) -> list:
+def receive(stream, count=1, timeout=5.0, mode="SUB") -> list:
     """count messages from a bsread stream; fails if it goes silent for timeout seconds."""
-    with Receiver(stream, timeout=timeout) as receiver:
+    with Receiver(stream, mode=mode, timeout=timeout) as receiver:
         messages = []
         while len(messages) < count:
             message = receiver.receive()

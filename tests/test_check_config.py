@@ -228,6 +228,17 @@ def _function(etc, data):
     return f"{etc}/pipelines/beam.toml: pipeline config: function 'my_function' is neither built in"
 
 
+def _program(etc, data):
+    (etc / "pipelines" / "proj.toml").write_text(
+        'pipeline_type = "external"\nexecutable = "/usr/bin/env"\n'
+    )
+    return (
+        f"{etc}/pipelines/proj.toml: pipeline config: executable '/usr/bin/env' is outside "
+        f"the folders this node runs executables from by path (none: the node's "
+        f"executable_dirs setting is empty)"
+    )
+
+
 def _background(etc, data):
     (etc / "pipelines" / "beam.toml").write_text(
         'camera_name = "simulation"\nimage_background_enable = true\n'
@@ -309,6 +320,7 @@ BROKEN = [
     _pipeline_camera,
     _pipeline_rule,
     _function,
+    _program,
     _background,
     _camera_background,
     _file_outside,

@@ -359,3 +359,19 @@ def test_a_partition_moves_permanent_instances_and_its_healing_leaves_one_copy(t
             c.stop()
         for sup in c.nodes.values():
             assert not sup.segments(), sup.segments()
+
+
+def test_an_external_pipeline_gets_its_uploaded_program_on_its_node(cluster):
+    """The coordinator pushes a stored program with the config that runs it, as it pushes a
+    user function's files."""
+    c = cluster(cameras={"sim": CAMERA}, token=TOKEN)
+    program = b"#!/bin/sh\nexec sleep 1000\n"
+    c.call("PUT", "/api/v1/pipeline/program/waiter/program_bytes", data=program)
+    config = {"pipeline_type": "external", "executable": "waiter", "output": "none"}
+    c.call("POST", "/api/v1/pipeline", params={"instance_id": "ext"}, json=config)
+    (node,) = c.running("pipeline")["ext"]
+    assert (c.nodes[node].data_dir / "programs" / "waiter").read_bytes() == program
+    wait_for(  # the coordinator answers from its polls of the nodes
+        lambda: c.call("GET", "/api/v1/pipeline/instance/ext/info")["info"]["state"] == "running",
+        what="ext running",
+    )

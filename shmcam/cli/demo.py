@@ -55,7 +55,10 @@ def rest(url: str, method: str = "GET", body: dict | None = None) -> dict:
         raise SystemExit(f"{method} {url}: {json.load(error).get('status')}") from None
 
 
-def start_supervisor(workdir: Path, size, rate: float) -> tuple[subprocess.Popen, str]:
+def start_supervisor(
+    workdir: Path, size, rate: float, settings: str = ""
+) -> tuple[subprocess.Popen, str]:
+    """A supervisor with a simulated camera, in workdir; `settings`: more shmcam.toml lines."""
     (workdir / "data" / "cameras").mkdir(parents=True)
     (workdir / "data" / "cameras" / "simulation.json").write_text(
         json.dumps(
@@ -71,6 +74,7 @@ def start_supervisor(workdir: Path, size, rate: float) -> tuple[subprocess.Popen
     (workdir / "shmcam.toml").write_text(
         f'node = "demo{os.getpid()}"\npublic_host = "127.0.0.1"\nrest_host = "127.0.0.1"\n'
         f'rest_port = 0\ndata_dir = "{workdir / "data"}"\nconfig_dir = "{workdir / "etc"}"\n'
+        + settings
     )
     process = subprocess.Popen(
         [

@@ -416,6 +416,13 @@ class Reader(RingEnd):
     def _read(self, m: Mapping, n: int):
         raise NotImplementedError
 
+    def published(self) -> tuple[int | None, int]:
+        """What the writer has published, as a token that changes with every item (and with
+        a new writer): the newest generation's inode and its write_seq. Nothing is read and
+        the reader's position does not move: for watching whether a ring is being fed."""
+        self._attach_newest(start_at_newest=False)
+        return self._map.inode, self._map.write_seq
+
     def skip_to_newest(self) -> None:
         """Continue with items published from now on, without counting the ones passed over
         as missed (e.g. after a slow start-up, before the reader's real work begins)."""

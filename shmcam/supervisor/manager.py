@@ -6,6 +6,10 @@ is read-only (refuses config updates) only if its config says `read_only`, as Ca
 The watchdog (watchdog.py) restarts what must run and stops what nobody uses. Waiting for an
 instance (its start, a config update, its stop) never holds the manager lock: the node answers
 other calls meanwhile, whatever one instance does.
+
+Cascades (`input_pipeline`) on this node read their upstream's record ring in place; a pipeline
+writes that ring only while such a reader runs (`sync_record_outputs`). External pipelines run
+a program (workers/external.py) whose output ring shmcam publishes.
 """
 
 from __future__ import annotations
@@ -16,11 +20,12 @@ import threading
 import uuid
 from pathlib import Path
 
+from shmcam.external import output_ring_base
 from shmcam.names import check_name
-from shmcam.shm import ring_base, stats_name
+from shmcam.shm import create_record_ring, generations, ring_base, stats_name
 from shmcam.sources import probe
 from shmcam.sources.config import DEFAULT_SOURCE_TYPE
-from shmcam.workers.pipeline_types import pipeline_type
+from shmcam.workers.pipeline_types import pipeline_type, program_output
 
 from . import validation
 from .errors import AlreadyRunning, BadRequest, Conflict, NotFound
@@ -170,6 +175,7 @@ class Manager:
             source = self._input(config, instance_id, started)
             with self.lock:
                 self._check_not_running(instance_id)  # nobody took the id meanwhile
+                self._feed(source)
                 instance = self._new_instance(
                     "pipeline",
                     instance_id,
@@ -188,7 +194,15 @@ class Manager:
                     upstream.stop()
             raise
 
-    def _code_available(self, config: dict) -> None:
+    def _code_available(self, config: dict) -> str | None:
+        """Refuse a config whose code is not there; the program an external pipeline runs."""
+        if pipeline_type(config) == "external":
+            return validation.program_available(
+                config,
+                self.store.file_names("program"),
+                Path(self.settings.data_dir) / "programs",
+                self.settings.executable_dirs,
+            )
         validation.function_available(
             config,
             self.store.file_names("script"),
@@ -250,25 +264,25 @@ class Manager:
             if pipeline_type(config) != "stream":
                 return None
             stream, mode = f"tcp://127.0.0.1:{instance.spec['port']}", "SUB"
-        if config.get("input_pipeline"):
-            stream, mode = self._upstream(config["input_pipeline"], started)
         stream2, mode2 = config.get("input_stream2"), config.get("input_mode2") or "SUB"
         if config.get("input_pipeline2"):
-            stream2, mode2 = self._upstream(config["input_pipeline2"], started)
+            stream2, mode2 = loopback(self._upstream(config["input_pipeline2"], started))
+        if config.get("input_pipeline"):
+            upstream = self._upstream(config["input_pipeline"], started)
+            if reads_records(config, upstream):
+                return {"records": upstream.spec["output_ring"], "upstream": upstream.id}
+            stream, mode = loopback(upstream)
         if stream is None and stream2 is None:
-            return None  # a custom pipeline, or one reading bsread addresses or channels
+            return None  # custom, bsread addresses or channels, an external program without input
         return {"stream": stream, "mode": mode, "stream2": stream2, "mode2": mode2}
 
-    def _upstream(self, name: str, started: list[Instance]) -> tuple[str, str]:
-        """The address and receive mode of a pipeline of this node, started if not running."""
+    def _upstream(self, name: str, started: list[Instance]) -> Instance:
+        """A pipeline of this node, started if not running."""
         running = self._running_pipeline(name)
         source = self.shared_pipeline(name)
         if running is None:
             started.append(source)
-        return (
-            f"tcp://127.0.0.1:{source.spec['port']}",
-            "PULL" if source.config.get("mode") == "PUSH" else "SUB",
-        )
+        return source
 
     def _output(self, config: dict) -> dict | None:
         """output_pipeline: the address the named pipeline's config reads (its input_stream,
@@ -284,6 +298,43 @@ class Manager:
                 f"pipeline config: output_pipeline {name!r} has no input_stream to send to"
             )
         return {"stream": address}
+
+    def reopen_input(self, instance: Instance) -> None:
+        """Before a pipeline's restart: resolve its input again (and feed its ring)."""
+        source = self._input(instance.config, instance.id, [])
+        with self.lock:
+            self._feed(source)
+            instance.spec["input"] = source
+
+    # --- record rings of cascades -------------------------------------------------------------
+    def _feed(self, source: dict | None) -> None:
+        """(Under the lock.) Before a reader of a record ring starts: its writer writes it."""
+        upstream = self.pipelines.get((source or {}).get("upstream"))
+        if upstream is not None and upstream.alive and records_on_demand(upstream.config):
+            self._write_records(upstream, True)
+
+    def sync_record_outputs(self) -> None:
+        """Every live pipeline writes its record ring exactly while a live pipeline of this
+        node reads it (the watchdog calls this periodically; readers come and go)."""
+        with self.lock:
+            pipelines = [p for p in self.pipelines.values() if p.alive]
+            read = {(p.spec.get("input") or {}).get("records") for p in pipelines}
+            for pipeline in pipelines:
+                if records_on_demand(pipeline.config):
+                    self._write_records(pipeline, pipeline.spec["output_ring"] in read)
+
+    def _write_records(self, pipeline: Instance, wanted: bool) -> None:
+        """(Under the lock.) Tell a pipeline to start or stop writing its record ring; the
+        ring is made first, so that its readers attach at once. It stays until the
+        pipeline's end (release_segments)."""
+        if wanted == pipeline.spec["write_records"]:
+            return
+        base = pipeline.spec["output_ring"]
+        if wanted and not generations(base):
+            create_record_ring(base, self.settings.ring_slots)
+        pipeline.spec["write_records"] = wanted
+        pipeline.link.send({"write_records": wanted}, replaces="write_records")
+        log.info("pipeline %s %s its record ring", pipeline.id, "writes" if wanted else "stops")
 
     def shared_pipeline(self, name: str) -> Instance:
         """The instance named after a saved config, started from it if not running."""
@@ -344,6 +395,7 @@ class Manager:
                     "Cannot change the camera name on a running instance. Stop the instance first."
                 )
             validation.stream_unchanged(instance.config, update)
+            validation.program_unchanged(instance.config, update)
             config = validation.pipeline(
                 validation.merge(instance.config, update), self.store.config_names("camera")
             )
@@ -407,7 +459,12 @@ class Manager:
             pipelines = list(self.pipelines.values())
         if instance.kind == "camera":
             return [p for p in pipelines if p.alive and p.spec["camera"] == instance.id]
-        return [p for p in pipelines if p.alive and p.config.get("input_pipeline") == instance.id]
+        return [
+            p
+            for p in pipelines
+            if p.alive
+            and instance.id in (p.config.get("input_pipeline"), p.config.get("input_pipeline2"))
+        ]
 
     def _new_instance(
         self, kind: str, instance_id: str, config: dict, ports, source=None, output=None, **flags
@@ -415,14 +472,15 @@ class Manager:
         port = config.get("port") or self._free_port(ports)
         camera = instance_id if kind == "camera" else camera_read(config)
         data = Path(self.settings.data_dir)
+        pipeline = kind == "pipeline"
         spec = {
             "node": self.settings.node,
             "instance_id": instance_id,
             "camera": camera,
             "ring": camera and ring_base(self.settings.node, camera),
-            "preview": (
-                None if kind == "camera" else ring_base(self.settings.node, instance_id, "preview")
-            ),
+            "preview": ring_base(self.settings.node, instance_id, "preview") if pipeline else None,
+            "output_ring": output_ring_base(self.settings.node, instance_id) if pipeline else None,
+            "write_records": False,
             "ring_slots": self.settings.ring_slots,
             "stats": stats_name(self.settings.node, f"{kind[0]}-{instance_id}"),
             "port": port,
@@ -436,6 +494,8 @@ class Manager:
             "file_dirs": [str(d) for d in self.settings.file_dirs],
             "max_frame_bytes": self.settings.max_frame_bytes,
         }
+        if pipeline and pipeline_type(config) == "external":
+            spec["program"] = self._program(instance_id, config)
         instance = Instance(
             kind,
             instance_id,
@@ -450,6 +510,17 @@ class Manager:
         )
         instance.start()
         return instance
+
+    def _program(self, instance_id: str, config: dict) -> dict:
+        """What an external pipeline's process needs to start its program."""
+        config_dir = Path(self.settings.run_dir) / self.settings.node / "config"
+        config_dir.mkdir(parents=True, exist_ok=True)
+        return {
+            "argv": [self._code_available(config), *config.get("args", [])],
+            "env": config.get("env", {}),
+            "output": program_output(config),
+            "config_file": str(config_dir / f"{instance_id}.json"),
+        }
 
     def _free_port(self, ports) -> int:
         """A port of the range that no instance holds (a permanent one being restarted keeps
@@ -477,6 +548,33 @@ def stop_together(instances: list[Instance], timeout: float = STOP_TIMEOUT) -> N
         thread.start()
     for thread in threads:
         thread.join()
+
+
+def records_on_demand(config: dict) -> bool:
+    """Pipelines that write their record ring only while it is read (an external program
+    writes its own from the start; a store pipeline has no results to write)."""
+    return pipeline_type(config) in ("processing", "stream", "custom")
+
+
+def reads_records(config: dict, upstream: Instance) -> bool:
+    """Whether a cascade reads its upstream pipeline of this node from the upstream's record
+    ring, in place, zero-copy: the types that read records (processing, stream, external)
+    from an upstream that writes them (any but a store pipeline, CamServer's DataBuffer feed,
+    and an external program that sends its own stream), when no second stream is merged in.
+    Else it reads the upstream's bsread stream over loopback ZMQ, as a cascade of an
+    upstream on another node does (through the coordinator)."""
+    reader = pipeline_type(config) in ("processing", "stream", "external") and not any(
+        config.get(key) for key in validation.SECOND_STREAM_KEYS
+    )
+    kind = pipeline_type(upstream.config)
+    writer = kind != "store" and (kind != "external" or program_output(upstream.config) == "ring")
+    return reader and writer
+
+
+def loopback(upstream: Instance) -> tuple[str, str]:
+    """The address and receive mode of a pipeline's stream from this node."""
+    mode = "PULL" if upstream.config.get("mode") == "PUSH" else "SUB"
+    return f"tcp://127.0.0.1:{upstream.spec['port']}", mode
 
 
 def camera_read(config: dict) -> str | None:

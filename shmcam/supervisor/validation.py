@@ -7,6 +7,8 @@ Unknown keys pass through (CamServer configs carry many), but a known key must m
 from __future__ import annotations
 
 import math
+import os
+import re
 from numbers import Real
 
 import numpy as np
@@ -17,11 +19,11 @@ from shmcam.processing import functions
 from shmcam.processing.functions import BUILTIN, allowed_path, is_path, script_names
 from shmcam.sources import config as camera_config
 from shmcam.workers import pipeline_keys, store_path
-from shmcam.workers.pipeline_types import PIPELINE_TYPES, pipeline_type
+from shmcam.workers.pipeline_types import PIPELINE_TYPES, pipeline_type, program_output
 
 from .errors import BadRequest
 
-LATER_TYPES = ("fanout", "fanin", "external")  # CamServer's, not built yet
+LATER_TYPES = ("fanout", "fanin")  # CamServer's, not built yet
 # What each pipeline type runs, for messages.
 SERVES = {
     "processing": "an image function (process_image)",
@@ -33,6 +35,12 @@ SERVES = {
 # pipeline's frames (none for store and custom pipelines).
 BSREAD_INPUT_KEYS = ("bsread_address", "bsread_channels")
 SECOND_STREAM_KEYS = ("input_stream2", "input_pipeline2", "bsread_address2", "bsread_channels2")
+# An external pipeline's program: what it runs, with what, and what it sends (docs/external.md).
+# They cannot change on a running instance (the program was started with them).
+PROGRAM_KEYS = ("executable", "args", "env", "output")
+PROGRAM_OUTPUTS = ("ring", "stream", "none")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_EXECUTABLE_MAGIC = (b"\x7fELF", b"#!")
 SCRIPT_TYPE = (
     "pipeline_type 'script' is not supported: a pipeline_script's run(stop_event, "
     "statistics, parameter_queue, ...) drives CamServer's own receive and send loop through "
@@ -124,12 +132,19 @@ def camera_limits(config: dict, max_frame_bytes: int) -> None:
 
 def upload(kind: str, name: str, data: bytes, data_dir) -> None:
     """Code must load before it is stored: a pipeline script as processing/functions.py
-    checks it (Python compiled, C built, neither run), a camera script compiled as Python."""
+    checks it (Python compiled, C built, neither run), a camera script compiled as Python, a
+    program is something the kernel can run (an ELF binary, or a script with its #! line)."""
     if kind == "script":
         try:
             functions.check(name, data, data_dir / "scripts")
         except ValueError as error:
             raise BadRequest(f"{error}; nothing was stored") from None
+    elif kind == "program":
+        if not bytes(data[:4]).startswith(_EXECUTABLE_MAGIC):
+            raise BadRequest(
+                f"program {name} is neither an ELF executable nor a script starting with "
+                f"'#!' (its interpreter); nothing was stored"
+            )
     elif kind == "camera_script":
         try:
             compile(data, name, "exec", dont_inherit=True)
@@ -144,6 +159,29 @@ def runs_code(config) -> str | None:
     if isinstance(config, dict) and config.get("pipeline_type") == "external":
         return "a pipeline that starts an external program"
     return None
+
+
+def program_available(config: dict, programs: list[str], programs_dir, executable_dirs) -> str:
+    """The file an external pipeline runs: an uploaded program (`executable` a name), or a
+    path inside the node's executable_dirs; executable either way."""
+    name = config["executable"]
+    if is_path(name):
+        try:
+            path = allowed_path(name, executable_dirs, "executable", "executable_dirs")
+        except ValueError as error:
+            raise BadRequest(f"pipeline config: {error}") from None
+        run = name  # as given: a symlinked interpreter finds its environment by its own name
+    elif name in programs:
+        path = run = os.path.join(programs_dir, name)
+    else:
+        raise BadRequest(
+            f"pipeline config: executable {name!r} is neither an uploaded program "
+            f"(PUT /api/v1/pipeline/program/<name>/program_bytes) nor an absolute path in "
+            f"the node's executable_dirs"
+        )
+    if not os.access(path, os.X_OK):
+        raise BadRequest(f"pipeline config: executable {name!r} is not executable")
+    return run
 
 
 def function_available(
@@ -222,6 +260,8 @@ def pipeline(config, camera_names) -> dict:
         )
     _choice("pipeline", config, "pipeline_type", PIPELINE_TYPES, "processing")
     _pipeline_input(config, camera_names)
+    if pipeline_type(config) == "external":
+        _program(config)
     try:  # CamServer's pipeline keys, by the parser the instance itself runs from
         pipeline_keys.parse(config)
     except ValueError as error:
@@ -236,11 +276,57 @@ def pipeline(config, camera_names) -> dict:
     function = config.get("function")
     if function is not None and not isinstance(function, str):
         raise _fail("pipeline", "function", "a function or script name", function)
+    if pipeline_type(config) == "external":
+        return config  # its other keys are the program's parameters
     try:  # the processing keys, by the parser the processing itself runs from
         processing.parse(config)
     except ValueError as error:
         raise BadRequest(f"pipeline config: {error}") from None
     return config
+
+
+def _program(config: dict) -> None:
+    """An external pipeline's program: never a shell string, but a file and its arguments."""
+    executable = config.get("executable")
+    if not isinstance(executable, str) or not (
+        is_file_name(executable) or (is_path(executable) and "\0" not in executable)
+    ):
+        raise _fail(
+            "pipeline",
+            "executable",
+            f"an uploaded program's name ({FILE_NAME_RULE}) or an absolute path in the "
+            f"node's executable_dirs",
+            executable,
+        )
+    args = config.get("args", [])
+    if not isinstance(args, list) or not all(isinstance(a, str) and "\0" not in a for a in args):
+        raise _fail("pipeline", "args", "a list of strings (the program's arguments)", args)
+    env = config.get("env", {})
+    if not isinstance(env, dict) or not all(
+        _ENV_NAME.fullmatch(k) and isinstance(v, str) and "\0" not in v for k, v in env.items()
+    ):
+        raise _fail("pipeline", "env", "an object of variable names to strings", env)
+    taken = [k for k in env if k.startswith("SHMCAM_")]
+    if taken:
+        raise BadRequest(
+            f"pipeline config: env {', '.join(taken)}: SHMCAM_ variables are the contract "
+            f"shmcam sets (docs/external.md)"
+        )
+    _choice("pipeline", config, "output", PROGRAM_OUTPUTS)
+    if config.get("mode") == "FILE" and program_output(config) != "ring":
+        raise BadRequest(
+            "pipeline config: mode FILE writes what the program writes to its output ring; "
+            'it needs "output": "ring"'
+        )
+
+
+def program_unchanged(config: dict, update: dict) -> None:
+    changed = [k for k in PROGRAM_KEYS if k in update and update[k] != config.get(k)]
+    if changed and pipeline_type(config) == "external":
+        raise BadRequest(
+            f"{', '.join(changed)} cannot change on a running instance (its program was "
+            f"started with them); start a new instance instead"
+        )
 
 
 def _pipeline_input(config: dict, camera_names) -> None:
@@ -279,6 +365,9 @@ def _pipeline_input(config: dict, camera_names) -> None:
             f"pipeline config: {bsread[0]} names bsread data for a processing pipeline (joined "
             f"by pulse id) or a stream pipeline's input; a {kind} pipeline reads none"
         )
+    if kind == "external":
+        _external_input(config, camera_names)
+        return
     builtin = BUILTIN.get(config.get("function"))
     if builtin is not None and builtin.kind != kind:
         raise BadRequest(
@@ -301,11 +390,29 @@ def _pipeline_input(config: dict, camera_names) -> None:
             "required (the camera to process), unless input_stream, input_pipeline or (a "
             "stream pipeline) bsread_address or bsread_channels names what to read"
         )
+    _known_camera(name, camera_names)
+
+
+def _known_camera(name: str, camera_names) -> None:
     if name not in camera_names:
         raise BadRequest(
             f"pipeline config: camera_name {name!r} is not a camera of this node; "
             f"known cameras: {', '.join(sorted(camera_names)) or 'none'}"
         )
+
+
+def _external_input(config: dict, camera_names) -> None:
+    """A program reads one input (a camera, a stream, an upstream pipeline) or none."""
+    other = [key for key in (*SECOND_STREAM_KEYS, *BSREAD_INPUT_KEYS) if config.get(key)]
+    if other:
+        raise BadRequest(
+            f"pipeline config: an external program reads one input (camera_name, "
+            f"input_stream or input_pipeline); {other[0]} is not supported there (read or "
+            f"merge further streams in the program)"
+        )
+    name = config.get("camera_name")
+    if name is not None and not (config.get("input_stream") or config.get("input_pipeline")):
+        _known_camera(name, camera_names)
 
 
 def _store(config: dict) -> None:

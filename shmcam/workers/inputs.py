@@ -1,9 +1,12 @@
 """Where a pipeline's frames come from.
 
 - `RingInput`: its camera's ring, zero-copy (the normal case on the camera's node).
+- `RecordInput`: another pipeline's results on this node (`input_pipeline`, a cascade), read
+  in place from that pipeline's record ring.
 - `StreamInput`: a bsread stream: a foreign one (`input_stream`, a stream pipeline's
   `bsread_address`, or `bsread_channels` through the dispatcher), a camera's, or another
-  pipeline's (`input_pipeline`, a cascade). Arrays are views of the received ZMQ frames.
+  pipeline's (a cascade the supervisor runs over ZMQ). Arrays are views of the received ZMQ
+  frames.
 - `MergedInput`: two streams joined by pulse id (`input_stream2`, `input_pipeline2`,
   `bsread_address2`, `bsread_channels2`).
 - `JoinedInput`: a processing pipeline's frames joined with bsread data of equal pulse id
@@ -26,7 +29,7 @@ import zmq
 
 from shmcam.bsread import Decoder, Message, Receiver
 from shmcam.bsread.compression import BITSHUFFLE_LZ4
-from shmcam.shm import RingReader
+from shmcam.shm import RecordReader, RingReader
 from shmcam.sources.base import Pacer, PulseCounter, arrival_time
 from shmcam.sources.transforms import axis_arrays
 
@@ -86,37 +89,18 @@ class Input:
         pass
 
 
-class RingInput(Input):
-    """The camera's frames, read in place: the result must not outlive the frame unchecked."""
+class _InPlace(Input):
+    """An input read in place from a ring: items are views the writer may overwrite, so a
+    result is validated after use and its views are copied before they outlive the item."""
 
-    def __init__(self, ring: str):
-        self.reader = RingReader(ring, timeout=30)
-        self._axes_key = None
-
-    @property
-    def geometry(self) -> tuple[tuple[int, ...], np.dtype] | None:
-        return self.reader.shape, self.reader.dtype
+    reader: RingReader | RecordReader
 
     def next(self, timeout: float):
         return self.reader.wait(timeout=timeout)
 
-    def axes(self, frame) -> tuple[np.ndarray, np.ndarray]:
-        """The frame's axes, built once per geometry and calibration, not per frame."""
-        key = (frame.image.shape, frame.axes)
-        if key != self._axes_key:
-            height, width = frame.image.shape[:2]
-            self._axes_key, self._axes = key, axis_arrays(width, height, frame.axes)
-        return self._axes
-
     def valid(self, frame) -> bool:
-        """False if the camera overwrote the frame meanwhile (counted as torn)."""
+        """False if the writer overwrote the item meanwhile (counted as torn)."""
         return self.reader.validate(frame)
-
-    def detach(self, result: dict, frame) -> dict:
-        return detach(result, frame.image)
-
-    def own(self, array: np.ndarray, frame) -> np.ndarray:
-        return own(array, frame.image)
 
     def skip_to_newest(self) -> None:
         self.reader.skip_to_newest()
@@ -126,7 +110,7 @@ class RingInput(Input):
         its camera runs (its source may be offline); one whose camera is gone ends the
         pipeline, as CamServer's does when it cannot reconnect."""
         if not self.reader.writer_alive():
-            raise ConnectionError(f"camera ring {self.reader.base} has no writer any more")
+            raise ConnectionError(f"ring {self.reader.base} has no writer any more")
 
     @property
     def missed(self) -> int:
@@ -198,6 +182,63 @@ def _compressed_image(name: str, shape: tuple[int, ...], codec: str) -> bool:
     return codec == BITSHUFFLE_LZ4 and len(shape) >= 2
 
 
+class RingInput(_InPlace):
+    """The camera's frames, read in place: the result must not outlive the frame unchecked."""
+
+    def __init__(self, ring: str):
+        self.reader = RingReader(ring, timeout=30)
+        self._axes_key = None
+
+    @property
+    def geometry(self) -> tuple[tuple[int, ...], np.dtype] | None:
+        return self.reader.shape, self.reader.dtype
+
+    def axes(self, frame) -> tuple[np.ndarray, np.ndarray]:
+        """The frame's axes, built once per geometry and calibration, not per frame."""
+        key = (frame.image.shape, frame.axes)
+        if key != self._axes_key:
+            height, width = frame.image.shape[:2]
+            self._axes_key, self._axes = key, axis_arrays(width, height, frame.axes)
+        return self._axes
+
+    def detach(self, result: dict, frame) -> dict:
+        return detach(result, frame.image)
+
+    def own(self, array: np.ndarray, frame) -> np.ndarray:
+        return own(array, frame.image)
+
+
+class RecordInput(_InPlace):
+    """An upstream pipeline's records, read in place from its record ring: the `image`
+    channel is the frame, every channel is handed over as with a stream (`bsdata`), and
+    nothing is decoded or copied on the way in. The ring is the supervisor's (it exists
+    before this starts, and follows the upstream's restarts by its generations)."""
+
+    def __init__(self, base: str):
+        self.reader = RecordReader(base, timeout=30)
+
+    def axes(self, record) -> tuple[np.ndarray, np.ndarray]:
+        return channel_axes(record.data, record.image)
+
+    def channels(self, record) -> dict:
+        return record.data
+
+    def detach(self, result: dict, record) -> dict:
+        return detach(result, record.memory)
+
+    def own(self, array: np.ndarray, record) -> np.ndarray:
+        return own(array, record.memory)
+
+
+def channel_axes(data: dict, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The x_axis/y_axis channels of a message or record, else pixel indices."""
+    x_axis, y_axis = data.get("x_axis"), data.get("y_axis")
+    if x_axis is None or y_axis is None:
+        height, width = image.shape[:2]
+        return axis_arrays(width, height, None)
+    return x_axis, y_axis
+
+
 class StreamFrame:
     """A bsread message as a pipeline frame: its `image` channel and the rest as channels."""
 
@@ -222,12 +263,7 @@ class StreamInput(Input):
         return None if message is None else StreamFrame(message)
 
     def axes(self, frame: StreamFrame) -> tuple[np.ndarray, np.ndarray]:
-        """The stream's x_axis/y_axis channels, else pixel indices."""
-        x_axis, y_axis = frame.data.get("x_axis"), frame.data.get("y_axis")
-        if x_axis is None or y_axis is None:
-            height, width = frame.image.shape[:2]
-            return axis_arrays(width, height, None)
-        return x_axis, y_axis
+        return channel_axes(frame.data, frame.image)
 
     def channels(self, frame: StreamFrame) -> dict:
         return frame.data
@@ -487,11 +523,14 @@ class Ticks(Input):
 
 def open_input(spec: dict, config: dict) -> Input:
     """The input a pipeline's config asks for; the supervisor resolved the addresses of
-    cameras and pipelines into the spec's `input` (`stream`, `mode`, `stream2`, `mode2`)."""
+    cameras and pipelines into the spec's `input` (`stream`, `mode`, `stream2`, `mode2`; or
+    `records`, the record ring of an upstream of this node)."""
     kind = pipeline_type(config)
     if kind == "custom":
         return Ticks(config.get("max_frame_rate") or CUSTOM_RATE)
     source = spec.get("input") or {}
+    if source.get("records"):
+        return RecordInput(source["records"])
     merge = pipeline_keys.merge(config)
     first = None
     if source.get("stream"):

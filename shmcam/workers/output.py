@@ -1,5 +1,6 @@
 """Where a pipeline's results go: its bsread stream (PUB or PUSH) or an HDF5 file (FILE mode,
-file_output.py), with CamServer's output keys (pipeline_keys.OutputKeys).
+file_output.py), with CamServer's output keys (pipeline_keys.OutputKeys); and its record ring
+while something on the node reads it there (a cascade, an external program).
 
 The stream: `include` (absent channels sent as None, CamServer's way), `exclude`,
 compression, `create_header`, `allow_type_changes`/`allow_shape_changes` (a channel whose type
@@ -14,12 +15,13 @@ from __future__ import annotations
 
 import collections
 import logging
+import struct
 import threading
 
 import numpy as np
 
 from shmcam.bsread import Compressed, Encoder, Sender
-from shmcam.shm import StatsBlock
+from shmcam.shm import RecordWriter, ShmError, StatsBlock
 
 from . import pipeline_keys
 from .pipeline_keys import OutputKeys
@@ -220,3 +222,40 @@ def open_output(spec: dict, config: dict, stats: StatsBlock):
 
         return FileOutput(spec, config, stats)
     return StreamOutput(spec, keys, stats)
+
+
+class RecordOutput:
+    """The pipeline's record ring (`shmcam.<node>.<instance>.out`), written only while the
+    supervisor says a local reader needs it (`follow`): a copy of every result costs the
+    pipeline a memcpy of its image, which only readers on the node justify. The supervisor
+    owns the ring: it creates it before the first reader attaches and removes it with the
+    instance; a writer that stops leaves its generation closed for the next one."""
+
+    def __init__(self, base: str | None, stats: StatsBlock):
+        self.base = base
+        self.stats = stats
+        self.writer: RecordWriter | None = None
+        self._errors_logged = 0
+
+    def follow(self, wanted: bool) -> None:
+        """Start or stop writing, as the supervisor asks."""
+        if wanted and self.writer is None and self.base:
+            self.writer = RecordWriter(self.base)
+        elif not wanted and self.writer is not None:
+            self.close()
+
+    def write(self, result: dict, pulse_id: int, timestamp) -> None:
+        if self.writer is None:
+            return
+        try:
+            self.writer.write(pulse_id, timestamp, result)
+        except (TypeError, ValueError, ShmError, OSError, struct.error) as error:
+            self.stats.add("errors")  # a value a record cannot hold, /dev/shm full
+            if self._errors_logged < 10:
+                self._errors_logged += 1
+                log.error("pulse %d not written to the record ring: %s", pulse_id, error)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close(unlink=False)
+            self.writer = None

@@ -6,13 +6,15 @@ Pipeline types (`pipeline_type`) differ in their input and in how the function i
 - stream: `process(data, pulse_id, timestamp, parameters)` on the channels of a bsread
   stream (default: passed on unchanged), optionally merged with a second stream;
 - custom: `generate(parameters)`, a generator whose items go out at `max_frame_rate`;
-- store: CamServer's DataBuffer feed, the camera's image as `<camera>:FPICTURE` (PUSH).
+- store: CamServer's DataBuffer feed, the camera's image as `<camera>:FPICTURE` (PUSH);
+- external: a program in any language (workers/external.py).
 The loop lives here: input (inputs.py) -> flow control (gate.py: pause, max_frame_rate,
 downsampling, pid_range, records, enforce_pid, ...) -> the function (step.py, with
-CamServer's error keys) -> output (output.py: a bsread stream, or file_output.py: HDF5). A
-frame the camera overwrote while it was processed is dropped and counted as torn. The output
-image is also previewed for viewers on the node (preview.py). A silent input is reconnected
-after `camera_timeout`, and ends the instance after `stream_timeout` with `abort_on_timeout`.
+CamServer's error keys) -> output (output.py: a bsread stream, or file_output.py: HDF5; and
+the record ring while a local cascade reads it). A frame the camera overwrote while it was
+processed is dropped and counted as torn. The output image is also previewed for viewers on
+the node (preview.py). A silent input is reconnected after `camera_timeout`, and ends the
+instance after `stream_timeout` with `abort_on_timeout`.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from . import pipeline_keys
 from .control import Control, report
 from .gate import Gate
 from .inputs import CUSTOM_RATE, open_input
-from .output import open_output, select
+from .output import RecordOutput, open_output, select
+from .pipeline_types import pipeline_type
 from .preview import Preview
 from .step import Step, is_image
 
@@ -41,7 +44,8 @@ class InputTimeout(RuntimeError):
 
 
 class Pipeline:
-    """Input -> flow control (Gate) -> Step -> Output, and the preview of the output image."""
+    """Input -> flow control (Gate) -> Step -> Output (and records), and the preview of the
+    output image."""
 
     def __init__(self, spec: dict):
         self.spec = spec
@@ -55,6 +59,7 @@ class Pipeline:
             self.step = Step(spec, self.input, self.stats)
             self.apply(spec["config"])
             undo.pop_all()
+        self.records = RecordOutput(spec.get("output_ring"), self.stats)
         self.preview = Preview(spec.get("preview"))
         self.sent = 0
         self.geometry = None  # (height, width, bytes per pixel) of the last input image
@@ -86,6 +91,7 @@ class Pipeline:
         next_stats = 0.0
         while not control.stop.is_set():
             control.apply_update(self.apply)
+            self.records.follow(control.write_records)
             now = time.monotonic()
             if now >= next_stats:
                 self.publish_stats()
@@ -120,6 +126,8 @@ class Pipeline:
                 continue  # overwritten while processed: the result may be garbage
             if preview is not None:
                 self.preview.publish(preview, frame.pulse_id, frame.timestamp)
+            if result:
+                self.records.write(result, frame.pulse_id, frame.timestamp)
             if result and self.output.send(result, frame.pulse_id, frame.timestamp):
                 self.sent += 1
                 self.stats.add("frames_out")
@@ -174,12 +182,17 @@ class Pipeline:
     def close(self) -> None:
         self.publish_stats()
         self.output.close(self.end_reason)
+        self.records.close()
         self.preview.close()
         self.input.close()
         self.stats.close()
 
 
 def run(spec: dict, control: Control) -> int:
+    if pipeline_type(spec["config"]) == "external":
+        from . import external  # the program's host, not this loop
+
+        return external.run(spec, control)
     pipeline = Pipeline(spec)
     try:
         return pipeline.run(control)
