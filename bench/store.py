@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""Writing frames into a store file: direct chunk writes against the HDF5 filter path.
+"""Writing frames into a FILE mode file: direct chunk writes against the HDF5 filter path.
 
 For 640x480, 1280x960 and 2560x2160 uint16 simulated beam frames, on one core, the median ms
-per frame of four ways to append a frame to a bitshuffle+LZ4 dataset (one frame per chunk),
-side by side in the same run:
+per frame of five ways to append a frame to a dataset (one frame per chunk), side by side in
+the same run:
+- `raw direct`: a frame written uncompressed as its chunk (CamServerFile, CamServer's DEFAULT
+  layout as shmcam writes it);
 - `blob direct`: a bsread bitshuffle_lz4 part written as it arrived (StoreFile, stream input);
 - `compress direct`: a frame compressed into the chunk format, then written (StoreFile, ring);
 - `filter`: the frame written through h5py, the bitshuffle filter compressing it;
@@ -33,15 +35,15 @@ import numpy as np  # noqa: E402
 from shmcam.bsread import Compressed  # noqa: E402
 from shmcam.bsread.compression import BITSHUFFLE_LZ4, compress, decompress  # noqa: E402
 from shmcam.sources.simulation import beam_frames  # noqa: E402
-from shmcam.workers.h5file import BITSHUFFLE, StoreFile  # noqa: E402
+from shmcam.workers.h5file import BITSHUFFLE, CamServerFile, StoreFile  # noqa: E402
 
 SIZES = ((640, 480), (1280, 960), (2560, 2160))
 
 
-def store_file_ms(path: Path, values: list, frames: int) -> float:
+def store_file_ms(path: Path, values: list, frames: int, raw: bool = False) -> float:
     """Median ms of prepare + write of one record holding only the image."""
     durations = []
-    store = StoreFile(path, {})
+    store = CamServerFile(path, "DEFAULT", {}, localtime=False) if raw else StoreFile(path, {})
     try:
         for n in range(frames):
             t0 = time.perf_counter_ns()
@@ -85,6 +87,7 @@ def measure(size: tuple[int, int], frames: int, folder: Path) -> dict:
         ).reshape(images[0].shape)
 
     result = {
+        "raw direct": store_file_ms(folder / "raw.h5", images, frames, raw=True),
         "blob direct": store_file_ms(folder / "blob.h5", blobs, frames),
         "compress direct": store_file_ms(folder / "compress.h5", images, frames),
         "filter": filter_ms(folder / "filter.h5", images, frames, images[0]),
@@ -110,13 +113,14 @@ def main() -> None:
         print(json.dumps(results))
         return
     print(
-        f"{'frame':>10} {'blob direct':>12} {'compress direct':>16} {'filter':>8} "
-        f"{'decode + filter':>16} {'ratio':>6}   (median ms per frame, one core)"
+        f"{'frame':>10} {'raw direct':>11} {'blob direct':>12} {'compress direct':>16} "
+        f"{'filter':>8} {'decode + filter':>16} {'ratio':>6}   (median ms per frame, one core)"
     )
     for name, r in results.items():
         print(
-            f"{name:>10} {r['blob direct']:12.2f} {r['compress direct']:16.2f} "
-            f"{r['filter']:8.2f} {r['decode + filter']:16.2f} {r['ratio']:6.2f}"
+            f"{name:>10} {r['raw direct']:11.2f} {r['blob direct']:12.2f} "
+            f"{r['compress direct']:16.2f} {r['filter']:8.2f} {r['decode + filter']:16.2f} "
+            f"{r['ratio']:6.2f}"
         )
 
 

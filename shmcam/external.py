@@ -330,6 +330,8 @@ class Program:
         if image is not None and getattr(image, "ndim", 0) == 2:
             s.set("frame_height", image.shape[0])
             s.set("frame_width", image.shape[1])
+            s.set("frame_itemsize", image.itemsize)
+            s.add("bytes_in", image.nbytes)
         if self._reader is not None:
             s.set("dropped", self._reader.missed)
             s.set("lag", self._reader.lag)

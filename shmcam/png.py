@@ -27,6 +27,15 @@ def _lut(name: str) -> np.ndarray:
     return lut
 
 
+def scale(image: np.ndarray, min_value=None, max_value=None) -> np.ndarray:
+    """8-bit image from the given (or the image's own) range; NaN shows as black."""
+    data = np.nan_to_num(image.astype(np.float32), nan=np.float32(min_value or 0))
+    low = float(np.min(data)) if min_value is None else float(min_value)
+    high = float(np.max(data)) if max_value is None else float(max_value)
+    span = high - low if high > low else 1.0
+    return np.clip((data - low) * (255.0 / span), 0, 255).astype(np.uint8)
+
+
 def to_levels(image: np.ndarray) -> np.ndarray:
     """Values in [0, 1] as the 256 levels of a colormap (matplotlib's binning: level
     int(v * 256), 1.0 the top level; below 0 the lowest, above 1 the highest, NaN 0)."""

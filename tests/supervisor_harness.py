@@ -30,9 +30,9 @@ def wait_for(condition, timeout=20.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def receive(stream, count=1, timeout=5.0) -> list:
+def receive(stream, count=1, timeout=5.0, mode="SUB") -> list:
     """count messages from a bsread stream; fails if it goes silent for timeout seconds."""
-    with Receiver(stream, timeout=timeout) as receiver:
+    with Receiver(stream, mode=mode, timeout=timeout) as receiver:
         messages = []
         while len(messages) < count:
             message = receiver.receive()
@@ -156,6 +156,11 @@ class Supervisor:
             assert data["state"] == ("ok" if expect < 400 else "error"), data
             return data
         return {"raw": response.content}
+
+    def ended(self, instance_id: str) -> dict | None:
+        """The account of an ended pipeline instance (its exitcode route), None while it runs."""
+        report = self.call("GET", f"/api/v1/pipeline/instance/{instance_id}/exitcode")
+        return report if report["exitcode"] is not None else None
 
     def log_lines(self, instance: str | None = None) -> list[str]:
         """The node's recent log (or an instance's) as text lines."""

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from supervisor_harness import SIM_CAMERA, receive, wait_for
 
 from shmcam.bsread import Encoder, Sender
+from shmcam.supervisor.validation import expanded_camera
 
 PIPE = {"camera_name": "sim", "no_client_timeout": 0}
 CAMERA = {**SIM_CAMERA, "no_client_timeout": 0}
@@ -105,7 +106,8 @@ def test_a_refused_camera_config_leaves_the_running_camera_as_it_was(supervisor)
         assert problem in answer["status"], answer
     after = sup.call("GET", "/api/v1/cam/info")["info"]["active_instances"]["sim"]
     assert after["statistics"]["pid"] == pid["pid"]
-    assert after["config"] == CAMERA == sup.call("GET", "/api/v1/cam/sim/config")["config"]
+    assert after["config"] == CAMERA
+    assert sup.call("GET", "/api/v1/cam/sim/config")["config"] == expanded_camera(CAMERA)
 
 
 def test_configs_that_would_take_the_node_are_refused(supervisor):
@@ -197,7 +199,12 @@ def test_a_python_function_that_crashes_the_interpreter_leaves_its_stack_in_the_
     sup.call(
         "POST", "/api/v1/pipeline", params={"instance_id": "s"}, json={**PIPE, "function": "segv"}
     )
-    wait_for(lambda: info(sup, "s")["state"] == "failed", what="the crash")
+    wait_for(
+        lambda: (
+            sup.call("GET", "/api/v1/pipeline/instance/s/exitcode")["instance_state"] == "failed"
+        ),
+        what="the crash",
+    )
     log = "\n".join(sup.log_lines("s"))
     assert "Fatal Python error: Segmentation fault" in log
     assert "segv.py" in log and "process_image" in log
@@ -206,14 +213,13 @@ def test_a_python_function_that_crashes_the_interpreter_leaves_its_stack_in_the_
 def test_a_function_asking_for_more_memory_than_allowed_gets_memoryerror(supervisor):
     sup = supervisor(cameras={"sim": CAMERA}, settings={"instance_memory_mb": 2048})
     sup.call("PUT", "/api/v1/pipeline/script/greedy.py/script_bytes", data=GREEDY)
-    created = sup.call(
-        "POST", "/api/v1/pipeline", params={"instance_id": "g"}, json={**PIPE, "function": "greedy"}
-    )
-    messages = receive(created["stream"], 10)
-    failed = [m for m in messages if "processing_error" in m.data["processing_parameters"]]
-    assert failed and all("MemoryError" in m.data["processing_parameters"] for m in failed)
-    assert all(m.data["call"] % 2 == 0 for m in messages if "call" in m.data)
-    assert info(sup, "g")["state"] == "running" and info(sup, "g")["statistics"]["errors"] > 0
+    config = {**PIPE, "function": "greedy", "abort_on_error": False}
+    created = sup.call("POST", "/api/v1/pipeline", params={"instance_id": "g"}, json=config)
+    messages = receive(created["stream"], 10)  # the failing calls' frames are dropped
+    assert all(m.data["call"] % 2 == 0 for m in messages)
+    wait_for(lambda: info(sup, "g")["statistics"]["errors"] > 0, what="the failures counted")
+    assert info(sup, "g")["state"] == "running"
+    assert any("MemoryError" in line for line in sup.log_lines("g"))
 
 
 def test_a_camera_script_that_does_not_parse_is_not_stored(supervisor):
@@ -418,7 +424,8 @@ def test_random_messages_never_take_a_stream_pipeline_down(
     stream_pipelines, image, extras, pulse_id
 ):
     """The bug: a stream-input pipeline died on a 1-D, 1x1 or string `image` because its own
-    error handler raised. Every message either processes or goes out as an error frame."""
+    error handler raised. Every message either processes or is dropped and counted (the
+    processing pipeline with abort_on_error false: by default it would end, as CamServer's)."""
     sender, sup = stream_pipelines
     data = {**extras, "image": image}
     try:
@@ -439,7 +446,12 @@ def stream_pipelines(supervisor):
         "tcp://127.0.0.1:0", mode="PUB", linger=0, encoder=Encoder(create_header="always")
     )
     stream = {"input_stream": sender.address, "no_client_timeout": 0}
-    sup.call("POST", "/api/v1/pipeline", params={"instance_id": "proc"}, json=stream)
+    sup.call(
+        "POST",
+        "/api/v1/pipeline",
+        params={"instance_id": "proc"},
+        json={**stream, "abort_on_error": False},
+    )
     sup.call(
         "POST",
         "/api/v1/pipeline",

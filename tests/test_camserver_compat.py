@@ -316,8 +316,14 @@ def process(image, pulse_id, timestamp, x_axis, y_axis, parameters, bsdata=None)
     copied = create(sup, {"camera_name": "sim", "function": "inplace", "copy": True})
     message = receive(copied["stream"])[0]
     assert message.data["image"][0, 0] == 7 and error_of(message) is None
-    shared = create(sup, {"camera_name": "sim", "function": "inplace"})
-    assert "read-only" in error_of(receive(shared["stream"])[0])
+    shared = create(sup, {"camera_name": "sim", "function": "inplace"}, instance_id="inplace")
+    report = wait_for(  # abort_on_error: the failing write ends the instance
+        lambda: (
+            (r := sup.call("GET", "/api/v1/pipeline/instance/inplace/exitcode"))["exitcode"] and r
+        ),
+        what="the pipeline to end",
+    )
+    assert "read-only" in report["last_error"] and shared["instance_id"] == "inplace"
     answer = create(sup, {"camera_name": "sim", "copy": "yes"}, expect=400)
     assert "copy must be true or false" in answer["status"]
     answer = create(sup, {"camera_name": "sim", "libs": ["calib.py"]}, expect=400)

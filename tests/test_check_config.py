@@ -228,6 +228,17 @@ def _function(etc, data):
     return f"{etc}/pipelines/beam.toml: pipeline config: function 'my_function' is neither built in"
 
 
+def _program(etc, data):
+    (etc / "pipelines" / "proj.toml").write_text(
+        'pipeline_type = "external"\nexecutable = "/usr/bin/env"\n'
+    )
+    return (
+        f"{etc}/pipelines/proj.toml: pipeline config: executable '/usr/bin/env' is outside "
+        f"the folders this node runs executables from by path (none: the node's "
+        f"executable_dirs setting is empty)"
+    )
+
+
 def _background(etc, data):
     (etc / "pipelines" / "beam.toml").write_text(
         'camera_name = "simulation"\nimage_background_enable = true\n'
@@ -244,6 +255,34 @@ def _camera_background(etc, data):
     return (
         f"{etc}/cameras/simulation.toml: camera config: image_background 'dark' is not a "
         f"stored background"
+    )
+
+
+def _file_outside(etc, data):
+    (etc / "pipelines" / "beam.toml").write_text(
+        'camera_name = "simulation"\nmode = "FILE"\nfile = "/sf/data/beam.h5"\n'
+    )
+    return (
+        f"{etc}/pipelines/beam.toml: pipeline config: file '/sf/data/beam.h5' is not inside "
+        f"the node's file_dirs (none)"
+    )
+
+
+def _old_store(etc, data):
+    (etc / "pipelines" / "beam.toml").write_text(
+        'camera_name = "simulation"\npipeline_type = "store"\noutput_file = "b.h5"\n'
+    )
+    return f"{etc}/pipelines/beam.toml: pipeline config: output_file was the former store"
+
+
+def _dispatcher(etc, data):
+    (etc / "pipelines" / "beam.toml").write_text(
+        'pipeline_type = "stream"\nbsread_channels = ["A"]\n'
+        'dispatcher_url = "http://dispatcher.local"\n'
+    )
+    return (
+        f"{etc}/pipelines/beam.toml: pipeline config: dispatcher_url 'http://dispatcher.local' "
+        f"is not one of the node's dispatcher_urls"
     )
 
 
@@ -281,8 +320,12 @@ BROKEN = [
     _pipeline_camera,
     _pipeline_rule,
     _function,
+    _program,
     _background,
     _camera_background,
+    _file_outside,
+    _old_store,
+    _dispatcher,
     _permanent_config,
     _permanent_id,
 ]

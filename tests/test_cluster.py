@@ -359,3 +359,75 @@ def test_a_partition_moves_permanent_instances_and_its_healing_leaves_one_copy(t
             c.stop()
         for sup in c.nodes.values():
             assert not sup.segments(), sup.segments()
+
+
+def test_an_external_pipeline_gets_its_uploaded_program_on_its_node(cluster):
+    """The coordinator pushes a stored program with the config that runs it, as it pushes a
+    user function's files."""
+    c = cluster(cameras={"sim": CAMERA}, token=TOKEN)
+    program = b"#!/bin/sh\nexec sleep 1000\n"
+    c.call("PUT", "/api/v1/pipeline/program/waiter/program_bytes", data=program)
+    config = {"pipeline_type": "external", "executable": "waiter", "output": "none"}
+    c.call("POST", "/api/v1/pipeline", params={"instance_id": "ext"}, json=config)
+    (node,) = c.running("pipeline")["ext"]
+    assert (c.nodes[node].data_dir / "programs" / "waiter").read_bytes() == program
+    wait_for(  # the coordinator answers from its polls of the nodes
+        lambda: c.call("GET", "/api/v1/pipeline/instance/ext/info")["info"]["state"] == "running",
+        what="ext running",
+    )
+
+
+def test_fanout_workers_on_two_nodes_and_a_fanin_deliver_every_pulse_id_in_order(cluster):
+    """CamServer's fan-out wiring through the coordinator: a worker on another node than the
+    fanout reads it over ZMQ (PULL: its share of the frames) and pushes its results to the
+    fanin's address on the fanin's node; the fanin puts them back in order."""
+    with __import__("socket").socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    quiet = {"no_client_timeout": 0, "node_group": "first"}
+    c = cluster(
+        cameras={"sim": {**CAMERA, "frame_rate": 20}},
+        pipelines={
+            "spread": {"pipeline_type": "fanout", "camera_name": "sim", **quiet},
+            "gather": {
+                "pipeline_type": "fanin",
+                "input_stream": f"tcp://*:{port}",
+                "pid_buffer": 40,
+                **quiet,
+            },
+            "work": {
+                "camera_name": "sim",
+                "input_pipeline": "spread",
+                "input_mode": "PULL",
+                "output_pipeline": "gather",
+                "function": "minimal",
+                "no_client_timeout": 0,
+            },
+        },
+        rules={0: {"cameras": ["sim"], "groups": ["first"]}, 1: {"groups": ["second"]}},
+    )
+    names = c.names
+    gather = c.call("GET", "/api/v1/pipeline/instance/gather")["stream"]
+    configs = {}
+    for worker, group in (("near", "first"), ("far", "second")):
+        configs[worker] = c.call(
+            "POST",
+            "/api/v1/pipeline/work",
+            params={"instance_id": worker, "additional_config": json.dumps({"node_group": group})},
+        )["config"]
+    running = c.running("pipeline")
+    assert running["spread"] == running["gather"] == running["near"] == [names[0]]
+    assert running["far"] == [names[1]]
+    far = configs["far"]  # the coordinator's wiring: the fanout's and the fanin's addresses
+    assert far["input_stream"].startswith("tcp://127.0.0.2:") and far["input_mode"] == "PULL"
+    assert far["output_stream"] == f"tcp://127.0.0.2:{port}"
+
+    def sent(worker: str) -> int:
+        info = c.call("GET", f"/api/v1/pipeline/instance/{worker}/info")["info"]
+        return int(info["statistics"]["tx"].split(" - ")[1])
+
+    wait_for(lambda: sent("near") and sent("far"), timeout=30, what="both workers at work")
+    messages = receive(gather, 40)
+    steps = {b.pulse_id - a.pulse_id for a, b in zip(messages, messages[1:])}
+    assert steps == {messages[1].pulse_id - messages[0].pulse_id} and min(steps) > 0, steps
+    assert all("intensity" in m.data and "x_profile" in m.data for m in messages)

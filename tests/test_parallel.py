@@ -38,6 +38,8 @@ parallel_safe = True
 
 def process_image(image, pulse_id, timestamp, x_axis, y_axis, parameters, bsdata=None):
     time.sleep(parameters.get("sleep_s", 0))
+    if pulse_id == parameters.get("fail_at"):
+        raise ValueError("no beam in this frame")
     end = time.thread_time() + parameters.get("burn_ms", 0) / 1000
     while time.thread_time() < end:
         pass
@@ -202,6 +204,7 @@ class Run:
         }
         self.worker = WorkerProcess([sys.executable, "-m", "shmcam.workers", "pipeline"], self.spec)
         self.receiver = None
+        self.exit_code = 0  # what the instance is expected to end with
         try:
             self.worker.wait_report("ready", 120)
             self.receiver = Receiver(f"tcp://127.0.0.1:{port}", mode="PULL", queue_size=1000)
@@ -267,7 +270,7 @@ class Run:
         if self.receiver is not None:
             self.receiver.close()
         try:
-            assert self.worker.stop() == 0, self.worker.log[-20:]
+            assert self.worker.stop() == self.exit_code, self.worker.log[-20:]
         finally:
             self.writer.close()
 
@@ -401,6 +404,21 @@ def test_processing_that_outlasts_the_ring_copies_frames_instead_of_losing_them(
     assert sum("copied out of the ring first" in line for line in run.worker.log) == workers
 
 
+def test_a_failing_frame_ends_the_instance_after_the_results_before_it(runs):
+    """abort_on_error (the default): the failure of one worker's frame ends the instance
+    when that frame's turn comes, as one process would, with the results before it sent."""
+    fail_at = FIRST_PULSE + 30
+    run = runs({"processing_threads": 2, "multiprocessing": True, "burn_ms": 5, "fail_at": fail_at})
+    run.write(60, rate=100)
+    error = run.worker.wait_report("error", 30)
+    assert f"processing pulse {fail_at} failed: ValueError: no beam in this frame" in error
+    assert run.worker.wait(30) == 1
+    run.exit_code = 1
+    pulse_ids = [m.pulse_id for m in run.results()]
+    assert pulse_ids == sorted(set(pulse_ids)) and pulse_ids[-1] < fail_at
+    assert len(pulse_ids) >= 20  # the frames before it went out (few dropped at 100 Hz)
+
+
 def test_a_stream_input_is_shared_out_through_a_relay_ring(node, tmp_path):
     """A stream pipeline's messages are received once, relayed into a record ring the
     workers read in place, and come out complete and in order: a stream is not skipped, its
@@ -457,6 +475,14 @@ def test_what_cannot_be_split_is_refused_with_the_reason(supervisor):
     assert "processing_manager" in refusal(sup, {**base, "processing_manager": True})
     assert "spawn_send_thread" in refusal(sup, {**base, "spawn_send_thread": False})
     assert "processing_threads must be" in refusal(sup, {**base, "processing_threads": -1})
+    assert "bsread_address: frames joined" in refusal(
+        sup, {**base, "bsread_address": "tcp://127.0.0.1:9999"}
+    )
+    assert "remove buffer_size" in refusal(sup, {**base, "buffer_size": 10})
+    assert "PULL (a fanin binds" in refusal(
+        sup,
+        {"pipeline_type": "fanin", "input_stream": "tcp://*:19999", "input_mode": "SUB"},
+    )
     assert "custom pipeline" in refusal(
         sup, {"pipeline_type": "custom", "function": "x", "processing_threads": 2}
     )

@@ -8,9 +8,11 @@ import numpy as np
 from supervisor_harness import SIM_CAMERA
 
 from shmcam.bsread import Receiver
+from shmcam.shm import StatsBlock, remove_ring, ring_base, stats_name
+from shmcam.workers import pipeline_keys
 from shmcam.workers.gate import Gate
-from shmcam.workers.inputs import detach
-from shmcam.workers.output import select
+from shmcam.workers.inputs import RecordInput, detach
+from shmcam.workers.output import RecordOutput, select
 
 
 def admitted(config, pulse_ids):
@@ -37,12 +39,53 @@ def test_gate_rules():
 def test_select_and_detach():
     ring_slot = np.arange(12, dtype=np.uint16).reshape(3, 4)
     result = {"image": ring_slot, "row": ring_slot[1], "own": np.ones(3), "n": 1}
-    assert list(select(result, {"include": ["image", "n"], "exclude": ["n"]})) == ["image"]
+    keys = pipeline_keys.output({"include": ["image", "n", "absent"], "exclude": ["n"]})
+    assert select(result, keys) == {"image": ring_slot, "absent": None}  # CamServer's None
     safe = detach(dict(result), ring_slot)
     assert not np.may_share_memory(safe["image"], ring_slot)
     assert not np.may_share_memory(safe["row"], ring_slot)
     assert safe["own"] is result["own"]  # the function's own arrays are not copied
     assert np.array_equal(safe["image"], ring_slot)
+
+
+def test_a_cascade_through_a_record_ring(node):
+    """What an upstream writes while asked to (RecordOutput) a cascade reads in place
+    (RecordInput): views of the slot, copied when a result keeps them, torn when overwritten."""
+    base = ring_base(node, "up", "out")
+    stats = StatsBlock(stats_name(node, "up"), create=True)
+    records = RecordOutput(base, stats)
+    records.write({"n": 1}, 1, (0, 1))  # not asked to: nothing written, nothing made
+    records.follow(True)
+    cascade = RecordInput(base)
+    try:
+        image = np.arange(12, dtype=np.uint16).reshape(3, 4)
+        records.write({"image": image, "bad": {"a": 1}}, 2, (0, 2))  # no record holds a dict
+        assert stats.snapshot()["errors"] == 1
+        records.write({"image": image, "x_axis": np.arange(4.0), "n": 3}, 3, (0, 3))
+        record = cascade.next(timeout=5)
+        assert (record.pulse_id, record.timestamp) == (3, (0, 3))
+        assert np.array_equal(record.image, image) and cascade.channels(record)["n"] == 3
+        assert [len(axis) for axis in cascade.axes(record)] == [4, 3]  # no y_axis: indices
+        result = cascade.detach(
+            {"image": record.image, "row": record.image[1], "own": image}, record
+        )
+        assert not any(np.may_share_memory(result[k], record.memory) for k in result)
+        assert result["own"] is image and cascade.valid(record)
+        for pulse_id in range(4, 4 + cascade.reader.slots):
+            records.write({"image": image}, pulse_id, (0, pulse_id))
+        assert not cascade.valid(record) and cascade.torn == 1  # its slot was written again
+        records.follow(False)  # the last reader went: the ring stays, closed
+        records.follow(True)  # a reader again: a new generation, which the cascade follows
+        records.write({"n": 9}, 100, (0, 100))
+        record = cascade.next(timeout=5)
+        while record.pulse_id != 100:  # the rest of the closed generation first
+            record = cascade.next(timeout=5)
+        assert record.data == {"n": 9}
+    finally:
+        cascade.close()
+        records.close()
+        stats.close()
+        remove_ring(base)
 
 
 def rate(stream, seconds=1.5):

@@ -76,7 +76,8 @@ def test_processing_pipeline_on_the_camera_stream(supervisor):
         ),
         what="statistics",
     )
-    assert stats["frame_shape"] == [SIM_CAMERA["size_y"], SIM_CAMERA["size_x"]]
+    assert stats["frame_size"] == [SIM_CAMERA["size_y"], SIM_CAMERA["size_x"]]
+    assert stats["frame_shape"] == f"{SIM_CAMERA['size_x']}x{SIM_CAMERA['size_y']}x2"
     assert stats["header_changes"] == 1 and stats["errors"] == 0
     camera = wait_for(
         lambda: (
@@ -217,15 +218,16 @@ def test_custom_generator_that_ends_finishes_the_instance(supervisor):
         ({"pipeline_type": "stream"}, "camera_name is required"),
         (
             {"pipeline_type": "store", "camera_name": "sim", "output_file": "../up.h5"},
-            "output_file",
+            'output_file was the former store pipeline\'s; a pipeline writes HDF5 with "mode": '
+            '"FILE"',
         ),
         (
-            {"pipeline_type": "store", "camera_name": "sim", "min_free_mb": -1},
+            {"camera_name": "sim", "mode": "FILE", "file": "x.h5", "min_free_mb": -1},
             "min_free_mb must be",
         ),
         (
-            {"pipeline_type": "store", "input_stream": "tcp://h:1", "input_stream2": "tcp://h:2"},
-            "input_stream2 is not supported",
+            {"pipeline_type": "store", "camera_name": "sim", "input_stream2": "tcp://h:2"},
+            "input_stream2: a store pipeline (CamServer's DataBuffer feed) forwards its camera's",
         ),
     ],
 )
@@ -298,7 +300,9 @@ def test_collected_background_is_subtracted_by_a_pipeline(supervisor):
 
 
 def test_stop_iteration_in_a_stream_function_is_an_error_not_the_end(supervisor):
-    """Only a custom pipeline's exhausted generator ends an instance."""
+    """Only a custom pipeline's exhausted generator ends an instance; a stream pipeline's
+    failing frame is dropped and counted (CamServer's stream loop goes on: abort_on_error is
+    false by default there)."""
     sup = supervisor(
         cameras={"sim": SIM_CAMERA},
         pipelines={"beam": {"camera_name": "sim", "exclude": ["image"]}},
@@ -319,8 +323,13 @@ def process(data, pulse_id, timestamp, parameters):
     )
     answer = create(sup, {"pipeline_type": "stream", "input_pipeline": "beam", "function": "odd"})
     messages = receive(answer["stream"], count=12)
-    failed = [m for m in messages if "processing_error" in m.data["processing_parameters"]]
-    assert failed and all("StopIteration" in m.data["processing_parameters"] for m in failed)
-    assert any("intensity" in m.data for m in messages)
-    info = sup.call("GET", f"/api/v1/pipeline/instance/{answer['instance_id']}/info")["info"]
+    assert all("intensity" in m.data for m in messages)
+    assert not any("processing_error" in m.data["processing_parameters"] for m in messages)
+    path = f"/api/v1/pipeline/instance/{answer['instance_id']}/info"
+    info = wait_for(  # 12 sent: 18 calls at least, 6 of them failed
+        lambda: (i := sup.call("GET", path)["info"])["statistics"]["errors"] >= 6 and i,
+        what="the failures counted",
+    )
     assert info["is_stream_active"] and info["exit_code"] is None
+    log = "\n".join(sup.log_lines(answer["instance_id"]))
+    assert "StopIteration: not a generator" in log

@@ -23,6 +23,7 @@ from supervisor_harness import SIM_CAMERA, receive, wait_for
 import shmcam
 from shmcam.bsread import Receiver
 from shmcam.sources.simulation import beam_frames
+from shmcam.supervisor.validation import expanded_camera, expanded_pipeline
 
 CAM = {**SIM_CAMERA, "no_client_timeout": 0}  # never stopped for idleness mid-test
 PIPE = {"camera_name": "sim", "no_client_timeout": 0}
@@ -182,7 +183,7 @@ def test_camera_lists_aliases_and_groups_follow_the_configs(supervisor):
     info = sup.call("GET", "/api/v1/cam/info")["info"]
     assert info["version"] == shmcam.__version__ and info["active_instances"] == {}
     assert {"cpu", "memory", "tx", "rx"} <= info.keys()
-    assert sup.call("GET", "/api/v1/cam/heartbeat")["statistics"] == {}
+    assert sup.call("GET", "/api/v1/cam/heartbeat")["instances"] == {}
     assert "deleted" in sup.call("DELETE", "/api/v1/cam/sim/config")["status"]
     assert sup.call("GET", "/api/v1/cam")["cameras"] == ["b", "c", "d"]
     assert sup.call("GET", "/api/v1/cam/aliases")["aliases"] == {"back": "b"}
@@ -210,9 +211,13 @@ def test_camera_stream_delivers_frames_and_the_instance_is_listed(supervisor):
     assert instances["sim"]["stream_address"] == stream
     assert instances["sim"]["camera_name"] == "sim" and instances["sim"]["is_stream_active"]
     assert instances["sim"]["config"] == CAM
-    statistics = sup.call("GET", "/api/v1/cam/heartbeat")["statistics"]
-    assert statistics["sim"]["pid"] in sup.instance_pids()
-    assert re.fullmatch(r"[\d.]+Hz - \d+", statistics["sim"]["tx"])
+    beat = sup.call("GET", "/api/v1/cam/heartbeat")["instances"]["sim"]  # CamServer's shape
+    assert beat["pid"] in sup.instance_pids() and beat["simulation"] is True
+    assert isinstance(beat["tx"], float) and beat["geometry"] == [320, 240]
+    assert beat["frame_shape"] == "320x240x2"
+    statistics = instances["sim"]["statistics"]
+    assert re.fullmatch(r"[\d.]+Hz - \d+", statistics["tx"])
+    assert instances["sim"]["camera_geometry"] == [320, 240]
     online = sup.call("GET", "/api/v1/cam/sim/is_online")
     assert online["online"] is True and online["status"] == "frames arriving"
     assert active(sup, "pipeline") == {}
@@ -220,12 +225,12 @@ def test_camera_stream_delivers_frames_and_the_instance_is_listed(supervisor):
 
 def test_camera_config_post_is_saved_and_applied_to_the_running_camera(supervisor):
     sup = supervisor(cameras={"sim": CAM})
-    assert sup.call("GET", "/api/v1/cam/sim/config")["config"] == CAM
+    assert sup.call("GET", "/api/v1/cam/sim/config")["config"] == expanded_camera(CAM)
     assert sup.call("GET", "/api/v1/cam/sim/geometry")["geometry"] == [320, 240]
     smaller = {**CAM, "size_x": 160}
     answer = sup.call("POST", "/api/v1/cam/sim/config", json=smaller)
     assert answer["config"] == smaller and "saved" in answer["status"]
-    assert sup.call("GET", "/api/v1/cam/sim/config")["config"] == smaller
+    assert sup.call("GET", "/api/v1/cam/sim/config")["config"] == expanded_camera(smaller)
     saved = json.loads((sup.data_dir / "cameras" / "sim.json").read_text())
     assert saved == smaller
     assert sup.call("GET", "/api/v1/cam/sim/geometry")["geometry"] == [160, 240]
@@ -241,7 +246,7 @@ def test_camera_config_post_is_saved_and_applied_to_the_running_camera(superviso
 def test_bad_camera_config_is_400_naming_the_key_and_changes_nothing(supervisor):
     sup = supervisor(cameras={"sim": CAM})
     stream = sup.call("GET", "/api/v1/cam/sim")["stream"]
-    pid = sup.call("GET", "/api/v1/cam/heartbeat")["statistics"]["sim"]["pid"]
+    pid = sup.call("GET", "/api/v1/cam/heartbeat")["instances"]["sim"]["pid"]
     saved = (sup.data_dir / "cameras" / "sim.json").read_bytes()
     bad = [
         ({"frame_rate": -1}, "frame_rate"),
@@ -272,10 +277,10 @@ def test_bad_camera_config_is_400_naming_the_key_and_changes_nothing(supervisor)
             f"(/api/v1/cam/{name}); choose another name"
         )
         assert not (sup.data_dir / "cameras" / f"{name}.json").exists()
-    assert sup.call("GET", "/api/v1/cam/sim/config")["config"] == CAM
+    assert sup.call("GET", "/api/v1/cam/sim/config")["config"] == expanded_camera(CAM)
     assert (sup.data_dir / "cameras" / "sim.json").read_bytes() == saved
     assert not (sup.data_dir / "history").exists()
-    assert sup.call("GET", "/api/v1/cam/heartbeat")["statistics"]["sim"]["pid"] == pid
+    assert sup.call("GET", "/api/v1/cam/heartbeat")["instances"]["sim"]["pid"] == pid
     assert receive(stream)[0].data["image"].shape == (240, 320)
 
 
@@ -288,7 +293,7 @@ def test_camera_config_the_camera_cannot_run_with_changes_nothing(supervisor):
     response = requests.post(sup.url + "/api/v1/cam/sim/config", json=taken, timeout=60)
     assert response.status_code in (400, 409) and response.json()["state"] == "error"
     assert "Address already in use" in response.json()["status"]
-    assert sup.call("GET", "/api/v1/cam/sim/config")["config"] == CAM, (
+    assert sup.call("GET", "/api/v1/cam/sim/config")["config"] == expanded_camera(CAM), (
         "a refused camera config was saved anyway (manager.set_camera_config)"
     )
     assert list(active(sup, "camera")) == ["sim"], (
@@ -301,17 +306,24 @@ def test_camera_image_png_and_image_bytes_show_the_latest_frame(supervisor):
     sup = supervisor(cameras={"sim": CAM})
     plain = get(sup, "/api/v1/cam/sim/image")
     assert plain.status_code == 200 and plain.headers["content-type"] == "image/png"
-    assert png_info(plain.content) == (320, 240, 0)
-    assert np.mean(png_pixels(plain.content) == 255) < 0.01  # its own range: hot pixels
-    bright = get(sup, "/api/v1/cam/sim/image", params={"min_value": 0, "max_value": 100})
+    assert png_info(plain.content) == (320, 240, 2)  # CamServer's default colormap, rainbow
+    grey = get(sup, "/api/v1/cam/sim/image", params={"colormap": "grey"})
+    assert np.mean(png_pixels(grey.content) == 255) < 0.01  # its own range: hot pixels
+    bright = get(
+        sup, "/api/v1/cam/sim/image", params={"min_value": 0, "max_value": 100, "colormap": "grey"}
+    )
     assert np.mean(png_pixels(bright.content) == 255) > 0.9
-    dark = get(sup, "/api/v1/cam/sim/image", params={"min_value": 60000, "max_value": 60001})
+    dark = get(
+        sup,
+        "/api/v1/cam/sim/image",
+        params={"min_value": 60000, "max_value": 60001, "colormap": "grey"},
+    )
     assert np.mean(png_pixels(dark.content) == 0) > 0.99
     viridis = get(sup, "/api/v1/cam/sim/image", params={"colormap": "viridis"})
     assert png_info(viridis.content) == (320, 240, 2)
     assert png_info(get(sup, "/api/v1/cam/sim/image", params={"raw": 1}).content) == (320, 240, 0)
     half = get(sup, "/api/v1/cam/sim/image", params={"scale": 0.5})
-    assert png_info(half.content) == (160, 120, 0)
+    assert png_info(half.content) == (160, 120, 2)
     bogus = sup.call("GET", "/api/v1/cam/sim/image", params={"colormap": "bogus"}, expect=400)
     assert "colormap 'bogus'" in bogus["status"] and "viridis" in bogus["status"]
     for key, value in (
@@ -336,7 +348,7 @@ def test_deleting_cameras_stops_them(supervisor):
     sup = supervisor(cameras={"sim": CAM, "b": CAM})
     sup.call("GET", "/api/v1/cam/sim")
     sup.call("GET", "/api/v1/cam/b")
-    pids = sup.call("GET", "/api/v1/cam/heartbeat")["statistics"]
+    pids = sup.call("GET", "/api/v1/cam/heartbeat")["instances"]
     assert set(active(sup, "camera")) == {"sim", "b"}
     assert "stopped" in sup.call("DELETE", "/api/v1/cam/sim")["status"]
     assert set(active(sup, "camera")) == {"b"}
@@ -386,7 +398,7 @@ def test_saved_pipeline_configs_are_validated_listed_grouped_and_deleted(supervi
     assert sup.call("GET", "/api/v1/pipeline")["pipelines"] == ["p1", "p2"]
     assert sup.call("GET", "/api/v1/pipeline/config_names")["config_names"] == ["p1", "p2"]
     assert sup.call("GET", "/api/v1/pipeline/groups")["groups"] == {"linac": ["p1"]}
-    assert sup.call("GET", "/api/v1/pipeline/p1/config")["config"] == first
+    assert sup.call("GET", "/api/v1/pipeline/p1/config")["config"] == expanded_pipeline(first)
     assert "deleted" in sup.call("DELETE", "/api/v1/pipeline/p1/config")["status"]
     assert sup.call("GET", "/api/v1/pipeline")["pipelines"] == ["p2"]
     assert "'p1'" in sup.call("GET", "/api/v1/pipeline/p1/config", expect=404)["status"]
@@ -397,7 +409,7 @@ def test_saved_pipeline_configs_are_validated_listed_grouped_and_deleted(supervi
 def test_private_pipeline_streams_processed_frames(supervisor):
     sup = supervisor(cameras={"sim": CAM})
     created = sup.call("POST", "/api/v1/pipeline", params={"instance_id": "x"}, json=PIPE)
-    assert created["instance_id"] == "x" and created["config"] == PIPE
+    assert created["instance_id"] == "x" and created["config"] == expanded_pipeline(PIPE)
     assert port_of(created["stream"]) in pipeline_ports(sup)
     for message in receive(created["stream"], 3):
         data = message.data
@@ -408,15 +420,15 @@ def test_private_pipeline_streams_processed_frames(supervisor):
     info = sup.call("GET", "/api/v1/pipeline/instance/x/info")["info"]
     assert info["instance_id"] == "x" and info["camera_name"] == "sim"
     assert info["stream_address"] == created["stream"] and info["is_stream_active"]
-    assert info["read_only"] is False and info["config"] == PIPE
+    assert info["read_only"] is False and info["config"] == expanded_pipeline(PIPE)
     assert info["statistics"]["pid"] in sup.instance_pids()
     assert list(active(sup, "pipeline")) == ["x"] and list(active(sup, "camera")) == ["sim"]
-    assert list(sup.call("GET", "/api/v1/pipeline/heartbeat")["statistics"]) == ["x"]
+    assert list(sup.call("GET", "/api/v1/pipeline/heartbeat")["instances"]) == ["x"]
     exit_state = sup.call("GET", "/api/v1/pipeline/instance/x/exitcode")
     assert exit_state["exitcode"] is None and exit_state["last_error"] is None
-    assert instance_config(sup, "x") == PIPE
+    assert instance_config(sup, "x") == expanded_pipeline(PIPE)
     again = sup.call("POST", "/api/v1/pipeline", params={"instance_id": "x"}, json=PIPE, expect=409)
-    assert "already running" in again["status"]
+    assert "already present and running" in again["status"]
     anonymous = sup.call("POST", "/api/v1/pipeline", json=PIPE)
     assert uuid.UUID(anonymous["instance_id"]).version == 4
     assert anonymous["stream"] != created["stream"]
@@ -444,7 +456,7 @@ def test_pipeline_preview_is_its_output_image_and_goes_with_it(supervisor):
     assert preview.min() == 0 and preview.max() >= 200
     assert not np.any((preview > 0) & (preview < 200))  # thresholded
     assert sup.call("GET", f"{base}/geometry")["geometry"] == [100, 50]
-    assert png_info(get(sup, f"{base}/image", params={"scale": 0.5}).content) == (50, 25, 0)
+    assert png_info(get(sup, f"{base}/image", params={"scale": 0.5}).content) == (50, 25, 2)
     assert any(".roi.preview." in name for name in sup.segments())
 
     sup.call(
@@ -497,7 +509,7 @@ def test_invalid_pipeline_requests_are_400_and_start_no_instance(supervisor):
             answer = sup.call("POST", "/api/v1/pipeline/instance/", json=config, expect=400)
             assert message in answer["status"], (config, answer)
     assert active(sup, "pipeline") == {}
-    assert sup.call("GET", "/api/v1/pipeline/heartbeat")["statistics"] == {}
+    assert sup.call("GET", "/api/v1/pipeline/heartbeat")["instances"] == {}
 
 
 def test_pipeline_from_a_saved_config_with_additional_config(supervisor):
@@ -510,14 +522,15 @@ def test_pipeline_from_a_saved_config_with_additional_config(supervisor):
         "/api/v1/pipeline/saved",
         params={"instance_id": "a", "additional_config": json.dumps(extra)},
     )
-    merged = {**saved, **extra}
+    merged = expanded_pipeline({**saved, **extra})
     assert created["instance_id"] == "a" and created["config"] == merged
     assert instance_config(sup, "a") == merged
     message = receive(created["stream"])[0]
     assert set(message.data) == {"intensity", "x_profile"}
-    assert sup.call("GET", "/api/v1/pipeline/saved/config")["config"] == saved  # not changed
+    saved_now = sup.call("GET", "/api/v1/pipeline/saved/config")["config"]
+    assert saved_now == expanded_pipeline(saved)  # not changed
     plain = sup.call("POST", "/api/v1/pipeline/saved", params={"instance_id": "b"})
-    assert plain["config"] == saved
+    assert plain["config"] == expanded_pipeline(saved)
     for value, text in (
         ("{not json", "additional_config is not JSON"),
         ("[1, 2]", "additional_config must be a JSON object"),
@@ -536,27 +549,33 @@ def test_pipeline_from_a_saved_config_with_additional_config(supervisor):
 
 
 def test_shared_instance_starts_from_the_saved_config_once(supervisor):
+    """Shared, and writable unless its config says read_only (CamServer since c970766)."""
     sup = supervisor(cameras={"sim": CAM})
-    sup.call("POST", "/api/v1/pipeline/shared/config", json=PIPE)
+    locked = {**PIPE, "read_only": True}
+    sup.call("POST", "/api/v1/pipeline/shared/config", json=locked)
     first = sup.call("GET", "/api/v1/pipeline/instance/shared")
-    assert first["instance_id"] == "shared" and first["config"] == PIPE
+    assert first["instance_id"] == "shared" and first["config"] == expanded_pipeline(locked)
     assert sup.call("GET", "/api/v1/pipeline/instance/shared")["stream"] == first["stream"]
     info = sup.call("GET", "/api/v1/pipeline/instance/shared/info")["info"]
-    assert info["read_only"] is True and info["is_stream_active"]
+    assert info["read_only"] is True and info["shared"] is True and info["is_stream_active"]
     assert "x_profile" in receive(first["stream"])[0].data
-    refused = sup.call(
-        "POST",
-        "/api/v1/pipeline/instance/shared/config",
-        json={"include": ["intensity"]},
-        expect=409,
-    )
-    assert "read-only" in refused["status"]
-    assert instance_config(sup, "shared") == PIPE
+    for update in ({"include": ["intensity"]}, {"read_only": False}):
+        refused = sup.call(
+            "POST", "/api/v1/pipeline/instance/shared/config", json=update, expect=409
+        )
+        assert refused["status"].startswith("Cannot set config on a read only instance.")
+    assert instance_config(sup, "shared") == expanded_pipeline(locked)
+    sup.call("POST", "/api/v1/pipeline/open/config", json=PIPE)
+    sup.call("GET", "/api/v1/pipeline/instance/open")
+    info = sup.call("GET", "/api/v1/pipeline/instance/open/info")["info"]
+    assert info["read_only"] is False and info["shared"] is True
+    sup.call("POST", "/api/v1/pipeline/instance/open/config", json={"include": ["intensity"]})
+    assert instance_config(sup, "open") == expanded_pipeline({**PIPE, "include": ["intensity"]})
     assert "'nope'" in sup.call("GET", "/api/v1/pipeline/instance/nope", expect=404)["status"]
-    assert list(active(sup, "pipeline")) == ["shared"]
+    assert sorted(active(sup, "pipeline")) == ["open", "shared"]
 
 
-def test_instance_for_a_config_reuses_an_equal_read_only_instance(supervisor):
+def test_instance_for_a_config_reuses_an_equal_shared_instance(supervisor):
     sup = supervisor(cameras={"sim": CAM})
     private = sup.call("POST", "/api/v1/pipeline", params={"instance_id": "mine"}, json=PIPE)
     first = sup.call("POST", "/api/v1/pipeline/instance/", json=PIPE)
@@ -568,7 +587,7 @@ def test_instance_for_a_config_reuses_an_equal_read_only_instance(supervisor):
     assert "image" not in receive(other["stream"])[0].data
     for instance_id in (first["instance_id"], other["instance_id"]):
         info = sup.call("GET", f"/api/v1/pipeline/instance/{instance_id}/info")["info"]
-        assert info["read_only"] is True
+        assert info["shared"] is True and info["read_only"] is False
     assert len(active(sup, "pipeline")) == 3
 
 
@@ -590,13 +609,14 @@ def test_live_config_update_is_merged_and_applied(supervisor):
         "mode": "PUB",
         "queue_size": None,
     }
+    merged = expanded_pipeline(merged)
     assert answer["config"] == merged and instance_config(sup, "x") == merged
     assert (
         channels_after_update(created["stream"], {"intensity", "width"})
         == [{"intensity", "width"}] * 3
     )
     bad = [
-        ({"camera_name": "other"}, 400, "camera_name cannot change"),
+        ({"camera_name": "other"}, 400, "Cannot change the camera name"),
         ({"downsampling": -1}, 400, "downsampling must be"),
         ({"include": "width"}, 400, "include must be"),
         ({"function": "no_such_script"}, 400, "no_such_script"),
@@ -623,14 +643,15 @@ def test_stopped_and_forgotten_instances(supervisor):
     pid = sup.call("GET", "/api/v1/pipeline/instance/x/info")["info"]["statistics"]["pid"]
     assert "stopped" in sup.call("DELETE", "/api/v1/pipeline/x")["status"]
     assert pid not in sup.instance_pids() and active(sup, "pipeline") == {}
-    info = sup.call("GET", "/api/v1/pipeline/instance/x/info")["info"]
-    assert info["is_stream_active"] is False and info["exit_code"] == 0
-    assert sup.call("GET", "/api/v1/pipeline/instance/x/exitcode")["exitcode"] == 0
+    ended = sup.call("GET", "/api/v1/pipeline/instance/x/info", expect=404)  # CamServer forgets
+    assert "Instance 'x' does not exist" in ended["status"]
+    exit_state = sup.call("GET", "/api/v1/pipeline/instance/x/exitcode")
+    assert exit_state["exitcode"] == 0 and exit_state["instance_state"] == "ended"
     stopped = sup.call(
         "POST", "/api/v1/pipeline/instance/x/config", json={"include": ["width"]}, expect=409
     )
     assert "not running" in stopped["status"]
-    assert instance_config(sup, "x") == PIPE
+    assert instance_config(sup, "x") == expanded_pipeline(PIPE)
     restarted = sup.call("POST", "/api/v1/pipeline", params={"instance_id": "x"}, json=PIPE)
     assert restarted["instance_id"] == "x" and receive(restarted["stream"])
     sup.call("POST", "/api/v1/pipeline", params={"instance_id": "y"}, json=PIPE)
@@ -642,11 +663,11 @@ def test_stopped_and_forgotten_instances(supervisor):
     for path in ("/info", "/exitcode", "/config"):
         answer = sup.call("GET", f"/api/v1/pipeline/instance/x{path}", expect=404)
         assert "'x'" in answer["status"]
-    sup.call("POST", "/api/v1/pipeline/instance/x/config", json={}, expect=404)
+    sup.call("POST", "/api/v1/pipeline/instance/x/config", json={"pause": True}, expect=404)
     sup.call("DELETE", "/api/v1/pipeline/x", expect=404)
     sup.call("DELETE", "/api/v1/pipeline/x/del", expect=404)
     sup.call("GET", "/api/v1/logs/instance/x", expect=404)
-    assert sup.call("GET", "/api/v1/pipeline/instance/y/info")["info"]["exit_code"] == 0
+    assert sup.call("GET", "/api/v1/pipeline/instance/y/exitcode")["exitcode"] == 0
 
 
 # --- backgrounds -------------------------------------------------------------------------------
@@ -671,7 +692,7 @@ def test_background_is_the_mean_of_n_different_camera_frames(supervisor):
         for three in itertools.combinations(range(len(FRAMES)), 3)
     ), "the background is not the mean of 3 different camera frames"
     png = get(sup, f"/api/v1/pipeline/background/{background_id}/image")
-    assert png.headers["content-type"] == "image/png" and png_info(png.content) == (320, 240, 0)
+    assert png.headers["content-type"] == "image/png" and png_info(png.content) == (320, 240, 2)
     second = sup.call("POST", "/api/v1/pipeline/camera/sim/background", params={"n_images": 1})[
         "background_id"
     ]
@@ -723,7 +744,7 @@ def test_background_uploads_as_npy_pickle_and_nested_list(supervisor):
     )
     assert posted["background_id"] == "listed"
     assert np.array_equal(stored("listed"), [[1, 2.5], [3, 4]])
-    assert png_info(get(sup, "/api/v1/pipeline/background/listed/image").content) == (2, 2, 0)
+    assert png_info(get(sup, "/api/v1/pipeline/background/listed/image").content) == (2, 2, 2)
     names = sorted(os.listdir(sup.data_dir / "backgrounds"))
 
     bad_bodies = [
@@ -816,7 +837,7 @@ def test_background_names_cannot_leave_the_store(supervisor, tmp_path):
         sup.call("POST", f"/api/v1/pipeline/camera/{camera}/background", expect=400)
         sup.call("GET", f"/api/v1/pipeline/camera/{camera}/backgrounds", expect=400)
     assert tree(tmp_path) == before
-    assert sup.call("GET", "/api/v1/cam/sim/config")["config"] == CAM
+    assert sup.call("GET", "/api/v1/cam/sim/config")["config"] == expanded_camera(CAM)
 
 
 # --- scripts and libs --------------------------------------------------------------------------
@@ -905,7 +926,9 @@ def test_server_and_instance_logs(supervisor):
 def test_changes_need_the_token_and_change_nothing_without_it(supervisor):
     sup = supervisor(cameras={"sim": CAM}, token="s3cret")
     sup.call("GET", "/api/v1/cam/sim")
-    assert sup.call("GET", "/api/v1/cam/sim/config")["config"] == CAM  # reads stay open
+    assert sup.call("GET", "/api/v1/cam/sim/config")["config"] == expanded_camera(
+        CAM
+    )  # reads stay open
     changes = [
         ("POST", "/api/v1/cam/sim/config", {"json": {**CAM, "size_x": 64}}),
         ("DELETE", "/api/v1/cam/sim/config", {}),
@@ -936,7 +959,7 @@ def test_changes_need_the_token_and_change_nothing_without_it(supervisor):
     response = requests.delete(sup.url + "/api/v1/cam", timeout=60)  # no header at all
     assert response.status_code == 401 and response.headers["WWW-Authenticate"] == "Bearer"
     assert tree(sup.data_dir) == files
-    assert sup.call("GET", "/api/v1/cam/sim/config")["config"] == CAM
+    assert sup.call("GET", "/api/v1/cam/sim/config")["config"] == expanded_camera(CAM)
     assert sup.call("GET", "/api/v1/pipeline/script")["scripts"] == []
     assert list(active(sup, "camera")) == ["sim"] and active(sup, "pipeline") == {}
     sup.call("PUT", "/api/v1/pipeline/script/s.py/script_bytes", data=b"x = 1\n")

@@ -11,11 +11,12 @@ import math
 import numpy as np
 import pytest
 from numba.core.registry import CPUDispatcher
-from supervisor_harness import SIM_CAMERA, receive
+from supervisor_harness import SIM_CAMERA, receive, wait_for
 
 from shmcam.processing import fit, kernels, profile, resample
 from shmcam.processing.standard import StandardProcessing, process_image
 from shmcam.sources.simulation import beam_frames
+from shmcam.supervisor.validation import expanded_pipeline
 
 BASE_FIELDS = {
     "x_axis",
@@ -347,28 +348,36 @@ def npy(array) -> bytes:
 
 
 def test_pipeline_subtracts_a_stored_background_or_streams_errors(supervisor):
+    """A background that cannot be loaded: a ScreenPanel instance (named *_sp) notifies
+    (CamServer's notify_on_error): zeroed error frames saying why; any other ends with the
+    error (abort_on_error)."""
     sup = supervisor(cameras={"sim": SIM_CAMERA})
     sup.call(
         "PUT", "/api/v1/cam/background/sim_bg/image_bytes", data=npy(np.full((240, 320), 1000.0))
     )
     config = {"camera_name": "sim", "image_background_enable": True, "image_background": "sim_bg"}
     good = sup.call("POST", "/api/v1/pipeline", params={"instance_id": "good"}, json=config)
-    missing = sup.call(
-        "POST",
-        "/api/v1/pipeline",
-        params={"instance_id": "missing"},
-        json={**config, "image_background": "sim_nope"},
-    )
+    missing = {**config, "image_background": "sim_nope"}
+    screen = sup.call("POST", "/api/v1/pipeline", params={"instance_id": "sim_sp"}, json=missing)
+    sup.call("POST", "/api/v1/pipeline", params={"instance_id": "other"}, json=missing)
     frames = [f.astype(np.int64) for f in beam_frames(320, 240, count=16)]
     for message in receive(good["stream"], 3):
         data = message.data
         assert any(np.array_equal(data["image"], np.maximum(f - 1000, 0)) for f in frames)
-        assert json.loads(data["processing_parameters"]) == config  # no background_data
+        parameters = json.loads(data["processing_parameters"])
+        assert parameters == expanded_pipeline(config)  # no background_data
         assert data["intensity"] == data["image"].sum()
-    for message in receive(missing["stream"], 3):
+    for message in receive(screen["stream"], 3):
         data = message.data
         error = json.loads(data["processing_parameters"])["processing_error"]
         assert "image_background 'sim_nope' cannot be loaded" in error
         assert data["image"].shape == (240, 320) and not data["image"].any()
-    info = sup.call("GET", "/api/v1/pipeline/instance/missing/info")["info"]
+    info = sup.call("GET", "/api/v1/pipeline/instance/sim_sp/info")["info"]
     assert info["statistics"]["errors"] >= 3 and info["is_stream_active"]
+    report = wait_for(
+        lambda: (
+            (r := sup.call("GET", "/api/v1/pipeline/instance/other/exitcode"))["exitcode"] and r
+        ),
+        what="the other pipeline to end",
+    )
+    assert "image_background 'sim_nope' cannot be loaded" in report["last_error"]

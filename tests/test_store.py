@@ -292,7 +292,7 @@ def test_background_ids_sort_by_time_and_do_not_mix_prefixed_cameras(store):
     assert store.background_ids("cam_b") == [cam_b]
     assert store.background_ids() == ["my_reference", *expected, cam_b]
     assert store.latest_background("cam") == expected[-1]
-    with pytest.raises(NotFound, match="no background saved for camera 'ca'"):
+    with pytest.raises(NotFound, match="No background matches for the specified prefix 'ca'"):
         store.latest_background("ca")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -31,26 +30,47 @@ def info(sup, instance_id):
     return sup.call("GET", f"/api/v1/pipeline/instance/{instance_id}/info")["info"]
 
 
+def test_a_failing_function_ends_the_pipeline_by_default(supervisor):
+    """CamServer's abort_on_error (default true): the first failing frame ends the instance,
+    exit code 1, the failure in its exit report and log."""
+    sup = supervisor(cameras={"sim": SIM_CAMERA})
+    sup.call("PUT", "/api/v1/pipeline/script/faulty/script_bytes", data=FAULTY)
+    sup.call(
+        "POST",
+        "/api/v1/pipeline",
+        params={"instance_id": "f"},
+        json={"camera_name": "sim", "function": "faulty", "no_client_timeout": 0},
+    )
+    report = wait_for(
+        lambda: (
+            (r := sup.call("GET", "/api/v1/pipeline/instance/f/exitcode"))["exitcode"] is not None
+            and r
+        ),
+        what="the pipeline to end",
+    )
+    assert report["exitcode"] == 1
+    error = report["last_error"]
+    assert error.startswith("ProcessingFailed: processing pulse ")
+    assert "ZeroDivisionError: every 10th frame fails (abort_on_error)" in error
+    assert any("every 10th frame fails" in line for line in sup.log_lines("f"))
+
+
 def test_failing_function_is_counted_and_the_stream_goes_on(supervisor):
+    """abort_on_error false: a failing frame is dropped and counted; the others go on."""
     sup = supervisor(cameras={"sim": SIM_CAMERA})
     sup.call("PUT", "/api/v1/pipeline/script/faulty/script_bytes", data=FAULTY)
     created = sup.call(
         "POST",
         "/api/v1/pipeline",
         params={"instance_id": "f"},
-        json={"camera_name": "sim", "function": "faulty"},
+        json={"camera_name": "sim", "function": "faulty", "abort_on_error": False},
     )
     messages = receive(created["stream"], 40)
-    failed = [m for m in messages if "processing_error" in m.data["processing_parameters"]]
-    good = [m for m in messages if "x_profile" in m.data]
-    assert failed and good and len(failed) + len(good) == 40
-    for m in failed:
-        assert (m.pulse_id // 2) % 10 == 0
-        params = json.loads(m.data["processing_parameters"])
-        assert "ZeroDivisionError: every 10th frame fails" in params["processing_error"]
-        assert not m.data["image"].any() and m.data["image"].shape == (240, 320)
-    stats = info(sup, "f")["statistics"]
-    assert stats["errors"] >= len(failed) and info(sup, "f")["is_stream_active"]
+    assert all("x_profile" in m.data for m in messages)
+    assert not any((m.pulse_id // 2) % 10 == 0 for m in messages)  # those failed
+    assert len({(m.pulse_id // 2) // 10 for m in messages}) >= 2  # a failing id was passed
+    wait_for(lambda: info(sup, "f")["statistics"]["errors"] >= 2, what="the failures counted")
+    assert info(sup, "f")["is_stream_active"]
     assert any("every 10th frame fails" in line for line in sup.log_lines("f"))
 
 

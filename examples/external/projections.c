@@ -7,7 +7,7 @@
  * SHMCAM_CONFIG is replaced; SHMCAM_STATS gets frames, errors, torn frames and processing
  * times. SIGTERM ends it. The same program as projections.py (see docs/external.md).
  *
- *     gcc -O2 -I include examples/external/projections.c -o projections
+ *     gcc -O3 -I include examples/external/projections.c -o projections   (-O3 vectorizes)
  */
 #include <signal.h>
 #include <stdio.h>
@@ -48,19 +48,37 @@ static double threshold(const char *path) {
     return value;
 }
 
-/* The projections of the frame's pixels of one type, summed straight into the record. */
+/* The projections of the frame's pixels of one type, summed straight into the record. A
+ * whole-number threshold (the usual case: counts) is applied in integers, which the compiler
+ * vectorizes (several times faster at 2560x2160); a fractional one in doubles. Both give the
+ * float64 sums numpy gives (integer sums are exact in a double). */
 #define PROJECT(type)                                                                        \
-    for (uint32_t y = 0; y < height; y++)                                                    \
-        for (uint32_t x = 0; x < width; x++) {                                               \
-            double v = (double)((const type *)f->data)[(size_t)y * width + x];               \
-            double w = v > t ? v - t : 0.0;                                                   \
-            xp[x] += w;                                                                      \
-            yp[y] += w;                                                                      \
-        }
+    for (uint32_t y = 0; y < height; y++) {                                                  \
+        const type *row = (const type *)f->data + (size_t)y * width;                         \
+        if (whole) {                                                                         \
+            uint32_t sum = 0, cut = (uint32_t)t;                                             \
+            for (uint32_t x = 0; x < width; x++) {                                           \
+                uint32_t w = row[x] > cut ? row[x] - cut : 0;                                \
+                columns[x] += w;                                                             \
+                sum += w;                                                                    \
+            }                                                                                \
+            yp[y] = sum;                                                                     \
+        } else {                                                                             \
+            for (uint32_t x = 0; x < width; x++) {                                           \
+                double w = row[x] > t ? row[x] - t : 0.0;                                    \
+                xp[x] += w;                                                                  \
+                yp[y] += w;                                                                  \
+            }                                                                                \
+        }                                                                                    \
+    }
 
 static int project(shmcam_records_writer *w, const shmcam_frame *f, double t) {
+    static uint32_t columns[65536]; /* integer column sums: < 2^32 for 65536 rows of uint16 */
     uint32_t height = f->shape[0], width = f->shape[1];
-    if (f->ndim != 2 || (strcmp(f->dtype, "<u2") != 0 && strcmp(f->dtype, "|u1") != 0)) return -1;
+    if (f->ndim != 2 || (strcmp(f->dtype, "<u2") != 0 && strcmp(f->dtype, "|u1") != 0) ||
+        height > 65536 || width > 65536)
+        return -1;
+    int whole = t >= 0 && t <= 65535 && t == (double)(uint32_t)t;
     shmcam_record_begin(w, f->pulse_id, f->ts_sec, f->ts_ns);
     if (!shmcam_record_add(w, "x_profile", SHMCAM_FLOAT64, 1, &width, NULL) ||
         !shmcam_record_add(w, "y_profile", SHMCAM_FLOAT64, 1, &height, NULL))
@@ -69,11 +87,14 @@ static int project(shmcam_records_writer *w, const shmcam_frame *f, double t) {
     double *xp = shmcam_record_payload(w, 0), *yp = shmcam_record_payload(w, 1);
     memset(xp, 0, width * sizeof *xp);
     memset(yp, 0, height * sizeof *yp);
+    memset(columns, 0, width * sizeof *columns);
     if (strcmp(f->dtype, "<u2") == 0) {
         PROJECT(uint16_t)
     } else {
         PROJECT(uint8_t)
     }
+    if (whole)
+        for (uint32_t x = 0; x < width; x++) xp[x] = columns[x];
     double intensity = 0, xs = 0, ys = 0;
     for (uint32_t x = 0; x < width; x++) intensity += xp[x], xs += xp[x] * x;
     for (uint32_t y = 0; y < height; y++) ys += yp[y] * y;
@@ -117,6 +138,8 @@ int main(void) {
             shmcam_stats_set(&stats, SHMCAM_STAT_DROPPED, (int64_t)frames.missed);
             shmcam_stats_set(&stats, SHMCAM_STAT_FRAME_HEIGHT, f.shape[0]);
             shmcam_stats_set(&stats, SHMCAM_STAT_FRAME_WIDTH, f.ndim > 1 ? f.shape[1] : 0);
+            shmcam_stats_set(&stats, SHMCAM_STAT_FRAME_ITEMSIZE, strtol(f.dtype + 2, NULL, 10));
+            shmcam_stats_add(&stats, SHMCAM_STAT_BYTES_IN, (int64_t)f.nbytes);
         }
         double t = threshold(getenv("SHMCAM_CONFIG"));
         int failed = project(&out, &f, t);

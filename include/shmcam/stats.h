@@ -18,7 +18,7 @@
 #include "common.h"
 
 #define SHMCAM_STATS_MAGIC "SHMCAMST"
-#define SHMCAM_STATS_VERSION 2u
+#define SHMCAM_STATS_VERSION 3u
 #define SHMCAM_STATS_HEADER_SIZE 64u
 #define SHMCAM_STATS_BUCKETS 96u
 
@@ -39,6 +39,8 @@ enum shmcam_stat {
     SHMCAM_STAT_FRAME_HEIGHT,   /* shape of the last frame taken from the input (gauges) */
     SHMCAM_STAT_FRAME_WIDTH,
     SHMCAM_STAT_FORWARDER_CLIENTS, /* a camera's DataBuffer feed clients (gauge) */
+    SHMCAM_STAT_BYTES_IN,       /* bytes of the frames taken from the input */
+    SHMCAM_STAT_FRAME_ITEMSIZE, /* bytes per pixel of the last frame (gauge) */
     SHMCAM_STAT_COUNT
 };
 

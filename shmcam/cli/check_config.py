@@ -2,10 +2,12 @@
 
 Checks shmcam.toml, every cameras/*.toml and pipelines/*.toml, and the configs saved through
 REST in the data directory (cameras/*.json, pipelines/*.json) with the supervisor's own loader
-and the validation REST applies, and what they refer to: the camera of each pipeline, the pipeline
-config of each permanent instance, and the backgrounds and uploaded functions in the data
-directory. Every problem is reported, one line each naming the file and the key; the exit
-status is 1 if there is any, else 0.
+and the validation REST applies, and what they refer to: the camera of each pipeline, the
+pipeline config of each permanent instance, the backgrounds, uploaded functions and programs
+in the data directory (or the node's function_dirs and executable_dirs), and where FILE mode
+pipelines write and which dispatcher they ask (the node's file_dirs and dispatcher_urls).
+Every problem is reported, one line each naming the file and the key; the exit status is 1 if
+there is any, else 0.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from shmcam.supervisor import validation
 from shmcam.supervisor.errors import BadRequest, StorageError
 from shmcam.supervisor.store import CONFIG_KINDS, ConfigStore, check_name, read_json, read_toml
 from shmcam.workers import backgrounds
+from shmcam.workers.pipeline_types import pipeline_type
 
 SETTINGS_FILE = "shmcam.toml"
 CLUSTER_FILE = "cluster.toml"  # the coordinator's, checked when present
@@ -66,6 +69,10 @@ class Known:
     backgrounds_dir: Path
     libs: list[str] | None = None
     function_dirs: tuple[Path, ...] = ()
+    file_dirs: tuple[Path, ...] = ()
+    dispatcher_urls: tuple[str, ...] = ()
+    programs: list[str] | None = None
+    executable_dirs: tuple[Path, ...] = ()
 
 
 def check(config_dir: Path, data_dir: Path | None = None) -> Report:
@@ -90,6 +97,9 @@ def check(config_dir: Path, data_dir: Path | None = None) -> Report:
     known = replace(
         _known(ConfigStore(settings.data_dir, config_dir), files, report),
         function_dirs=settings.function_dirs,
+        file_dirs=settings.file_dirs,
+        dispatcher_urls=settings.dispatcher_urls,
+        executable_dirs=settings.executable_dirs,
     )
     for kind, paths in files.items():
         for path in paths:
@@ -166,6 +176,7 @@ def _known(store: ConfigStore, files: dict[str, list[Path]], report: Report) -> 
                 set(store.background_ids()),
                 backgrounds_dir,
                 store.file_names("lib"),
+                programs=store.file_names("program"),
             )
         except OSError as error:
             report.problems.append(f"data directory {store.data_dir}: {error}")
@@ -217,7 +228,17 @@ def _config_problems(kind: str, path: Path, known: Known) -> list[str]:
         attempt(validation.camera)
     else:
         attempt(validation.pipeline, known.cameras)
-        if known.scripts is not None:
+        attempt(validation.node_places, known.file_dirs, known.dispatcher_urls)
+        if pipeline_type(config) == "external":
+            if known.programs is not None:
+                programs_dir = known.backgrounds_dir.parent / "programs"
+                attempt(
+                    validation.program_available,
+                    known.programs,
+                    programs_dir,
+                    known.executable_dirs,
+                )
+        elif known.scripts is not None:
             attempt(validation.function_available, known.scripts, known.function_dirs, known.libs)
     background = config.get("image_background")
     if known.backgrounds is None or not background:

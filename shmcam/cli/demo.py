@@ -58,7 +58,7 @@ def rest(url: str, method: str = "GET", body: dict | None = None) -> dict:
 def start_supervisor(
     workdir: Path, size, rate: float, settings: str = ""
 ) -> tuple[subprocess.Popen, str]:
-    """A supervisor with one simulated camera; `settings`: more lines of its TOML."""
+    """A supervisor with a simulated camera, in workdir; `settings`: more shmcam.toml lines."""
     (workdir / "data" / "cameras").mkdir(parents=True)
     (workdir / "data" / "cameras" / "simulation.json").write_text(
         json.dumps(

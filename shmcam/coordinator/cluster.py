@@ -28,7 +28,9 @@ from shmcam.supervisor.errors import BadRequest, Conflict, NotFound, Unavailable
 from shmcam.supervisor.frames import MAX_BACKGROUND_IMAGES
 from shmcam.supervisor.logs import LogRing, camserver_entry
 from shmcam.supervisor.manager import camera_read
+from shmcam.supervisor.node import heartbeat_entry
 from shmcam.supervisor.store import ConfigStore
+from shmcam.workers.pipeline_types import output_mode, pipeline_type
 
 from . import metrics, placement
 from .client import NodeError
@@ -153,7 +155,7 @@ class Cluster:
             found = self.view.where("camera", name)
             if found or not start:
                 return found[0] if found else None
-            config = self.camera_config(name)
+            config = self.stored_camera(name)
             chosen = self.state(target or self.place("camera", name, name, None, None).node)
             self.sync.push(chosen.client, self.sync.camera_needs(name, config))
             self._on_node("camera", name, chosen, lambda s: s.client.get(f"/api/v1/cam/{name}"))
@@ -172,7 +174,7 @@ class Cluster:
         return self.camera_node(name).client.get(f"/api/v1/cam/{name}")["stream"]
 
     def camera_online(self, name: str) -> tuple[bool, str]:
-        config = self.camera_config(name)
+        config = self.stored_camera(name)
         state = self.camera_node(name, start=False)
         if state is None:  # ask the node it would go to, which knows its sources' reach
             state = self.state(self.place("camera", name, name, None, None).node)
@@ -180,8 +182,13 @@ class Cluster:
         answer = state.client.get(f"/api/v1/cam/{name}/is_online")
         return answer["online"], f"node {state.name}: {answer['status']}"
 
-    def camera_config(self, name: str) -> dict:
+    def stored_camera(self, name: str) -> dict:
+        """The camera config as the cluster's store has it (what nodes get), validated."""
         return validation.camera(self.store.get_config("camera", name))
+
+    def camera_config(self, name: str) -> dict:
+        """Expanded with its source type's defaults, as CamServer answers it."""
+        return validation.expanded_camera(self.stored_camera(name))
 
     def set_camera_config(self, name: str, config) -> dict:
         """Validated, then applied on the node running the camera (which restarts it, or
@@ -208,27 +215,33 @@ class Cluster:
 
     def _home(self, instance_id: str, config: dict) -> tuple[NodeState, dict, str]:
         """Where a pipeline goes, the config it gets there (with a pinned port, or the stream
-        of a camera or upstream on another node) and why (a warning when not local)."""
+        of a camera, upstream or fanin on another node) and why (a warning when not local).
+        A pipeline goes to its input's node unless that node is full or its node_group is
+        elsewhere; a fanout's workers go where there is room (it deals its frames out over
+        ZMQ wherever they are)."""
         validation.pipeline(config, self.store.config_names("camera"))
         camera = camera_read(config)
         upstream = config.get("input_pipeline")
-        source_node, camera_runs = None, False
+        source_node, prefer, camera_runs = None, None, False
         if upstream:
-            source_node = self.shared_pipeline(upstream).node
+            source = self.shared_pipeline(upstream)
+            source_node = source.node
+            prefer = None if pipeline_type(source.config) == "fanout" else source_node
         elif camera is not None:
             found = self.view.where("camera", camera)
             camera_runs = bool(found)
             # where it runs, or where it would go: the pipeline follows it unless it asks
             # for a group elsewhere
-            source_node = (
+            source_node = prefer = (
                 found[0].name if found else self.place("camera", camera, camera, None, None).node
             )
         group = config.get("node_group")
-        chosen = self.place("pipeline", instance_id, camera or upstream, source_node, group)
+        chosen = self.place("pipeline", instance_id, camera or upstream, prefer, group)
         effective = dict(config)
         effective.pop("node_group", None)
         if chosen.port is not None:
             effective["port"] = chosen.port
+        self._fanin_stream(effective, chosen.node)
         note = ""
         if source_node is not None and source_node != chosen.node:
             if upstream:
@@ -237,7 +250,7 @@ class Cluster:
                     raise Unavailable(f"upstream pipeline {upstream} is not visible yet; retry")
                 effective.pop("input_pipeline")
                 effective["input_stream"] = info[1]["stream_address"]
-                if info[1]["config"].get("mode") == "PUSH":
+                if output_mode(info[1]["config"]) == "PUSH":
                     effective["input_mode"] = "PULL"
             else:
                 home = self.camera_node(camera, target=source_node)
@@ -249,6 +262,20 @@ class Cluster:
         elif camera is not None and not camera_runs:
             self.view.claim("camera", camera, chosen.node)  # the node starts it there
         return self.state(chosen.node), effective, note
+
+    def _fanin_stream(self, effective: dict, node: str) -> None:
+        """A worker's output_pipeline, the fanin it pushes its results to (started if it
+        runs nowhere): on another node, the address the fanin binds there (output_stream)."""
+        fanin = effective.get("output_pipeline")
+        if not fanin:
+            return
+        target = self.shared_pipeline(fanin)
+        if target.node == node:
+            return  # the node resolves it
+        host = target.stream.partition("://")[2].rpartition(":")[0]
+        port = str(target.config.get("input_stream", "")).rpartition(":")[2]
+        effective.pop("output_pipeline")
+        effective["output_stream"] = f"tcp://{host}:{port}"
 
     def create_pipeline(self, config, instance_id: str | None) -> Started:
         instance_id = instance_id or str(uuid.uuid4())
@@ -309,9 +336,10 @@ class Cluster:
         return bool(self.view.where("pipeline", instance_id))
 
     def pipeline_for_config(self, config) -> Started:
-        """A running read-only instance with an equal config anywhere, else a new one."""
+        """A running shared instance with an equal config anywhere, else a new one."""
+        wanted = validation.expanded_pipeline(config) if isinstance(config, dict) else config
         for instance_id, (state, info) in self.view.instances("pipeline").items():
-            if info.get("read_only") and info.get("config") == config:
+            if info.get("shared") and info.get("config") == wanted:
                 return Started(instance_id, info["stream_address"], info["config"], state.name)
         if not isinstance(config, dict):
             raise BadRequest("a pipeline config must be a JSON object")
@@ -357,7 +385,7 @@ class Cluster:
         answer = self.node_of("pipeline", instance_id).client.get(
             f"/api/v1/pipeline/instance/{instance_id}/exitcode"
         )
-        return {key: answer.get(key) for key in ("exitcode", "finished", "last_error")}
+        return {k: v for k, v in answer.items() if k not in ("state", "status")}
 
     def pipeline_image(self, instance_id: str) -> np.ndarray:
         state = self.node_of("pipeline", instance_id)
@@ -385,7 +413,7 @@ class Cluster:
         return config
 
     def pipeline_config(self, name: str) -> dict:
-        return self.store.get_config("pipeline", name)
+        return validation.expanded_pipeline(self.store.get_config("pipeline", name))
 
     def save_pipeline_config(self, name: str, config) -> dict:
         validation.pipeline(config, self.store.config_names("camera"))
@@ -439,7 +467,7 @@ class Cluster:
         return dict(figures)
 
     def heartbeat(self, kind: str) -> dict:
-        return {i: info["statistics"] for i, (_, info) in self.view.instances(kind).items()}
+        return {i: heartbeat_entry(info) for i, (_, info) in self.view.instances(kind).items()}
 
     def stop(self, kind: str, instance_id: str, forget: bool = False) -> None:
         root = "cam" if kind == "camera" else "pipeline"
@@ -483,7 +511,7 @@ class Cluster:
         """Taken on the camera's node, then kept in the cluster's store."""
         if not 1 <= n_images <= MAX_BACKGROUND_IMAGES:
             raise BadRequest(f"n_images must be between 1 and {MAX_BACKGROUND_IMAGES}")
-        self.camera_config(camera)
+        self.stored_camera(camera)
         state = self.camera_node(camera)
         background_id = state.client.call(
             "POST",

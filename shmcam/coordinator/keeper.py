@@ -256,7 +256,7 @@ class Keeper:
             state = cluster.camera_node(name, start=False)
             if state is None:
                 state = cluster.state(cluster.place("camera", name, name, None, None).node)
-                config = cluster.camera_config(name)
+                config = cluster.stored_camera(name)
                 cluster.sync.push(state.client, cluster.sync.camera_needs(name, config))
         else:
             config = cluster.store.get_config("pipeline", value)

@@ -1,8 +1,9 @@
 """Before an instance starts on a node, the node gets what it needs from the cluster's store:
 the configs (as the coordinator means them for that node), the camera script, the user
-function's files, the libs and the backgrounds. Only what the node lacks or has in another
-version is pushed, by content hash (the node's `/api/v1/node/files`), so a node that has run
-an instance before receives nothing the next time.
+function's files, the libs, an external pipeline's uploaded program and the backgrounds. Only
+what the node lacks or has in another version is pushed, by content hash (the node's
+`/api/v1/node/files`), so a node that has run an instance before receives nothing the next
+time.
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ class Sync:
         for lib in config.get("libs") or ():
             if isinstance(lib, str):
                 needs.files.add(("lib", lib))
+        if config.get("executable") in self.store.file_names("program"):
+            needs.files.add(("program", config["executable"]))
         background = config.get("image_background")
         if config.get("image_background_enable") and isinstance(background, str):
             needs.backgrounds.add(background)
@@ -142,6 +145,6 @@ class Sync:
 def _file_route(kind: str, name: str) -> str:
     if kind == "camera_script":
         return f"/api/v1/cam/script/{name}/script_bytes"
-    if kind == "lib":
-        return f"/api/v1/pipeline/lib/{name}/lib_bytes"
+    if kind in ("lib", "program"):
+        return f"/api/v1/pipeline/{kind}/{name}/{kind}_bytes"
     return f"/api/v1/pipeline/script/{name}/script_bytes"

@@ -65,10 +65,10 @@ ENTRIES = {
     STREAM: ("process",),
     CUSTOM: ("generate", "process"),
 }
-SUFFIXES = ("", ".c", ".so", ".py")
+SUFFIXES = ("", ".c", ".so", ".py")  # the order a function name is looked up in (CamServer's)
 # What a user function's module sets to declare that it keeps no state from frame to frame,
 # so that parallel workers may share its frames out (docs/parallel.md).
-SPLITTABLE = "parallel_safe"  # the order a function name is looked up in (CamServer's)
+SPLITTABLE = "parallel_safe"
 LIBS_ENV = "SHMCAM_LIBS"
 
 
@@ -100,21 +100,21 @@ def script_names(name: str, stored: list[str]) -> list[str]:
     return found
 
 
-def allowed_path(name: str, function_dirs) -> Path:
-    """The file a `function` path names, if it lies inside one of the node's function_dirs
-    (symlinks resolved on both sides); ValueError saying why not."""
+def allowed_path(name: str, dirs, key: str = "function", setting: str = "function_dirs") -> Path:
+    """The file a path in a config (`function`; an external pipeline's `executable`) names,
+    if it lies inside one of the node's folders for them (`setting`: function_dirs,
+    executable_dirs; symlinks resolved on both sides); ValueError saying why not."""
     if not os.path.isabs(name):
-        raise ValueError(f"function {name!r} contains '/' but is not an absolute path")
-    dirs = [Path(d).resolve() for d in function_dirs]
+        raise ValueError(f"{key} {name!r} contains '/' but is not an absolute path")
+    resolved = [Path(d).resolve() for d in dirs]
     path = Path(name).resolve()
-    if not any(path.is_relative_to(d) for d in dirs):
-        allowed = ", ".join(map(str, dirs)) or "none: the node's function_dirs setting is empty"
+    if not any(path.is_relative_to(d) for d in resolved):
+        allowed = ", ".join(map(str, resolved)) or f"none: the node's {setting} setting is empty"
         raise ValueError(
-            f"function {name!r} is outside the folders this node runs functions from "
-            f"by path ({allowed})"
+            f"{key} {name!r} is outside the folders this node runs {key}s from by path ({allowed})"
         )
     if not path.is_file():
-        raise ValueError(f"function {name!r} is not a file")
+        raise ValueError(f"{key} {name!r} is not a file")
     return path
 
 

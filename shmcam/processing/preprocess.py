@@ -20,6 +20,11 @@ from .config import Settings
 from .orientation import Orientation
 
 
+class BackgroundError(ValueError):
+    """The configured background cannot be used on this frame (none loaded, another shape):
+    CamServer's notify_on_error case."""
+
+
 @dataclass
 class Prepared:
     """A pre-processed frame. Pixel (i, j) of `image` is `base[rect[0] + i, rect[2] + j]`, base
@@ -227,12 +232,12 @@ class Preprocessor:
         if s.background_mode is None:
             return None
         if background is None:
-            raise ValueError(
+            raise BackgroundError(
                 f"image_background_enable is set but no background was loaded "
                 f"(image_background: {s.background!r})"
             )
         if background.shape != image.shape:
-            raise ValueError(
+            raise BackgroundError(
                 f"background {s.background!r} has shape {background.shape}, the "
                 f"image {image.shape}: take a background with this geometry"
             )

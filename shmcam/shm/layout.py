@@ -83,7 +83,7 @@ assert RECORD_TYPES[TYPE_STRING][0] == "string"
 
 # Statistics block: preamble, field count, then NAMES as int64 counters, then the histogram.
 STATS_MAGIC = b"SHMCAMST"
-STATS_VERSION = 2
+STATS_VERSION = 3
 STATS_HEADER = struct.Struct("<8sIIqQII")
 STATS_HEADER_SIZE = 64
 STATS_FIELDS = (
@@ -102,6 +102,8 @@ STATS_FIELDS = (
     "frame_height",  # shape of the last frame taken from the input (gauges)
     "frame_width",
     "forwarder_clients",  # a camera's DataBuffer feed clients (gauge; CamServer's "N + M")
+    "bytes_in",  # bytes of the frames taken from the input (CamServer's total_bytes)
+    "frame_itemsize",  # bytes per pixel of the last frame (gauge; CamServer's frame_shape)
 )
 # Processing-time histogram: bucket b counts times t (ns) with floor(4*log2(t/1000)) == b,
 # clamped to [0, HIST_BUCKETS): quarter octaves from 1 µs to about 16 s.

@@ -204,12 +204,23 @@ class _RecordMapping(Mapping):
     def __init__(self, name, mm, inode=None):
         super().__init__(name, mm, inode)
         self.formats: dict[int, _Format] = {}  # parsed tables, by format
+        self._slot_arrays: list[np.ndarray | None] = [None] * self.slots
 
     def slot_start(self, slot: int) -> int:
         return self.HEADER_SIZE + slot * self.stride
 
+    def slot_array(self, slot: int) -> np.ndarray:
+        """A slot's bytes as one array, made once: what a record's views point into."""
+        array = self._slot_arrays[slot]
+        if array is None:
+            array = self._slot_arrays[slot] = np.frombuffer(
+                self.mm, np.uint8, self.stride, self.slot_start(slot)
+            )
+        return array
+
     def release_views(self) -> None:
         self.formats = {}
+        self._slot_arrays = [None] * self.slots
 
 
 def _tail() -> bytes:
@@ -419,6 +430,12 @@ class Record:
     def image(self):
         """The `image` channel, if the record has one (as a pipeline's frame would)."""
         return self.data.get("image")
+
+    @property
+    def memory(self) -> np.ndarray:
+        """The record's slot as bytes: an array that may share memory with it is (or derives
+        from) a view into the ring, to be copied before it is kept past `validate`."""
+        return self._map.slot_array(self._slot)
 
     def __repr__(self):
         return f"Record(index={self.index}, pulse_id={self.pulse_id}, channels={list(self.data)})"

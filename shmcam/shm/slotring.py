@@ -423,6 +423,13 @@ class Reader(RingEnd):
     def _read(self, m: Mapping, n: int):
         raise NotImplementedError
 
+    def published(self) -> tuple[int | None, int]:
+        """What the writer has published, as a token that changes with every item (and with
+        a new writer): the newest generation's inode and its write_seq. Nothing is read and
+        the reader's position does not move: for watching whether a ring is being fed."""
+        self._attach_newest(start_at_newest=False)
+        return self._map.inode, self._map.write_seq
+
     def skip_to_newest(self) -> None:
         """Continue with items published from now on, without counting the ones passed over
         as missed (e.g. after a slow start-up, before the reader's real work begins)."""
@@ -435,11 +442,15 @@ class Reader(RingEnd):
         An item of a retired generation is intact: no writer touches a generation after it
         has been superseded.
         """
-        m = item._map
-        intact = m is not self._map or m.slot_q[item._slot][0] == 2 * item.index + 2
+        intact = self.intact(item)
         if not intact:
             self.torn += 1
         return intact
+
+    def intact(self, item) -> bool:
+        """Whether the item is still complete in its slot (not counted either way)."""
+        m = item._map
+        return m is not self._map or m.slot_q[item._slot][0] == 2 * item.index + 2
 
     def item(self, n: int):
         """Item n, in place, if the ring still holds it complete; else None, counted missed.

@@ -13,6 +13,10 @@ class Conflict(RuntimeError):
     """The request contradicts the current state, e.g. an id already running (HTTP 409)."""
 
 
+class AlreadyRunning(Conflict):
+    """An instance of that id is running already (HTTP 409)."""
+
+
 class Unauthorized(Exception):
     """A call that changes the node without the node's bearer token (HTTP 401). Not
     PermissionError: an OS permission error of the store is a fault of the node."""

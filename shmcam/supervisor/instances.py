@@ -5,6 +5,10 @@ from the threaded daemon, with their control and report channels (workers/contro
 the hub (hub.py): nothing here ever blocks on an instance. Config updates are acknowledged by
 the instance once applied (or refused), so a REST call answers what really happened. Stopping
 is SIGTERM, then SIGKILL after a deadline, so even an instance stuck in C code goes.
+
+An external pipeline's instance process runs a program of its own (workers/external.py): it
+reports the program's pid, so that its CPU and memory count for the instance, a kill takes
+its whole process group, and a successor supervisor ends it if it outlived this one.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import time
 
 import psutil
 
-from shmcam.shm import StatsBlock, segment
+from shmcam.shm import StatsBlock, remove_ring, segment
 from shmcam.workers import split
 
 from .errors import BadRequest, Unavailable
@@ -47,7 +51,7 @@ class Instance:
         *,
         hub: Hub,
         pids: PidFiles,
-        read_only: bool = False,
+        shared: bool = False,
         permanent: bool = False,
         omp_threads: int = 1,
         memory_limit: int = 0,
@@ -57,7 +61,7 @@ class Instance:
         self.config = config
         self.spec = spec  # what the worker gets: config, ring, stats, port, ...
         self.stream = stream
-        self.read_only = read_only
+        self.shared = shared  # reused by name or for an equal config
         self.permanent = permanent
         self.omp_threads = omp_threads
         self.memory_limit = memory_limit  # bytes of address space, 0 for none
@@ -69,11 +73,13 @@ class Instance:
         self.exit_code: int | None = None
         self.last_error: str | None = None
         self.finished: str | None = None
-        self.output_file: str | None = None  # the HDF5 file a store pipeline writes
+        self.output_file: str | None = None  # the HDF5 file a FILE mode pipeline writes
         self.stream_ipc: str | None = None  # a camera's ipc endpoint (protocol: ipc)
         self.online: tuple[bool, str] | None = None  # a camera's last (online, reason) report
         self.restarts = 0
         self.restart_at: float | None = None  # when the watchdog restarts it (monotonic)
+        self.program: psutil.Process | None = None  # an external pipeline's program
+        self.progress_ns: int | None = None  # when its process last reported progress
         self.reaped = False  # its end was noticed and cleaned up
         self.idle_since: float | None = None  # on-demand bookkeeping of the watchdog
         self._ready = threading.Event()
@@ -91,6 +97,11 @@ class Instance:
         self._silent_since: float | None = None  # an update went unanswered since then
 
     @property
+    def read_only(self) -> bool:
+        """Refuses config updates: its config says so (CamServer's opt-in since c970766)."""
+        return self.config.get("read_only") is True
+
+    @property
     def process(self) -> subprocess.Popen | None:
         return self.link.process if self.link is not None else None
 
@@ -101,6 +112,7 @@ class Instance:
             self._pending.clear()
             self._silent_since = None
         self.exit_code = self.finished = self.online = None
+        self.program = self.progress_ns = None
         self.reaped = False
         self.restart_at = None
         env = dict(
@@ -147,6 +159,11 @@ class Instance:
         process = self.process
         if process is not None and process.poll() is None:
             log.warning("%s %s did not stop: killing it", self.kind, self.id)
+            if self.program is not None:  # first, while its parent keeps its pid from reuse
+                try:
+                    os.killpg(self.program.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             process.kill()
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
@@ -167,6 +184,8 @@ class Instance:
         self.release_segments()
 
     def release_segments(self) -> None:
+        """Remove what the instance leaves: its statistics, the rings it writes (its record
+        ring closed first, so that its readers stop waiting for it) and a program's config."""
         if self._stats is not None:
             self._stats.close()
             self._stats = None
@@ -174,6 +193,13 @@ class Instance:
             self._crew.close()
         for name in (self.spec["stats"], *self._ring_segments()):
             segment.unlink(name)
+        if self.spec.get("output_ring"):
+            remove_ring(self.spec["output_ring"])
+        if "program" in self.spec:
+            try:
+                os.unlink(self.spec["program"]["config_file"])
+            except FileNotFoundError:
+                pass
 
     def _ring_segments(self) -> list[str]:
         """The generations of the ring the instance writes: a camera its frames' ring (which
@@ -232,6 +258,8 @@ class Instance:
         if code is not None and self.exit_code is None:
             self.exit_code = code
             self.pids.forget(process.pid)
+            if self.program is not None:
+                self.pids.forget(self.program.pid)
             self.link.close()
         return code
 
@@ -305,12 +333,31 @@ class Instance:
             self.finished = str(report["finished"])
         if "online" in report:
             self.online = (bool(report["online"]), str(report.get("reason", "")))
+        if isinstance(report.get("program"), dict):
+            self._program_started(report["program"].get("pid"))
+        if "progress" in report:
+            self.progress_ns = time.time_ns()
         if "config_applied" in report:
             self._acknowledged(_seq(report["config_applied"]), None)
         if "config_refused" in report:
             self._acknowledged(_seq(report["config_refused"]), str(report.get("error")))
         if isinstance(report.get("log"), dict):
             self._log_record(report["log"])
+
+    def _program_started(self, pid) -> None:
+        """An external pipeline's program: it must be a child of the instance process (a
+        report cannot make the supervisor watch or kill anything else)."""
+        try:
+            program = psutil.Process(_seq(pid))
+            if program.ppid() != self.pid:
+                raise psutil.NoSuchProcess(program.pid)
+        except (psutil.Error, ValueError):
+            log.warning(
+                "%s %s reported a program that is not its child: %r", self.kind, self.id, pid
+            )
+            return
+        self.program = program
+        self.pids.record(program.pid, "program", self.id)
 
     def _log_record(self, entry: dict) -> None:
         """A worker's log record: its own level and time, under the instance's logger."""
@@ -363,24 +410,34 @@ class Instance:
 
     def progressed_within(self, seconds: float) -> bool:
         """Whether its main loop updated its statistics within the last `seconds` (every
-        instance does twice a second while it is not stuck)."""
-        updated = self.counters().get("updated_ns", 0)
+        instance does twice a second while it is not stuck); for an external pipeline,
+        whether its process reported progress of the program (the program's own updates
+        of the statistics only tell when it last processed something, not that it is
+        stuck)."""
+        if "program" in self.spec:
+            updated = self.progress_ns or 0
+        else:
+            updated = self.counters().get("updated_ns", 0)
         return not updated or time.time_ns() - updated < seconds * 1e9
 
     def update_rates(self) -> None:
         """Frames/s in and out, and CPU, since the last call (the manager's watchdog calls this
         periodically, so every reader of the statistics sees the same figures)."""
         if self.alive and self._psutil is not None:
-            try:
-                self._cpu = self._psutil.cpu_percent()
-                self._memory = self._psutil.memory_info().rss
-            except psutil.Error:
-                pass
+            cpu, memory = 0.0, 0
+            for process in (self._psutil, self.program):
+                try:
+                    if process is not None:
+                        cpu += process.cpu_percent()
+                        memory += process.memory_info().rss
+                except psutil.Error:
+                    pass
+            self._cpu, self._memory = cpu, memory
         now, counters = time.monotonic(), self.counters()
         then, before, _ = self._rates
         rates = {
             k: (counters[k] - before.get(k, counters[k])) / max(1e-3, now - then)
-            for k in ("frames_in", "frames_out")
+            for k in ("frames_in", "frames_out", "bytes_in")
             if k in counters
         }
         self._rates = (now, counters, rates)
@@ -393,13 +450,14 @@ class Instance:
         rates = self._rates[2]
         cpu, memory = (self._cpu, self._memory) if self.alive else (None, None)
         clients, forwarded = counters.get("clients", 0), counters.get("forwarder_clients", 0)
+        height, width = counters.get("frame_height"), counters.get("frame_width")
         return {
-            "total_bytes": counters.get("bytes_out", 0),
+            "total_bytes": counters.get("bytes_in", 0),  # CamServer's: bytes received
             # CamServer's: "N + M" with a DataBuffer feed (forwarder_port)
             "clients": f"{clients} + {forwarded}" if self.config.get("forwarder_port") else clients,
             "stream_clients": clients,
             "forwards": forwarded,
-            "throughput": rates.get("frames_out", 0.0),
+            "throughput": rates.get("bytes_in", 0.0),  # bytes received per second
             "time": time.strftime("%Y-%m-%d %H:%M:%S"),
             "fps_in": rates.get("frames_in", 0.0),
             "fps_out": rates.get("frames_out", 0.0),
@@ -409,11 +467,11 @@ class Instance:
             "cpu": cpu,
             "memory": memory,
             "header_changes": counters.get("header_changes"),
+            # CamServer's "WxHxbytes", and shmcam's [height, width] (numpy order)
             "frame_shape": (
-                [counters["frame_height"], counters["frame_width"]]
-                if counters.get("frame_height")
-                else None
-            ),  # numpy order
+                f"{width}x{height}x{counters.get('frame_itemsize', 0)}" if height else None
+            ),
+            "frame_size": [height, width] if height else None,
             "dropped": counters.get("dropped", 0),
             "torn": counters.get("torn", 0),
             "errors": counters.get("errors", 0),
@@ -438,8 +496,14 @@ class Instance:
         return round(min(1.0, counters.get("lag", 0) / self.spec["ring_slots"]), 3)
 
     def info(self) -> dict:
-        """CamServer's instance info."""
+        """CamServer's instance info (a camera's with its geometry), and shmcam's keys."""
+        statistics = self.statistics()
+        extra = {}
+        if self.kind == "camera":
+            height, width = statistics["frame_size"] or (None, None)
+            extra["camera_geometry"] = [width, height] if height else None
         return {
+            **extra,
             "stream_address": self.stream,
             "is_stream_active": self.alive,
             "state": self.state,
@@ -449,12 +513,13 @@ class Instance:
             "config": self.config,
             "instance_id": self.id,
             "read_only": self.read_only,
+            "shared": self.shared,
             "last_start_time": (
-                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.start_time))
+                time.strftime("%Y-%m-%d %H:%M:%S UTC%z", time.localtime(self.start_time))
                 if self.start_time
                 else None
             ),
-            "statistics": self.statistics(),
+            "statistics": statistics,
             "started": self.start_time,  # shmcam's: epoch seconds of the last start
             "exit_code": self.exit_code,
             "last_error": self.last_error,

@@ -1,10 +1,15 @@
 """The node's instances: which run, on which ports, how they start and stop.
 
 One camera instance per camera, started when a pipeline or a client needs it. Pipelines are
-private (own id), shared (a saved config's name) or read-only shared (reused for equal configs).
+private (own id) or shared (a saved config's name, or reused for an equal config); any of them
+is read-only (refuses config updates) only if its config says `read_only`, as CamServer's.
 The watchdog (watchdog.py) restarts what must run and stops what nobody uses. Waiting for an
 instance (its start, a config update, its stop) never holds the manager lock: the node answers
 other calls meanwhile, whatever one instance does.
+
+Cascades (`input_pipeline`) on this node read their upstream's record ring in place; a pipeline
+writes that ring only while such a reader runs (`sync_record_outputs`). External pipelines run
+a program (workers/external.py) whose output ring shmcam publishes.
 """
 
 from __future__ import annotations
@@ -15,19 +20,22 @@ import threading
 import uuid
 from pathlib import Path
 
+from shmcam.external import output_ring_base
 from shmcam.names import check_name
-from shmcam.shm import ring_base, stats_name
+from shmcam.shm import create_record_ring, generations, ring_base, stats_name
 from shmcam.sources import probe
 from shmcam.sources.config import DEFAULT_SOURCE_TYPE
+from shmcam.workers import split
 from shmcam.workers.pipeline_types import (
     bind_address,
     connect_address,
     output_mode,
     pipeline_type,
+    program_output,
 )
 
 from . import validation
-from .errors import BadRequest, Conflict, NotFound
+from .errors import AlreadyRunning, BadRequest, Conflict, NotFound
 from .hub import Hub
 from .instances import STOP_TIMEOUT, Instance
 from .settings import Settings
@@ -39,15 +47,6 @@ log = logging.getLogger(__name__)
 READY_TIMEOUT = 60.0
 UPDATE_TIMEOUT = 10.0  # for an instance to apply a live config update
 MAX_CASCADE = 16  # pipelines reading pipelines reading ...
-# What a pipeline reads is set up at its start: these keys cannot change on a running instance.
-INPUT_KEYS = (
-    "camera_name",
-    "pipeline_type",
-    "input_stream",
-    "input_stream2",
-    "input_pipeline",
-    "input_mode",
-)
 
 
 class Manager:
@@ -164,14 +163,16 @@ class Manager:
         config: dict,
         instance_id: str | None = None,
         *,
-        read_only: bool = False,
+        shared: bool = False,
         permanent: bool = False,
     ) -> Instance:
         """Start a pipeline. One that does not start changes nothing: a camera or upstream
         started for it is stopped again."""
         validation.pipeline(config, self.store.config_names("camera"))
         self._code_available(config)
+        self.places_allowed(config)
         self.store.check_config(config, "pipeline config")
+        config = validation.expanded_pipeline(config)  # as CamServer's clients read it back
         instance_id = instance_id or str(uuid.uuid4())
         _check_instance_id(instance_id)
         self._check_cascade(config, instance_id)
@@ -181,14 +182,16 @@ class Manager:
             source = self._input(config, instance_id, started)
             with self.lock:
                 self._check_not_running(instance_id)  # nobody took the id meanwhile
+                self._feed(source)
                 instance = self._new_instance(
                     "pipeline",
                     instance_id,
                     config,
                     self.settings.pipeline_ports,
-                    read_only=read_only,
+                    shared=shared,
                     permanent=permanent,
                     source=source,
+                    output=self._output(config),
                 )
                 self.pipelines[instance_id] = instance
             return self._started(self.pipelines, instance, BadRequest)
@@ -198,7 +201,15 @@ class Manager:
                     upstream.stop()
             raise
 
-    def _code_available(self, config: dict) -> None:
+    def _code_available(self, config: dict) -> str | None:
+        """Refuse a config whose code is not there; the program an external pipeline runs."""
+        if pipeline_type(config) == "external":
+            return validation.program_available(
+                config,
+                self.store.file_names("program"),
+                Path(self.settings.data_dir) / "programs",
+                self.settings.executable_dirs,
+            )
         validation.function_available(
             config,
             self.store.file_names("script"),
@@ -206,11 +217,16 @@ class Manager:
             self.store.file_names("lib"),
         )
 
+    def places_allowed(self, config: dict) -> None:
+        """Refuse a config that writes files or asks a dispatcher where this node may not."""
+        validation.node_places(config, self.settings.file_dirs, self.settings.dispatcher_urls)
+
     def _check_not_running(self, instance_id: str) -> None:
         if self._running_pipeline(instance_id) is not None:
-            raise Conflict(
-                f"instance {instance_id} is already running; stop it first "
-                f"or choose another instance_id"
+            raise AlreadyRunning(
+                f"Instance with id '{instance_id}' is already present and running. Use another "
+                f"instance_id or stop the current instance if you want to reuse the same "
+                f"instance_id."
             )
 
     def _running_pipeline(self, instance_id: str) -> Instance | None:
@@ -244,67 +260,132 @@ class Manager:
     def _input(self, config: dict, instance_id: str, started: list[Instance]) -> dict | None:
         """Where a pipeline's frames come from unless from its camera's ring (None): the
         stream it names, its upstream pipeline's (a cascade: started from the saved config
-        of that name if not running) or, for a stream pipeline, its camera's stream. What
-        this starts is appended to `started`."""
+        of that name if not running) or, for a stream pipeline, its camera's stream; and the
+        second stream merged into it (`stream2`, `mode2`). What this starts is appended to
+        `started`. bsread addresses and channels the instance reads itself."""
         camera = camera_read(config)
+        stream, mode = config.get("input_stream"), config.get("input_mode") or "SUB"
         if camera is not None:
             instance, new = self._camera(camera)
             if new:
                 started.append(instance)
             if pipeline_type(config) != "stream":
                 return None
-            return {
-                "stream": f"tcp://127.0.0.1:{instance.spec['port']}",
-                "mode": "SUB",
-                "stream2": config.get("input_stream2"),
-            }
-        stream, mode = config.get("input_stream"), config.get("input_mode") or "SUB"
+            stream, mode = f"tcp://127.0.0.1:{instance.spec['port']}", "SUB"
         if pipeline_type(config) == "fanin":  # binds the address its workers push to
             return {"stream": bind_address(stream), "mode": "PULL", "bind": True}
-        upstream = config.get("input_pipeline")
-        if upstream:
-            running = self._running_pipeline(upstream)
-            source = self.shared_pipeline(upstream)
-            if running is None:
-                started.append(source)
-            stream = f"tcp://127.0.0.1:{source.spec['port']}"
-            mode = "PULL" if output_mode(source.config) == "PUSH" else "SUB"
-        if stream is None:
-            return None  # a custom pipeline
-        return {"stream": stream, "stream2": config.get("input_stream2"), "mode": mode}
+        stream2, mode2 = config.get("input_stream2"), config.get("input_mode2") or "SUB"
+        if config.get("input_pipeline2"):
+            stream2, mode2 = loopback(self._upstream(config["input_pipeline2"], started))
+        if config.get("input_pipeline"):
+            upstream = self._upstream(config["input_pipeline"], started)
+            if reads_records(config, upstream):
+                return {"records": upstream.spec["output_ring"], "upstream": upstream.id}
+            stream, mode = loopback(upstream)
+        if stream is None and stream2 is None:
+            return None  # custom, bsread addresses or channels, an external program without input
+        return {"stream": stream, "mode": mode, "stream2": stream2, "mode2": mode2}
+
+    def _upstream(self, name: str, started: list[Instance]) -> Instance:
+        """A pipeline of this node, started if not running."""
+        running = self._running_pipeline(name)
+        source = self.shared_pipeline(name)
+        if running is None:
+            started.append(source)
+        return source
+
+    def _output(self, config: dict) -> dict | None:
+        """output_pipeline: the address the named pipeline's config reads (its input_stream,
+        which it binds), for the sender to connect to (CamServer's fan-in wiring)."""
+        name = config.get("output_pipeline")
+        if not name:
+            return None
+        running = self._running_pipeline(name)
+        target = running.config if running else self.store.get_config("pipeline", name)
+        address = target.get("input_stream")
+        if not isinstance(address, str) or "://" not in address:
+            raise BadRequest(
+                f"pipeline config: output_pipeline {name!r} has no input_stream to send to"
+            )
+        return {"stream": connect_address(address)}
+
+    def reopen_input(self, instance: Instance) -> None:
+        """Before a pipeline's restart: resolve its input again (and feed its ring)."""
+        source = self._input(instance.config, instance.id, [])
+        with self.lock:
+            self._feed(source)
+            instance.spec["input"] = source
+
+    # --- record rings of cascades -------------------------------------------------------------
+    def _feed(self, source: dict | None) -> None:
+        """(Under the lock.) Before a reader of a record ring starts: its writer writes it."""
+        upstream = self.pipelines.get((source or {}).get("upstream"))
+        if upstream is not None and upstream.alive and records_on_demand(upstream.config):
+            self._write_records(upstream, True)
+
+    def sync_record_outputs(self) -> None:
+        """Every live pipeline writes its record ring exactly while a live pipeline of this
+        node reads it (the watchdog calls this periodically; readers come and go)."""
+        with self.lock:
+            pipelines = [p for p in self.pipelines.values() if p.alive]
+            read = {(p.spec.get("input") or {}).get("records") for p in pipelines}
+            for pipeline in pipelines:
+                if records_on_demand(pipeline.config):
+                    self._write_records(pipeline, pipeline.spec["output_ring"] in read)
+
+    def _write_records(self, pipeline: Instance, wanted: bool) -> None:
+        """(Under the lock.) Tell a pipeline to start or stop writing its record ring; the
+        ring is made first, so that its readers attach at once. It stays until the
+        pipeline's end (release_segments)."""
+        if wanted == pipeline.spec["write_records"]:
+            return
+        base = pipeline.spec["output_ring"]
+        if wanted and not generations(base):
+            create_record_ring(base, self.settings.ring_slots)
+        pipeline.spec["write_records"] = wanted
+        pipeline.link.send({"write_records": wanted}, replaces="write_records")
+        log.info("pipeline %s %s its record ring", pipeline.id, "writes" if wanted else "stops")
 
     def shared_pipeline(self, name: str) -> Instance:
         """The instance named after a saved config, started from it if not running."""
         instance = self._running_pipeline(name)
         if instance is None:
             try:
-                return self.create_pipeline(
-                    self.store.get_config("pipeline", name), name, read_only=True
-                )
-            except Conflict:  # started by a concurrent call meanwhile: that one it is
+                config = self.store.get_config("pipeline", name)
+            except NotFound:
+                raise NotFound(
+                    f"Instance '{name}' is not present on server and it is not a saved "
+                    f"pipeline name."
+                ) from None
+            try:
+                return self.create_pipeline(config, name, shared=True)
+            except AlreadyRunning:  # started by a concurrent call meanwhile: that one it is
                 instance = self._running_pipeline(name)
                 if instance is None:
                     raise
         return self._started(self.pipelines, instance, BadRequest)
 
     def pipeline_for_config(self, config: dict) -> Instance:
-        """A running read-only instance with an equal config, else a new read-only one."""
+        """A running shared instance with an equal config, else a new shared one."""
+        wanted = validation.expanded_pipeline(config) if isinstance(config, dict) else config
         with self.lock:
             equal = [
                 instance
                 for instance in self.pipelines.values()
-                if instance.read_only and instance.alive and instance.config == config
+                if instance.shared and instance.alive and instance.config == wanted
             ]
         if equal:
             return self._started(self.pipelines, equal[0], BadRequest)
-        return self.create_pipeline(config, read_only=True)
+        return self.create_pipeline(config, shared=True)
 
     def update_pipeline(self, instance_id: str, update: dict) -> dict:
-        """Merge a live update into a running private instance, applied by the instance from
-        its next frame. It answers only once the instance took it; one it refuses (a function
-        that does not load) or does not take in time changes nothing."""
+        """Merge a live update into a running instance (unless it is read_only), applied by
+        the instance from its next frame. It answers only once the instance took it; one it
+        refuses (a function that does not load) or does not take in time changes nothing."""
         if not isinstance(update, dict):
             raise BadRequest("a config update must be a JSON object")
+        if not update:
+            raise BadRequest("Config updates cannot be empty.")
         with self.lock:
             instance = self.running_pipeline(instance_id)
             if not instance.alive:
@@ -314,24 +395,22 @@ class Manager:
                 )
             if instance.read_only:
                 raise Conflict(
-                    f"instance {instance_id} is read-only (shared); create a "
-                    f"private instance to change its config"
+                    f"Cannot set config on a read only instance. Instance {instance_id} has "
+                    f"read_only set; create another instance to change its config"
                 )
-            fixed = [
-                key
-                for key in INPUT_KEYS
-                if key in update and update[key] != instance.config.get(key)
-            ]
-            if fixed:
+            if "camera_name" in update and update["camera_name"] != instance.config.get(
+                "camera_name"
+            ):
                 raise BadRequest(
-                    f"{', '.join(fixed)} cannot change on a running instance (its "
-                    f"input is set up at start); start a new instance instead"
+                    "Cannot change the camera name on a running instance. Stop the instance first."
                 )
             validation.stream_unchanged(instance.config, update)
+            validation.program_unchanged(instance.config, update)
             config = validation.pipeline(
                 validation.merge(instance.config, update), self.store.config_names("camera")
             )
             self._code_available(config)
+            self.places_allowed(config)
             self.store.check_config(config, "pipeline config")
         instance.update_config(config, UPDATE_TIMEOUT)
         return config
@@ -390,34 +469,43 @@ class Manager:
             pipelines = list(self.pipelines.values())
         if instance.kind == "camera":
             return [p for p in pipelines if p.alive and p.spec["camera"] == instance.id]
-        return [p for p in pipelines if p.alive and p.config.get("input_pipeline") == instance.id]
+        return [
+            p
+            for p in pipelines
+            if p.alive
+            and instance.id in (p.config.get("input_pipeline"), p.config.get("input_pipeline2"))
+        ]
 
     def _new_instance(
-        self, kind: str, instance_id: str, config: dict, ports, source=None, **flags
+        self, kind: str, instance_id: str, config: dict, ports, source=None, output=None, **flags
     ) -> Instance:
         port = config.get("port") or self._free_port(ports)
         camera = instance_id if kind == "camera" else camera_read(config)
         data = Path(self.settings.data_dir)
+        pipeline = kind == "pipeline"
         spec = {
             "node": self.settings.node,
             "instance_id": instance_id,
             "camera": camera,
             "ring": camera and ring_base(self.settings.node, camera),
-            "preview": (
-                None if kind == "camera" else ring_base(self.settings.node, instance_id, "preview")
-            ),
+            "preview": ring_base(self.settings.node, instance_id, "preview") if pipeline else None,
+            "output_ring": output_ring_base(self.settings.node, instance_id) if pipeline else None,
+            "write_records": False,
             "ring_slots": self.settings.ring_slots,
             "stats": stats_name(self.settings.node, f"{kind[0]}-{instance_id}"),
             "port": port,
             "input": source,
-            "output": self._output(config) if kind == "pipeline" else None,
+            "output": output,
             "scripts_dir": str(data / "scripts"),
             "function_dirs": [str(d) for d in self.settings.function_dirs],
             "camera_scripts_dir": str(data / "camera_scripts"),
             "backgrounds_dir": str(data / "backgrounds"),
             "store_dir": str(data / "store"),
+            "file_dirs": [str(d) for d in self.settings.file_dirs],
             "max_frame_bytes": self.settings.max_frame_bytes,
         }
+        if pipeline and pipeline_type(config) == "external":
+            spec["program"] = self._program(instance_id, config)
         instance = Instance(
             kind,
             instance_id,
@@ -433,17 +521,16 @@ class Manager:
         instance.start()
         return instance
 
-    def _output(self, config: dict) -> dict | None:
-        """Where a pipeline's stream connects instead of binding: `output_stream`, or the
-        input_stream of the fanin `output_pipeline` names (CamServer's wiring)."""
-        address, fanin = config.get("output_stream"), config.get("output_pipeline")
-        if fanin:
-            running = self._running_pipeline(fanin)
-            target = running.config if running else self.store.get_config("pipeline", fanin)
-            if pipeline_type(target) != "fanin":
-                raise BadRequest(f"pipeline config: output_pipeline {fanin!r} is not a fanin")
-            address = connect_address(target["input_stream"])
-        return {"connect": address} if address else None
+    def _program(self, instance_id: str, config: dict) -> dict:
+        """What an external pipeline's process needs to start its program."""
+        config_dir = Path(self.settings.run_dir) / self.settings.node / "config"
+        config_dir.mkdir(parents=True, exist_ok=True)
+        return {
+            "argv": [self._code_available(config), *config.get("args", [])],
+            "env": config.get("env", {}),
+            "output": program_output(config),
+            "config_file": str(config_dir / f"{instance_id}.json"),
+        }
 
     def _free_port(self, ports) -> int:
         """A port of the range that no instance holds (a permanent one being restarted keeps
@@ -453,7 +540,10 @@ class Manager:
         for port in range(ports[0], ports[1] + 1):
             if port not in taken and _bindable(port):
                 return port
-        raise Conflict(f"no free port left in {list(ports)}; stop instances or widen the range")
+        raise Conflict(
+            f"All ports are used. Stop some instances before opening a new stream. (No free "
+            f"port left in {list(ports)}; or widen the node's range.)"
+        )
 
 
 def stop_together(instances: list[Instance], timeout: float = STOP_TIMEOUT) -> None:
@@ -470,13 +560,48 @@ def stop_together(instances: list[Instance], timeout: float = STOP_TIMEOUT) -> N
         thread.join()
 
 
+def records_on_demand(config: dict) -> bool:
+    """Pipelines that write their record ring only while it is read (an external program
+    writes its own from the start; a store pipeline has no results to write)."""
+    return pipeline_type(config) in ("processing", "stream", "custom")
+
+
+def reads_records(config: dict, upstream: Instance) -> bool:
+    """Whether a cascade reads its upstream pipeline of this node from the upstream's record
+    ring, in place, zero-copy: the types that read records (processing, stream, external)
+    from an upstream that writes them (a processing, stream or custom pipeline, an external
+    program with an output ring), when no second stream is merged in and its frames are not
+    shared out among workers. Else it reads the upstream's bsread stream over loopback ZMQ,
+    as a cascade of an upstream on another node does (through the coordinator), and as
+    the workers of a fanout do (it deals its frames out round robin)."""
+    kind = pipeline_type(config)
+    reader = (
+        kind in ("processing", "stream", "external")
+        and not any(config.get(key) for key in validation.SECOND_STREAM_KEYS)
+        and (kind == "external" or split.parse(config).workers == 1)
+    )
+    upstream_kind = pipeline_type(upstream.config)
+    writer = records_on_demand(upstream.config) or (
+        upstream_kind == "external" and program_output(upstream.config) == "ring"
+    )
+    return reader and writer
+
+
+def loopback(upstream: Instance) -> tuple[str, str]:
+    """The address and receive mode of a pipeline's stream from this node."""
+    mode = "PULL" if output_mode(upstream.config) == "PUSH" else "SUB"
+    return f"tcp://127.0.0.1:{upstream.spec['port']}", mode
+
+
 def camera_read(config: dict) -> str | None:
     """The camera whose frames a pipeline reads (its ring; a stream pipeline its stream), or
     None when it reads another stream or nothing (custom)."""
+    kind = pipeline_type(config)
     if (
-        pipeline_type(config) == "custom"
+        kind == "custom"
         or config.get("input_stream")
         or config.get("input_pipeline")
+        or (kind == "stream" and (config.get("bsread_address") or config.get("bsread_channels")))
     ):
         return None
     return config.get("camera_name")

@@ -96,7 +96,7 @@ class Node:
         return self.permanent.set(table)
 
     def heartbeat(self, kind: str) -> dict:
-        return {i: inst.statistics() for i, inst in self.manager.instances(kind).items()}
+        return {i: heartbeat_entry(inst.info()) for i, inst in self.manager.instances(kind).items()}
 
     def stop_all(self, kind: str) -> None:
         self.manager.stop_all(kind)
@@ -138,7 +138,8 @@ class Node:
         return online, "frames arriving" if arriving else reason
 
     def camera_config(self, name: str) -> dict:
-        return self.manager.camera_config(name)
+        """Expanded with its source type's defaults, as CamServer answers it."""
+        return validation.expanded_camera(self.manager.camera_config(name))
 
     def set_camera_config(self, name: str, config) -> dict:
         return self.manager.set_camera_config(name, config)
@@ -167,12 +168,24 @@ class Node:
         return self.manager.pipeline_for_config(config)
 
     def pipeline_info(self, instance_id: str) -> dict:
-        return self.manager.running_pipeline(instance_id).info()
+        """A running instance's info (or a permanent one's, coming back); one that ended is
+        forgotten, as CamServer forgets it (its exit code, end and logs stay at /exitcode and
+        /api/v1/logs/instance)."""
+        instance = self.manager.running_pipeline(instance_id)
+        if not (instance.alive or instance.permanent or instance.restart_at is not None):
+            raise NotFound(
+                f"Instance '{instance_id}' does not exist. (It ended: see its exitcode.)"
+            )
+        return instance.info()
 
     def pipeline_exitcode(self, instance_id: str) -> dict:
+        """CamServer's `exitcode` (None while running, as a process's), and shmcam's own
+        account of the end: its state, why it finished, its last error."""
         instance = self.manager.running_pipeline(instance_id)
         return {
             "exitcode": instance.poll(),
+            "instance_state": instance.state,
+            "output_file": instance.output_file,
             "finished": instance.finished,
             "last_error": instance.last_error,
         }
@@ -193,10 +206,12 @@ class Node:
         return config
 
     def pipeline_config(self, name: str) -> dict:
-        return self.store.get_config("pipeline", name)
+        """Expanded with CamServer's defaults, as CamServer answers it."""
+        return validation.expanded_pipeline(self.store.get_config("pipeline", name))
 
     def save_pipeline_config(self, name: str, config) -> dict:
         validation.pipeline(config, self.store.config_names("camera"))
+        self.manager.places_allowed(config)  # a config this node could never run
         self.store.save_config("pipeline", name, config)
         return config
 
@@ -249,3 +264,35 @@ class Node:
             if instance is not None:
                 return [camserver_entry(record) for record in list(instance.logs)]
         raise NotFound(f"no instance {instance_id!r} on this node")
+
+
+def heartbeat_entry(info: dict) -> dict:
+    """CamServer's heartbeat entry of an instance, from its info."""
+    statistics = info["statistics"]
+    entry = {
+        "stream_address": info["stream_address"],
+        "camera_name": info["camera_name"],
+        "simulation": (info.get("config") or {}).get("source_type") == "simulation",
+        "last_start_time": info["last_start_time"],
+        "read_only": info["read_only"],
+        "geometry": info.get("camera_geometry"),
+        **{
+            k: statistics.get(k)
+            for k in (
+                "total_bytes",
+                "clients",
+                "throughput",
+                "time",
+                "pid",
+                "cpu",
+                "memory",
+                "header_changes",
+                "frame_shape",
+            )
+        },
+        "rx": statistics.get("fps_in"),
+        "tx": statistics.get("fps_out"),
+    }
+    if statistics.get("forwards"):
+        entry["forwards"] = statistics["forwards"]
+    return entry

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from .errors import BadRequest, Conflict, NotFound
+from .errors import AlreadyRunning, BadRequest, Conflict, NotFound
 from .manager import Manager
 
 log = logging.getLogger(__name__)
@@ -120,8 +120,7 @@ class Permanent:
                 else:
                     config = self.store.get_config("pipeline", config_name)
                     self.manager.create_pipeline(config, name, permanent=True)
-            except Conflict as error:
-                if "already running" not in str(error):
-                    log.error("permanent %s (%s) did not start: %s", name, config_name, error)
+            except AlreadyRunning:  # started on request meanwhile: it stays, permanently
+                self.manager.adopt(kind, name)
             except Exception as error:
                 log.error("permanent %s (%s) did not start: %s", name, config_name, error)

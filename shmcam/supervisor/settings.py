@@ -38,6 +38,9 @@ class Settings:
     allow_anonymous_code: bool = False  # without a token: accept code uploads all the same
     function_dirs: tuple[Path, ...] = ()  # where `function` may name user code by path
     executable_dirs: tuple[Path, ...] = ()  # where external pipelines' programs may be
+    file_dirs: tuple[Path, ...] = ()  # where FILE mode pipelines may write, besides the store
+    # SwissFEL dispatchers a pipeline may ask for bsread_channels (bsread's default one)
+    dispatcher_urls: tuple[str, ...] = ("https://dispatcher-api.psi.ch/sf-databuffer",)
     run_dir: Path = Path("/run/shmcam")  # the instances' pids, for the next supervisor
     stuck_timeout: float = 60.0  # s without progress before an instance is killed
     max_frame_mb: int = 64  # largest camera frame (size_x * size_y * bytes)
@@ -142,7 +145,13 @@ def _check(key: str, value, source: str):
         if not isinstance(value, bool):
             raise bad("true or false")
         return value
-    if key in ("function_dirs", "executable_dirs"):
+    if key == "dispatcher_urls":
+        if not isinstance(value, (list, tuple)) or not all(
+            isinstance(v, str) and v.startswith(("http://", "https://")) for v in value
+        ):
+            raise bad("a list of http(s) URLs")
+        return tuple(v.rstrip("/") for v in value)
+    if key in ("function_dirs", "executable_dirs", "file_dirs"):
         if not isinstance(value, (list, tuple)) or not all(
             isinstance(v, (str, Path)) and Path(v).is_absolute() for v in value
         ):

@@ -1,7 +1,8 @@
 """The node's persistent store: configs and their history, backgrounds, scripts and libs.
 
 Layout under data_dir: `cameras/<name>.json`, `pipelines/<name>.json`, `backgrounds/<id>.npy`,
-`scripts/<name>`, `camera_scripts/<name>`, `libs/<name>`, and
+`scripts/<name>`, `camera_scripts/<name>`, `libs/<name>`, `programs/<name>` (external
+pipelines' executables: mode 755), and
 `history/<cameras|pipelines|scripts>/<name>/<UTC stamp>`.
 Shipped configs are read from `config_dir/<cameras|pipelines>/<name>.toml`; a config saved in
 data_dir overrides the shipped one of the same name. Every write is atomic (temp file, fsync,
@@ -39,8 +40,15 @@ FILE_MODE = 0o644
 CONFIG_KINDS = {"camera": "cameras", "pipeline": "pipelines"}
 # Pipeline scripts (user functions), camera scripts (user sources) and libs keep apart, so
 # that a camera script never replaces a pipeline script of the same name.
-FILE_KINDS = {"script": "scripts", "camera_script": "camera_scripts", "lib": "libs"}
+FILE_KINDS = {
+    "script": "scripts",
+    "camera_script": "camera_scripts",
+    "lib": "libs",
+    "program": "programs",
+}
 _FILES_WITH_HISTORY = {"script", "camera_script"}
+_EXECUTABLE_KINDS = {"program"}
+_EXECUTABLE_MODE = 0o755
 _HISTORY_STAMP = re.compile(r"\d{8}T\d{6}_\d{6}Z")
 _HISTORY_FORMAT = "%Y%m%dT%H%M%S_%fZ"
 
@@ -82,7 +90,7 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
+def _write_atomic(path: Path, write: Callable[[BinaryIO], object], mode: int = FILE_MODE) -> None:
     """Readers see the old file or the new one, never a partial one, even after a crash."""
     path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -91,7 +99,7 @@ def _write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
             write(file)
             file.flush()
             os.fsync(file.fileno())
-        os.chmod(tmp, FILE_MODE)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -236,12 +244,18 @@ class ConfigStore:
         for old in _history_stamps(history, suffix)[: -self.history_limit]:
             (history / f"{old}{suffix}").unlink()
 
-    def _write(self, path: Path, write: Callable[[BinaryIO], object], history: str | None) -> None:
+    def _write(
+        self,
+        path: Path,
+        write: Callable[[BinaryIO], object],
+        history: str | None,
+        mode: int = FILE_MODE,
+    ) -> None:
         """Atomic write; `history` is the suffix of history files, None for no history."""
         with self._lock:
             if history is not None:
                 self._archive(path, history)
-            _write_atomic(path, write)
+            _write_atomic(path, write, mode)
         log.info("stored %s", path)
 
     def _delete(self, path: Path, history: str | None, missing: Exception) -> None:
@@ -416,7 +430,9 @@ class ConfigStore:
     def latest_background(self, camera: str) -> str:
         ids = self.background_ids(camera)
         if not ids:
-            raise NotFound(f"no background saved for camera {camera!r}: take one first")
+            raise NotFound(
+                f"No background matches for the specified prefix '{camera}'. (Take one first.)"
+            )
         return ids[-1]
 
     def delete_background(self, background_id: str) -> None:
@@ -445,7 +461,8 @@ class ConfigStore:
                 f"{kind} {name!r}: the content must be bytes, got {type(data).__name__}"
             )
         history = "" if kind in _FILES_WITH_HISTORY else None
-        self._write(path, lambda file: file.write(data), history)
+        mode = _EXECUTABLE_MODE if kind in _EXECUTABLE_KINDS else FILE_MODE
+        self._write(path, lambda file: file.write(data), history, mode)
 
     def delete_file(self, kind: str, name: str) -> None:
         path = self._file(kind, name)

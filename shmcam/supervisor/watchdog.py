@@ -5,9 +5,14 @@ Three policies, each in its own place:
   after the delay of its RestartPolicy (shmcam/restarts.py: first try within a second, longer
   while it keeps failing at once, afresh after a healthy run); its port stays reserved.
 - idle: an on-demand instance without clients for `no_client_timeout` seconds is stopped (a
-  camera counts the pipelines reading it as clients; a store pipeline writes files, never idle).
+  camera or pipeline counts the pipelines reading it as clients; a FILE mode pipeline writes
+  a file, and an external program sending its own stream has clients shmcam cannot count:
+  never idle).
 - stuck: an instance whose main loop made no progress for `stuck_timeout` seconds (its
-  statistics are touched twice a second) is killed, and restarted if it must run.
+  statistics are touched twice a second) is killed, and restarted if it must run. An external
+  program is judged by what it does, which its instance process reports (workers/external.py:
+  it progresses while its counters or output move, or while its input ring is not fed).
+It also keeps the record rings of cascades written exactly while they are read.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import threading
 import time
 
 from shmcam.restarts import RestartPolicy
-from shmcam.workers.pipeline_types import pipeline_type
+from shmcam.workers.pipeline_types import pipeline_type, program_output
 
 from .instances import Instance
 from .manager import Manager
@@ -63,6 +68,7 @@ class Watchdog:
                 instance.kill()
             elif not instance.permanent:
                 self._stop_if_idle(instance, now)
+        self.manager.sync_record_outputs()
 
     # --- restart ------------------------------------------------------------------------------
     def _needed(self, instance: Instance) -> bool:
@@ -104,7 +110,7 @@ class Watchdog:
             instance.restarts += 1
             try:
                 if instance.kind == "pipeline":
-                    instance.spec["input"] = self.manager._input(instance.config, instance.id, [])
+                    self.manager.reopen_input(instance)
                 instance.start()
                 self._policy(instance).started()
             except Exception as error:
@@ -120,8 +126,8 @@ class Watchdog:
         counters = instance.counters()
         busy = (
             counters.get("clients", 0) + counters.get("forwarder_clients", 0) > 0  # DataBuffer
-            or pipeline_type(instance.config) == "store"  # it writes files, not streams
-            or (instance.kind == "camera" and bool(self.manager._readers_of(instance)))
+            or not streams_through_shmcam(instance.config)
+            or bool(self.manager._readers_of(instance))
         )
         if busy or instance.idle_since is None:
             instance.idle_since = None if busy else now
@@ -129,3 +135,13 @@ class Watchdog:
         if now - instance.idle_since >= timeout:
             log.info("%s %s: no clients for %g s, stopping", instance.kind, instance.id, timeout)
             instance.stop()
+
+
+def streams_through_shmcam(config: dict) -> bool:
+    """Whether shmcam sends the instance's stream (and so counts its clients): not for a
+    FILE mode pipeline (it writes a file) nor an external program without an output ring."""
+    if config.get("mode") == "FILE":
+        return False
+    if pipeline_type(config) == "external":
+        return program_output(config) == "ring"
+    return True

@@ -355,6 +355,7 @@ class Camera:
             self.ring = RingWriter(self.spec["ring"], out.dtype, out.shape, self.spec["ring_slots"])
         self.ring.write(out, pulse_id, timestamp, axes=axes)
         self.stats.add("frames_out")
+        self.stats.add("bytes_in", image.nbytes)
         self.outputs.publish(out, pulse_id, timestamp, axes, self.source.send_channels)
 
     def _transform(self, image: np.ndarray) -> np.ndarray:
@@ -387,6 +388,7 @@ class Camera:
         if self.ring is not None:
             self.stats.set("frame_height", self.ring.shape[0])
             self.stats.set("frame_width", self.ring.shape[1])
+            self.stats.set("frame_itemsize", self.ring.dtype.itemsize)
         self.stats.touch()
 
     def close(self) -> None:

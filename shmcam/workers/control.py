@@ -2,8 +2,9 @@
 
 Two pipes besides the standard streams, their descriptors named by environment variables:
 - control (`SHMCAM_CONTROL_FD`, supervisor to instance): the instance spec as the first JSON
-  line, then config updates `{"config": {...}, "seq": n}`. Its end means the supervisor is gone:
-  the instance stops too.
+  line, then config updates `{"config": {...}, "seq": n}` and, for pipelines, whether to write
+  their record ring `{"write_records": bool}` (a local reader came or went). Its end means the
+  supervisor is gone: the instance stops too.
 - reports (`SHMCAM_REPORT_FD`, instance to supervisor): JSON lines `{"ready": {...}}`,
   `{"error": "..."}`, `{"finished": "..."}`, `{"online": bool, "reason": "..."}`, the answer to
   each config update (`{"config_applied": n}` or `{"config_refused": n, "error": "..."}`) and
@@ -74,8 +75,9 @@ class Control:
     """Receives config updates in a background thread; `stop` is set by SIGTERM (see
     __main__) or by the end of the control channel."""
 
-    def __init__(self, stream):
+    def __init__(self, stream, write_records: bool = False):
         self.stop = threading.Event()
+        self.write_records = write_records  # the newest word of the supervisor on it
         self._stream = stream
         self._lock = threading.Lock()
         self._update: tuple[int, dict] | None = None
@@ -86,7 +88,7 @@ class Control:
         """The control channel the supervisor opened, and the spec it sent first."""
         stream = os.fdopen(_fd(CONTROL_FD), "r", encoding="utf-8")
         spec = read_spec(stream)
-        return cls(stream), spec
+        return cls(stream, bool(spec.get("write_records"))), spec
 
     def _listen(self) -> None:
         for line in self._stream:
@@ -98,6 +100,8 @@ class Control:
             if isinstance(message.get("config"), dict):
                 with self._lock:  # only the newest update matters
                     self._update = (message.get("seq", 0), message["config"])
+            if "write_records" in message:
+                self.write_records = bool(message["write_records"])
         self.stop.set()
 
     def apply_update(self, apply) -> None:

@@ -13,7 +13,7 @@ needs more than one node. On one node, `processing_threads` does the same work c
 from __future__ import annotations
 
 from .camera import stream_channels
-from .output import Output
+from .output import Output, open_output
 from .reorder import Reorder
 
 
@@ -46,17 +46,18 @@ class PidOrdered:
             sent = self.output.send(*held) or sent
         return sent
 
-    def __getattr__(self, name):  # clients, header_changes, close: the stream's
+    def __getattr__(self, name):  # keys, apply, ready, periodic, close: the stream's
         return getattr(self.output, name)
 
-    @property
-    def dropped(self) -> int:
-        return self.output.dropped + self.late
+    def counters(self) -> dict:
+        counters = self.output.counters()
+        counters["dropped"] += self.late
+        return counters
 
 
-def output(spec: dict, config: dict, stats):
+def output(spec: dict, config: dict, stats) -> Output | PidOrdered:
     """A pipeline's output: a fanin's puts its messages in pulse-id order first."""
-    stream = Output(spec, config, stats)
+    stream = open_output(spec, config, stats)
     pid_buffer = config.get("pid_buffer") or 0
     if config.get("pipeline_type") == "fanin" and pid_buffer > 1:
         return PidOrdered(stream, pid_buffer)

@@ -24,19 +24,20 @@ import sys
 import threading
 from collections import deque
 
-import numpy as np
-
 from shmcam.shm import RecordReader, RecordWriter, StatsBlock
 from shmcam.shm.board import Board, Claim
 
-from . import split
-from .inputs import ChannelsInput, RingInput
+from . import pipeline_keys, split
+from .inputs import RecordInput, RingInput
 from .output import select
-from .step import Step
+from .step import ProcessingFailed, Step
 
 log = logging.getLogger(__name__)
 
 CLAIM_WAIT = 0.2  # seconds a worker waits for work before looking at its stop flag
+# The channel of a result that says its frame failed with abort_on_error: the pipeline ends
+# when that frame's turn comes (parallel.py).
+FAILED = "shmcam:processing_failed"
 
 
 class RingShare(RingInput):
@@ -49,34 +50,14 @@ class RingShare(RingInput):
         return self.prepared(frame)
 
 
-class RelayShare(ChannelsInput):
+class RelayShare(RecordInput):
     """The records a stream input's messages were relayed into, read in place."""
-
-    def __init__(self, base: str):
-        self.reader = RecordReader(base, timeout=30)
 
     def take(self, index: int, pulse_id: int):
         record = self.reader.item(index)
         if record is not None and record.pulse_id != pulse_id:
             return None
         return record
-
-    def valid(self, frame) -> bool:
-        return self.reader.validate(frame)
-
-    def detach(self, result: dict, frame) -> dict:
-        """Copy the arrays that still point into the record's slot (a pass-through)."""
-        arrays = [v for v in frame.data.values() if isinstance(v, np.ndarray)]
-        for key, value in result.items():
-            if isinstance(value, np.ndarray) and any(np.may_share_memory(value, a) for a in arrays):
-                result[key] = value.copy()
-        return result
-
-    def own(self, array: np.ndarray, frame) -> np.ndarray:
-        return self.detach({"": array}, frame)[""]
-
-    def close(self) -> None:
-        self.reader.close()
 
 
 def share(spec: dict):
@@ -169,6 +150,7 @@ class Member:
         record = self.configs.latest()
         config = json.loads(record.data["config"])
         self.step.apply(config)  # the pipeline checked it: a failure here ends the worker
+        self.keys = pipeline_keys.output(config)
         self.epoch = int(record.data["epoch"])
 
     def run(self, stop: threading.Event) -> None:
@@ -195,9 +177,13 @@ class Member:
             stats.add("dropped")
             return
         stats.add("frames_in")
-        result = self.step.process(frame)
+        try:
+            result = self.step.process(frame)
+        except ProcessingFailed as error:  # the pipeline ends at this frame's turn
+            self.outbox.deliver(self, claim.ticket, frame, {FAILED: str(error)})
+            return
         if result:
-            result = select(result, self.step.config)
+            result = select(result, self.keys)
         if result and self.outbox.deliver(self, claim.ticket, frame, result):
             stats.add("frames_out")
         stats.touch()

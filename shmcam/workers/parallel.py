@@ -26,16 +26,18 @@ from shmcam.shm import RecordWriter, StatsBlock, create_record_ring, remove_ring
 from shmcam.shm.board import IDLE, Board
 from shmcam.shm.slotring import DEFAULT_SLOTS
 
-from . import split
+from . import pipeline_keys, split
 from .collector import Collector, RecordInbox, ThreadInbox
 from .control import Control, report
 from .crew import ProcessCrew, ThreadCrew
 from .gate import Gate
-from .inputs import Input, MergedInput, RingInput, StreamInput
-from .output import Output
-from .pipeline import finish, publish_gauges
+from .inputs import Input, RingInput, open_input
+from .member import FAILED
+from .output import open_output
+from .pipeline import finish, publish_counters
 from .preview import Preview
-from .step import Step, is_image
+from .step import ProcessingFailed, Step, is_image
+from .watch import InputWatch
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +71,9 @@ class ParallelPipeline:
         self.passed: str | None = None  # the dispatcher saw the end of pid_range go by
         self.failure: BaseException | None = None  # what ended the dispatcher
         self.sent = 0
-        self.frame_shape = None
+        self.geometry = None  # (height, width, bytes per pixel) of the last input image
+        self.end_reason = "stopped"
+        self.watch = InputWatch()
         self.stopped = threading.Event()
         self.dispatcher = threading.Thread(target=self.dispatch, name="dispatcher", daemon=True)
         # What is made is undone in reverse on close, or at once if a later part fails.
@@ -92,10 +96,10 @@ class ParallelPipeline:
             )
             self.source = self._open_input(spec, parts)
             parts.callback(self._stop_dispatcher)  # before its input closes
+            self.output = open_output(spec, spec["config"], self.tally, track=plan.processes)
+            parts.callback(lambda: self.output.close(self.end_reason))
             self.check = Step(spec, Input(), self.tally)  # loads each config's function
             self.apply(spec["config"])
-            self.output = Output(spec, self.config, self.tally, track=plan.processes)
-            parts.callback(self.output.close)
             self.preview = Preview(spec.get("preview"))
             parts.callback(self.preview.close)
             if plan.processes:
@@ -118,22 +122,16 @@ class ParallelPipeline:
     def _open_input(self, spec: dict, parts: ExitStack):
         """The dispatcher's input; for a stream, the ring its messages are relayed through
         to the workers (`self.relay`)."""
-        source = spec.get("input") or {}
         self.relay = None
-        if not source.get("stream"):
-            return parts.enter_context(closing(RingInput(spec["ring"])))
-        mode = "PULL" if source.get("mode") == "PULL" else "SUB"
-        if source.get("stream2"):
-            stream = MergedInput(source["stream"], source["stream2"], mode)
-        else:
-            stream = StreamInput(source["stream"], mode, bind=bool(source.get("bind")))
-        parts.enter_context(closing(stream))
+        frames = parts.enter_context(closing(open_input(spec, spec["config"], "sequential")))
+        if isinstance(frames, RingInput):
+            return frames
         base = split.relay_base(spec["node"], spec["instance_id"])
         # a message is posted once the one before it was claimed: at most one waits and one
         # per worker is being processed, so the relay never overwrites one in use
         slots = max(DEFAULT_SLOTS, self.plan.workers + 2)
         self.relay = parts.enter_context(RecordWriter(base, slots=slots))
-        return stream
+        return frames
 
     @property
     def config(self) -> dict:
@@ -153,10 +151,12 @@ class ParallelPipeline:
                 f"that frame alone, set `{functions.SPLITTABLE} = True` in its module"
             )
         gate = Gate(config)
+        timeouts = pipeline_keys.errors(config, self.spec["instance_id"])
+        self.output.apply(config)
         epoch = self.board.epoch + 1
         self.configs.write(0, (0, 0), {"config": json.dumps(config), "epoch": epoch})
         self.board.bump_epoch()
-        self.gate = gate
+        self.gate, self.timeouts = gate, timeouts
 
     # --- the dispatcher ------------------------------------------------------------------------
     def dispatch(self) -> None:
@@ -170,17 +170,23 @@ class ParallelPipeline:
         """Read the input in order, gate, post: until stopped or past the end of pid_range."""
         source, relay, board, stats = self.source, self.relay, self.board, self.stats
         while not self.stopped.is_set():
-            frame = source.next(timeout=0.2)
+            timeouts = self.timeouts
+            frame = source.next(timeout=min(0.2, timeouts.receive_timeout))
             if frame is None:
+                self.watch.silence(timeouts, source)
                 continue
+            self.watch.frame(frame.pulse_id, timeouts)
             stats.add("frames_in")
-            self.frame_shape = frame.image.shape if is_image(frame.image) else None
+            if is_image(frame.image):
+                image = frame.image
+                self.geometry = (*image.shape, image.dtype.itemsize)
+                stats.add("bytes_in", image.nbytes)
             gate = self.gate
             passed = gate.passed(frame.pulse_id)
             if passed:
                 self.passed = passed
                 return
-            if not gate.admit(frame.pulse_id):
+            if not gate.admit(frame.pulse_id, frame.timestamp):
                 continue
             if relay is None:
                 index = frame.index
@@ -203,7 +209,7 @@ class ParallelPipeline:
             return 1
         self.source.skip_to_newest()
         self.dispatcher.start()
-        report(ready={"stream_port": self.spec["port"]})
+        report(ready={"stream_port": self.spec["port"], **self.output.ready()})
         next_stats = 0.0
         try:
             while not control.stop.is_set():
@@ -214,20 +220,25 @@ class ParallelPipeline:
                 if now >= next_stats:
                     self.supervise()
                     self.publish_stats()
+                    self.output.periodic()
                     next_stats = now + STATS_PERIOD
                 word = self.board.results_word
                 done = self.send_ready()
                 if done:
-                    return finish(done)
+                    return self.finish(done)
                 if self.passed and self.board.bound() >= self.board.posted:
                     for result in self.collector.reorder.drain():
                         self.send(result)
-                    return finish(self.passed)
+                    return self.finish(self.passed)
                 wait = 0.002 if self.collector.waits_on_zmq() else STATS_PERIOD / 2
                 self.board.wait_results(word, min(wait, self.crew.next_restart()))
         finally:
             self.stopped.set()
         return 0
+
+    def finish(self, why: str) -> int:
+        self.end_reason = why
+        return finish(why)
 
     def wait_ready(self, control: Control) -> bool:
         """Wait until every worker is set up; False (reported) if one died first."""
@@ -257,6 +268,8 @@ class ParallelPipeline:
         return None
 
     def send(self, result) -> str | None:
+        if FAILED in result.data:  # a worker's frame failed with abort_on_error
+            raise ProcessingFailed(str(result.data[FAILED]))
         preview = self.preview.due(result.data)
         if preview is not None:  # copied while the worker cannot overwrite it
             self.preview.publish(preview, result.pulse_id, result.timestamp)
@@ -279,14 +292,6 @@ class ParallelPipeline:
         s = self.stats
         counters = [block.snapshot() for block in self.members]
         times = [block.times() for block in self.members]
-        s.set(
-            "dropped",
-            self.source.missed
-            + sum(c["dropped"] for c in counters)
-            + self.collector.late
-            + self.lost
-            + self.output.dropped,
-        )
         s.set("torn", sum(c["torn"] for c in counters))
         s.set("errors", self.tally.errors + sum(c["errors"] for c in counters))
         s.set_times(
@@ -295,7 +300,13 @@ class ParallelPipeline:
             [sum(bucket) for bucket in zip(*(t[2] for t in times))],
         )
         s.set("lag", self.source.lag)
-        publish_gauges(s, self.output, self.frame_shape)
+        missed = (
+            self.source.missed
+            + sum(c["dropped"] for c in counters)
+            + self.collector.late
+            + self.lost
+        )
+        publish_counters(s, self.output, missed, self.geometry)
 
     def _stop_dispatcher(self) -> None:
         self.stopped.set()
@@ -311,5 +322,8 @@ def run(spec: dict, control: Control, plan: split.Split) -> int:
     pipeline = ParallelPipeline(spec, plan)
     try:
         return pipeline.run(control)
+    except Exception as error:
+        pipeline.end_reason = f"failed: {error}"
+        raise
     finally:
         pipeline.close()

@@ -6,68 +6,66 @@ Pipeline types (`pipeline_type`) differ in their input and in how the function i
 - stream: `process(data, pulse_id, timestamp, parameters)` on the channels of a bsread
   stream (default: passed on unchanged), optionally merged with a second stream;
 - custom: `generate(parameters)`, a generator whose items go out at `max_frame_rate`;
-- store: HDF5 files instead of a stream (workers/store.py);
-- fanout, fanin: frames passed on to worker pipelines, their results gathered (fan.py).
+- store: CamServer's DataBuffer feed, the camera's image as `<camera>:FPICTURE` (PUSH);
+- fanout, fanin: frames passed on to worker pipelines, their results gathered (fan.py);
+- external: a program in any language (workers/external.py).
 A pipeline with `processing_threads` N >= 2 shares its frames out among N workers
 (parallel.py). Otherwise the loop lives here: input (inputs.py; a camera's ring is read in
 order while the pipeline is at most one frame behind, else from the newest frame on, the
 skipped ones counted dropped) -> flow control (gate.py: pause, max_frame_rate,
-downsampling, pid_range, records, enforce_pid) -> the function (step.py: a function that
-raises gives an error frame, never ends the pipeline) -> output (output.py). A frame the
-camera overwrote while it was processed is dropped and counted as torn. The output image is
-also previewed for viewers on the node (preview.py).
+downsampling, pid_range, records, enforce_pid, ...) -> the function (step.py, with
+CamServer's error keys) -> output (output.py: a bsread stream, or file_output.py: HDF5; and
+the record ring while a local cascade reads it). A frame the camera overwrote while it was
+processed is dropped and counted as torn. The output image is also previewed for viewers on
+the node (preview.py). A silent input is reconnected after `camera_timeout`, and ends the
+instance after `stream_timeout` with `abort_on_timeout`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from contextlib import ExitStack
 
 from shmcam.shm import StatsBlock
 
-from . import fan, split
+from . import fan, pipeline_keys, split
 from .control import Control, report
 from .gate import Gate
-from .inputs import MergedInput, RingInput, StreamInput, Ticks
-from .output import select
+from .inputs import CUSTOM_RATE, open_input
+from .output import RecordOutput, select
 from .pipeline_types import pipeline_type
 from .preview import Preview
 from .step import Step, is_image
+from .watch import InputWatch
 
 log = logging.getLogger(__name__)
 
 STATS_PERIOD = 0.5
-CUSTOM_RATE = 10.0  # frames/s of a custom pipeline without max_frame_rate (shmcam's generators)
-
-
-def open_input(spec: dict, config: dict):
-    """The input a pipeline's config asks for; the supervisor resolved stream addresses."""
-    if pipeline_type(config) == "custom":
-        return Ticks(config.get("max_frame_rate") or CUSTOM_RATE)
-    source = spec.get("input") or {}
-    mode = "PULL" if source.get("mode") == "PULL" else "SUB"
-    if source.get("stream2"):
-        return MergedInput(source["stream"], source["stream2"], mode)
-    if source.get("stream"):
-        return StreamInput(source["stream"], mode, bind=bool(source.get("bind")))
-    # a fanout passes every frame on to its workers; a processing pipeline works on fresh ones
-    fanout = pipeline_type(config) == "fanout"
-    return RingInput(spec["ring"], policy="sequential" if fanout else "recent")
 
 
 class Pipeline:
-    """Input -> flow control (Gate) -> Step -> Output, and the preview of the output image."""
+    """Input -> flow control (Gate) -> Step -> Output (and records), and the preview of the
+    output image."""
 
     def __init__(self, spec: dict):
         self.spec = spec
-        self.stats = StatsBlock(spec["stats"], create=True)
-        self.input = open_input(spec, spec["config"])
-        self.step = Step(spec, self.input, self.stats)
-        self.apply(spec["config"])
-        self.output = fan.output(spec, self.config, self.stats)
+        with ExitStack() as undo:  # what is open when a later step fails is closed
+            self.stats = StatsBlock(spec["stats"], create=True)
+            undo.callback(self.stats.close)
+            self.input = open_input(spec, spec["config"])
+            undo.callback(self.input.close)  # a stream the dispatcher opened is released
+            self.output = fan.output(spec, spec["config"], self.stats)
+            undo.callback(self.output.close)
+            self.step = Step(spec, self.input, self.stats)
+            self.apply(spec["config"])
+            undo.pop_all()
+        self.records = RecordOutput(spec.get("output_ring"), self.stats)
         self.preview = Preview(spec.get("preview"))
         self.sent = 0
-        self.frame_shape = None
+        self.geometry = None  # (height, width, bytes per pixel) of the last input image
+        self.end_reason = "stopped"
+        self.watch = InputWatch()
 
     @property
     def config(self) -> dict:
@@ -78,31 +76,41 @@ class Pipeline:
         that does not load) changes nothing."""
         custom = self.step.type == "custom"
         gate = Gate(config if not custom else {**config, "max_frame_rate": None})
+        pipeline_keys.output(config), pipeline_keys.file(config)  # they raise, or apply() won't
+        timeouts = pipeline_keys.errors(config, self.spec["instance_id"])
         self.step.apply(config)
-        self.gate = gate
+        self.gate, self.timeouts = gate, timeouts
+        self.output.apply(config)
         if custom:
             rate = getattr(self.step.function, "default_rate", CUSTOM_RATE)
             self.input.pacer.period = 1.0 / (config.get("max_frame_rate") or rate)
 
     def run(self, control: Control) -> int:
         self.input.skip_to_newest()  # frames that passed during start-up are not drops
-        report(ready={"stream_port": self.spec["port"]})
+        report(ready={"stream_port": self.spec["port"], **self.output.ready()})
         next_stats = 0.0
         while not control.stop.is_set():
             control.apply_update(self.apply)
+            self.records.follow(control.write_records)
             now = time.monotonic()
             if now >= next_stats:
                 self.publish_stats()
+                self.output.periodic()
                 next_stats = now + STATS_PERIOD
-            frame = self.input.next(timeout=0.2)
+            frame = self.input.next(timeout=self.timeouts.receive_timeout)
             if frame is None:
+                self.watch.silence(self.timeouts, self.input)
                 continue
+            self.watch.frame(frame.pulse_id, self.timeouts)
             self.stats.add("frames_in")
-            self.frame_shape = frame.image.shape if is_image(frame.image) else None
+            if is_image(frame.image):
+                image = frame.image
+                self.geometry = (*image.shape, image.dtype.itemsize)
+                self.stats.add("bytes_in", image.nbytes)
             passed = self.gate.passed(frame.pulse_id)
             if passed:
-                return finish(passed)
-            if not self.gate.admit(frame.pulse_id):
+                return self.finish(passed)
+            if not self.gate.admit(frame.pulse_id, frame.timestamp):
                 continue
             result = self.step.process(frame)
             if self.step.ended:
@@ -111,29 +119,35 @@ class Pipeline:
             if preview is not None:
                 preview = self.input.own(preview, frame)
             if result is not None:
-                result = self.input.detach(select(result, self.config), frame)
+                result = self.input.detach(select(result, self.output.keys), frame)
             if not self.input.valid(frame):
                 continue  # overwritten while processed: the result may be garbage
             if preview is not None:
                 self.preview.publish(preview, frame.pulse_id, frame.timestamp)
+            if result:
+                self.records.write(result, frame.pulse_id, frame.timestamp)
             if result and self.output.send(result, frame.pulse_id, frame.timestamp):
                 self.sent += 1
                 self.stats.add("frames_out")
             done = self.gate.finished(frame.pulse_id, self.sent)
             if done:
-                return finish(done)
+                return self.finish(done)
         return 0
+
+    def finish(self, why: str) -> int:
+        self.end_reason = why
+        return finish(why)
 
     def publish_stats(self) -> None:
         s = self.stats
-        s.set("dropped", self.input.missed + self.output.dropped)
         s.set("torn", self.input.torn)
         s.set("lag", self.input.lag)
-        publish_gauges(s, self.output, self.frame_shape)
+        publish_counters(s, self.output, self.input.missed, self.geometry)
 
     def close(self) -> None:
         self.publish_stats()
-        self.output.close()
+        self.output.close(self.end_reason)
+        self.records.close()
         self.preview.close()
         self.input.close()
         self.stats.close()
@@ -146,21 +160,25 @@ def finish(why: str) -> int:
     return 0
 
 
-def publish_gauges(stats: StatsBlock, output, frame_shape) -> None:
-    """What every pipeline shows of its stream and frames, and that it is alive."""
-    stats.set("clients", output.clients)
-    stats.set("header_changes", output.header_changes)
-    if frame_shape is not None and len(frame_shape) == 2:
-        stats.set("frame_height", frame_shape[0])
-        stats.set("frame_width", frame_shape[1])
+def publish_counters(stats: StatsBlock, output, missed: int, geometry) -> None:
+    """What every pipeline shows of its output, its drops (`missed`: those before the
+    output) and its input images (`geometry`: height, width, bytes per pixel), and that it
+    is alive."""
+    counters = output.counters()
+    counters["dropped"] += missed
+    for field, value in counters.items():
+        stats.set(field, value)
+    if geometry is not None:
+        for field, value in zip(("frame_height", "frame_width", "frame_itemsize"), geometry):
+            stats.set(field, value)
     stats.touch()
 
 
 def run(spec: dict, control: Control) -> int:
-    if pipeline_type(spec["config"]) == "store":
-        from . import store  # HDF5 is imported only by the pipelines that write it
+    if pipeline_type(spec["config"]) == "external":
+        from . import external  # the program's host, not this loop
 
-        return store.run(spec, control)
+        return external.run(spec, control)
     plan = split.parse(spec["config"])
     if plan.workers > 1:
         from . import parallel  # its workers' machinery only where it is used
@@ -169,5 +187,8 @@ def run(spec: dict, control: Control) -> int:
     pipeline = Pipeline(spec)
     try:
         return pipeline.run(control)
+    except Exception as error:
+        pipeline.end_reason = f"failed: {error}"
+        raise
     finally:
         pipeline.close()

@@ -3,7 +3,7 @@ placement, idle stops) and by the instance. Kept free of heavy imports for the s
 
 from __future__ import annotations
 
-PIPELINE_TYPES = ("processing", "stream", "store", "custom", "fanout", "fanin")
+PIPELINE_TYPES = ("processing", "stream", "store", "custom", "fanout", "fanin", "external")
 
 
 def pipeline_type(config: dict) -> str:
@@ -11,16 +11,19 @@ def pipeline_type(config: dict) -> str:
 
 
 def output_mode(config: dict) -> str:
-    """PUB or PUSH: CamServer's default is PUSH for a fanout (round robin to its workers)
-    and for a pipeline that pushes to a fanin (output_pipeline, output_stream)."""
-    if config.get("mode"):
-        return config["mode"]
-    pushes = (
-        pipeline_type(config) == "fanout"
+    """PUB, PUSH or FILE, as the pipeline's `mode` or its default."""
+    return config.get("mode") or ("PUSH" if pushes(config) else "PUB")
+
+
+def pushes(config: dict) -> bool:
+    """Whether a pipeline's stream is PUSH unless `mode` says otherwise (CamServer's
+    defaults): a store pipeline's (the DataBuffer feed), a fanout's (round robin to its
+    workers) and a worker's that sends to a fanin (output_pipeline, output_stream)."""
+    return bool(
+        pipeline_type(config) in ("store", "fanout")
         or config.get("output_pipeline")
         or config.get("output_stream")
     )
-    return "PUSH" if pushes else "PUB"
 
 
 def bind_address(address: str) -> str:
@@ -34,3 +37,10 @@ def connect_address(address: str) -> str:
     scheme, _, rest = address.partition("://")
     host, _, port = rest.rpartition(":")
     return f"{scheme}://127.0.0.1:{port}" if host in ("*", "0.0.0.0", "") else address
+
+
+def program_output(config: dict) -> str:
+    """What an external pipeline's program does with its results: `ring` (writes its output
+    ring, which shmcam publishes as the instance's stream), `stream` (sends its own bsread
+    stream) or `none`."""
+    return config.get("output") or "ring"

@@ -20,6 +20,7 @@ from shmcam.shm.board import Board
 
 from .pipeline_types import pipeline_type
 
+KEYS = ("processing_threads", "multiprocessing", "thread_buffer_size", "send_buffer_size")
 MAX_WORKERS = 32
 SEND_BUFFER = 40  # CamServer's default send_buffer_size: results waiting to be put in order
 THREAD_BUFFER = 20  # CamServer's default thread_buffer_size
@@ -87,7 +88,27 @@ def parse(config: dict) -> Split:
             f"nothing to split; use processing_threads 0"
         )
     _stateless(config, workers)
+    _one_input(config, workers)
     return Split(workers, processes, send_buffer)
+
+
+def _one_input(config: dict, workers: int) -> None:
+    """Refuse what the workers' frames cannot carry: bsread data joined to camera frames
+    (the join holds frames in the pipeline's process), and a send buffer besides the
+    results waiting in order (send_buffer_size)."""
+    if pipeline_type(config) == "processing":
+        joined = [k for k in ("bsread_address", "bsread_channels") if config.get(k)]
+        if joined:
+            raise ValueError(
+                f"processing_threads {workers} with {joined[0]}: frames joined with bsread "
+                f"data are not shared out among workers; use processing_threads 0, or a "
+                f"stream pipeline merging the camera's stream with bsread_address2"
+            )
+    if config.get("buffer_size"):
+        raise ValueError(
+            f"processing_threads {workers} with buffer_size: the results of parallel workers "
+            f"wait in order in send_buffer_size; remove buffer_size"
+        )
 
 
 def _stateless(config: dict, workers: int) -> None:

@@ -1,6 +1,10 @@
 """What a pipeline does to one frame: its function, called the way its type calls it, with
-the config's parameters (and the stored background it names), turning failures into
-CamServer's processing-error frames.
+the config's parameters (and the stored background it names), and what a failure does, by
+CamServer's keys: `notify_on_error` (default for instances named *_sp) sends a frame whose
+background cannot be used as CamServer's processing-error frame; otherwise `abort_on_error`
+(default, except for stream pipelines) ends the instance, or the frame is dropped (counted).
+A store pipeline (CamServer's DataBuffer feed) runs no function: its frame is the camera's
+image as the channel `<camera>:FPICTURE`.
 
 Kept apart from the pipeline's loop (pipeline.py), so that several workers of one pipeline can
 each run the same step on their share of the frames.
@@ -16,17 +20,22 @@ from pathlib import Path
 import numpy as np
 
 from shmcam.processing import functions
+from shmcam.processing.preprocess import BackgroundError
 from shmcam.processing.standard import error_fields
 from shmcam.shm import StatsBlock
 from shmcam.sources.simulation import beam_frames
 from shmcam.sources.transforms import axis_arrays
 
-from . import fan
+from . import fan, pipeline_keys
 from .pipeline_types import pipeline_type
 
 log = logging.getLogger(__name__)
 
 ENDED = object()  # what a custom pipeline's exhausted generator yields
+
+
+class ProcessingFailed(RuntimeError):
+    """A frame failed with abort_on_error set: the instance ends."""
 
 
 def is_image(value) -> bool:
@@ -82,21 +91,26 @@ class Step:
     def apply(self, config: dict) -> None:
         """Take a new effective config, from the next frame on; one that raises (a function
         that does not load) changes nothing."""
+        policy = pipeline_keys.errors(config, self.spec.get("instance_id", ""))
         reload = config.get("reload") or config.get("function") != self.config.get("function")
         function = self.resolve(config.get("function")) if reload or not self.config else None
         parameters_json = json.dumps(config)
         if function is not None:
             self.function = function
         self.parameters, self.setup_error = self.with_background(config)
-        self.config, self.parameters_json = config, parameters_json
+        self.config, self.parameters_json, self.policy = config, parameters_json, policy
+        self.channel = f"{config.get('camera_name')}:FPICTURE"
         self.generator = None  # a custom pipeline's starts afresh with the new parameters
         self.warm_up()
 
     def resolve(self, name: str | None):
         """The config's function for this pipeline type: stream pipelines pass their data on
-        unchanged without one; custom pipelines need one; fanout and fanin pass on."""
+        unchanged without one; custom pipelines need one; fanout and fanin pass on; a store
+        pipeline runs none."""
         if self.passes_on:
             return fan.channels if self.type == "stream" else fan.camera_channels
+        if self.type == "store":
+            return None
         if self.type == "stream" and not name:
             return lambda data, pulse_id, timestamp, parameters: dict(data)
         if self.type == "custom" and not name:
@@ -144,6 +158,8 @@ class Step:
 
     def call(self, frame) -> dict | None:
         """The function's result for a frame, called the way the pipeline type calls it."""
+        if self.type == "store":
+            return {self.channel: frame.image}
         if self.type == "processing":
             if not is_image(frame.image):  # a foreign stream's: checked where it enters
                 raise ValueError(
@@ -177,21 +193,35 @@ class Step:
         return item
 
     def process(self, frame) -> dict | None:
-        """The result for a frame; a function that raises gives an error frame (counted), and
-        never ends the pipeline."""
+        """The result for a frame; a failure as the config's error keys say (None: dropped;
+        ProcessingFailed: the instance ends)."""
         t0 = time.perf_counter_ns()
         try:
             if self.setup_error is not None:
-                raise RuntimeError(self.setup_error)
+                raise BackgroundError(self.setup_error)
             result = self.call(frame)
-            if result is not None and not self.passes_on:
+            if result is not None and not self.passes_on and self.type != "store":
                 result.setdefault("processing_parameters", self.parameters_json)
         except Exception as error:
-            self.stats.add("errors")
-            if self._errors_logged < 10:
-                self._errors_logged += 1
-                log.exception("processing pulse %d failed", frame.pulse_id)
-            axes = self.input.axes(frame) if is_image(frame.image) else (None, None)
-            result = error_result(frame.image, *axes, self.parameters_json, error)
+            result = self.failed(frame, error)
         self.stats.record_time(time.perf_counter_ns() - t0)
         return result
+
+    def failed(self, frame, error: Exception) -> dict | None:
+        """CamServer's error keys: a frame whose background cannot be used goes out as a
+        processing-error frame with notify_on_error; else abort_on_error ends the instance,
+        or the frame is dropped. Counted and logged (the first ten) either way; called
+        while the error is handled, for its traceback."""
+        self.stats.add("errors")
+        if self._errors_logged < 10:
+            self._errors_logged += 1
+            log.exception("processing pulse %d failed", frame.pulse_id)
+        if isinstance(error, BackgroundError) and self.policy.notify_on_error:
+            axes = self.input.axes(frame) if is_image(frame.image) else (None, None)
+            return error_result(frame.image, *axes, self.parameters_json, error)
+        if self.policy.abort_on_error:
+            raise ProcessingFailed(
+                f"processing pulse {frame.pulse_id} failed: {type(error).__name__}: {error} "
+                f"(abort_on_error)"
+            ) from error
+        return None

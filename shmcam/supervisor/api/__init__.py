@@ -94,6 +94,7 @@ def api_blueprints(backend, auth: Auth) -> list[Blueprint]:
     files.add(cam, "script", "scripts", "camera_script", backend, auth)
     files.add(pipe, "script", "scripts", "script", backend, auth)
     files.add(pipe, "lib", "libs", "lib", backend, auth)
+    files.add(pipe, "program", "programs", "program", backend, auth)
     root = Blueprint("root", __name__)
 
     @route(root, "/metrics", "GET", READ)

@@ -106,7 +106,7 @@ def query_int(key: str, default: int) -> int:
     try:
         return int(value)
     except ValueError:
-        raise BadRequest(f"{key} must be an integer, got {value!r}") from None
+        raise BadRequest(f"{key} must be a number. (An integer, got {value!r}.)") from None
 
 
 class Auth:

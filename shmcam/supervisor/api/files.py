@@ -1,4 +1,5 @@
-"""Scripts (pipeline user functions, camera sources) and libs: list, read, upload, delete.
+"""Scripts (pipeline user functions, camera sources), libs and programs (external pipelines'
+executables): list, read, upload, delete.
 
 Uploading is running code: the upload routes need CODE permission, and a prebuilt binary
 (`.so`) a node with a token, since nothing can be checked about it before it runs.

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from flask import Blueprint, Response, request
 
-from .. import arrays, png
+from ... import png
+from .. import arrays
 from ..errors import BadRequest
 from .common import READ, ok, query_float, route
 
@@ -29,9 +30,11 @@ def png_response(image: np.ndarray) -> Response:
     try:
         if args.get("raw") is None:
             image8 = png.scale(image, query_float("min_value"), query_float("max_value"))
-        else:
+            colormap = args.get("colormap", png.DEFAULT_COLORMAP)
+        else:  # the pixel values themselves, grey unless a colormap is asked for
             image8 = np.clip(image, 0, 255).astype(np.uint8)
-        data = png.encode(image8, args.get("colormap", "grey"))
+            colormap = args.get("colormap", "grey")
+        data = png.encode(image8, colormap)
     except ValueError as error:
         raise BadRequest(str(error)) from None
     return Response(data, mimetype="image/png")

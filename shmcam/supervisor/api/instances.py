@@ -21,7 +21,7 @@ def add(bp: Blueprint, kind: str, node) -> None:
 
     @route(bp, "/heartbeat", "GET", READ)
     def heartbeat():
-        return ok(version=shmcam.__version__, statistics=node.heartbeat(kind))
+        return ok(version=shmcam.__version__, instances=node.heartbeat(kind))
 
     @route(bp, "", "DELETE", CHANGE)
     def stop_all():

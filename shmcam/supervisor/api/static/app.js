@@ -197,7 +197,7 @@ function toRows(kind, info) {
 
 function stateText(instance) {
   const parts = [instance.state];
-  parts.push(instance.permanent ? "permanent" : instance.read_only ? "shared" : "on demand");
+  parts.push(instance.permanent ? "permanent" : instance.shared ? "shared" : "on demand");
   const restarts = instance.statistics.restarts;
   if (restarts) parts.push(`${restarts} restart${restarts > 1 ? "s" : ""}`);
   return parts.join(", ");
