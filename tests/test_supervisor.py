@@ -335,3 +335,17 @@ def test_dead_camera_comes_back_for_its_pipelines(supervisor):
     assert after[-1].pulse_id > before
     assert info(sup, "reader")["statistics"]["restarts"] == 0
     assert "died" in sup.log()
+
+
+def test_host_traffic_leaves_out_interfaces_that_went_away():
+    """A network namespace's veth that disappears between two looks takes its counters with
+    it: the host's rx/tx must not turn negative (seen in `top` while tests ran)."""
+    from collections import namedtuple
+
+    from shmcam.supervisor.node import _traffic
+
+    nic = namedtuple("nic", "bytes_sent bytes_recv")
+    before = {"lo": nic(1000, 2000), "veth-gone": nic(10**9, 10**9)}
+    now = {"lo": nic(1500, 2100), "veth-new": nic(700, 800)}
+    assert _traffic(before, now, "bytes_sent") == 500
+    assert _traffic(before, now, "bytes_recv") == 100

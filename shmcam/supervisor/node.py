@@ -36,7 +36,7 @@ class Node:
         self.frames = frames
         self.log_ring = log_ring
         self.name = manager.settings.node
-        self._net = (time.monotonic(), psutil.net_io_counters(), None)
+        self._net = (time.monotonic(), psutil.net_io_counters(pernic=True), None)
         self._load_lock = threading.Lock()
 
     @property
@@ -60,14 +60,14 @@ class Node:
             now = time.monotonic()
             then, before, figures = self._net
             if figures is None or now - then >= 1.0:
-                net, memory = psutil.net_io_counters(), psutil.virtual_memory()
+                net, memory = psutil.net_io_counters(pernic=True), psutil.virtual_memory()
                 elapsed = max(now - then, 1e-3)
                 figures = {
                     "cpu": psutil.cpu_percent(),
                     "memory": memory.total - memory.available,
                     "memory_percent": memory.percent,
-                    "tx": (net.bytes_sent - before.bytes_sent) / elapsed,
-                    "rx": (net.bytes_recv - before.bytes_recv) / elapsed,
+                    "tx": _traffic(before, net, "bytes_sent") / elapsed,
+                    "rx": _traffic(before, net, "bytes_recv") / elapsed,
                 }
                 self._net = (now, net, figures)
             return dict(figures)
@@ -296,3 +296,13 @@ def heartbeat_entry(info: dict) -> dict:
     if statistics.get("forwards"):
         entry["forwards"] = statistics["forwards"]
     return entry
+
+
+def _traffic(before: dict, now: dict, field: str) -> int:
+    """Bytes through the interfaces present both times: one that went away meanwhile (a
+    network namespace's veth) must not make the host's traffic negative."""
+    return sum(
+        max(0, getattr(counters, field) - getattr(before[nic], field))
+        for nic, counters in now.items()
+        if nic in before
+    )

@@ -316,14 +316,3 @@ class ParallelPipeline:
     def close(self) -> None:
         self.publish_stats()
         self._parts.close()
-
-
-def run(spec: dict, control: Control, plan: split.Split) -> int:
-    pipeline = ParallelPipeline(spec, plan)
-    try:
-        return pipeline.run(control)
-    except Exception as error:
-        pipeline.end_reason = f"failed: {error}"
-        raise
-    finally:
-        pipeline.close()

@@ -181,10 +181,11 @@ def run(spec: dict, control: Control) -> int:
         return external.run(spec, control)
     plan = split.parse(spec["config"])
     if plan.workers > 1:
-        from . import parallel  # its workers' machinery only where it is used
+        from .parallel import ParallelPipeline  # its workers' machinery only where used
 
-        return parallel.run(spec, control, plan)
-    pipeline = Pipeline(spec)
+        pipeline = ParallelPipeline(spec, plan)
+    else:
+        pipeline = Pipeline(spec)
     try:
         return pipeline.run(control)
     except Exception as error:
