@@ -10,8 +10,8 @@ the pulse ids it missed (drops), whether the stream was in order, and the latenc
 frame's timestamp (taken when the camera produced it) to the result's arrival, p50 and p99;
 psutil gives the CPU of every process of the pipeline, per frame sent.
 
-- shmcam: one process (N = 1); `processing_threads` N with `multiprocessing` (processes) and
-  without (threads); and fan-out on one node: a fanout pipeline pushing the frames to N
+- shmcam: one process (N = 1); `processing_threads` N with `multiprocessing` (processes),
+  also with a `thread_buffer_size` queue (queued), and without (threads); and fan-out on one node: a fanout pipeline pushing the frames to N
   worker pipelines, which push their results to a fanin (`pipeline_type` fanout / fanin);
 - CamServer's way, rebuilt here from its description (docs/spec/camserver.md 3.2): a process
   reads the camera's ring, copies each frame and puts it with the parameters dict into the
@@ -76,6 +76,7 @@ def process_image(image, pulse_id, timestamp, x_axis, y_axis, parameters, bsdata
 '''
 MODES = (
     "shmcam-processes",
+    "shmcam-queued",  # processes, with a thread_buffer_size queue (QUEUED frames)
     "shmcam-threads",
     "shmcam-fan",
     "camserver-processes",
@@ -84,6 +85,7 @@ MODES = (
 TARGET_MS = 15.0
 WARM = 1.0  # seconds a stream runs before it is measured
 THREAD_BUFFER, SEND_BUFFER = 20, 40  # CamServer's defaults
+QUEUED = 4  # frames that wait for a free worker in shmcam-queued (half the ring's 8 slots)
 # A CamServer pipeline config's parameters, pickled with every frame in its multiprocessing mode.
 PARAMETERS = {
     "camera_name": "simulation",
@@ -213,7 +215,7 @@ def measure(stream, pids_of, seconds, ctx, main_pid=None) -> dict:
 
 
 # --- shmcam ---------------------------------------------------------------------------------
-def run_shmcam(url, function_path, rounds, workers, processes, send_image, seconds, ctx):
+def run_shmcam(url, function_path, rounds, workers, processes, send_image, seconds, ctx, queue):
     config = {
         "camera_name": "simulation",
         "function": str(function_path),
@@ -221,6 +223,7 @@ def run_shmcam(url, function_path, rounds, workers, processes, send_image, secon
         "send_image": send_image,
         "processing_threads": workers if workers > 1 else 0,
         "multiprocessing": processes,
+        **({"thread_buffer_size": queue} if queue else {}),
         "queue_size": 100,
         "no_client_timeout": 0,
     }
@@ -447,8 +450,8 @@ def bench_size(size, args, ctx) -> list[dict]:
                     result = run_fan(url, function_path, rounds, n, args.image, args.seconds, ctx)
                 elif mode.startswith("shmcam"):
                     result = run_shmcam(
-                        url, function_path, rounds, n, mode.endswith("processes"), args.image,
-                        args.seconds, ctx,
+                        url, function_path, rounds, n, not mode.endswith("threads"), args.image,
+                        args.seconds, ctx, QUEUED if mode == "shmcam-queued" else 0,
                     )  # fmt: skip
                 else:
                     result = run_camserver(

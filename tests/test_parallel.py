@@ -126,6 +126,14 @@ def test_claims_go_in_order_unless_too_far_behind_and_the_bound_waits_for_held_o
         assert board.claim(0, 1.0).ticket == 5
 
 
+def test_with_a_queue_claims_work_through_the_newest_in_order(node):
+    with Board(split.board_name(node, "b"), create=True, members=2) as board:
+        for ticket in range(6):
+            board.post(ticket, ticket)
+        claims = [board.claim(0, 1.0, queue=3) for _ in range(3)]
+        assert [(c.ticket, c.skipped) for c in claims] == [(3, 3), (4, 0), (5, 0)]
+
+
 def test_a_member_writes_a_record_only_once_its_slot_is_released(node):
     with Board(split.board_name(node, "b"), create=True, members=1, record_slots=2) as board:
         assert board.wait_released(0, 1, 0.01)
@@ -389,6 +397,20 @@ def test_a_reader_that_cannot_keep_up_takes_the_newest_frame(runs, workers):
     assert [m.pulse_id for m in messages] == expected
     counters = run.settle()
     assert counters["dropped"] == 4 and counters["torn"] == 0
+
+
+def test_thread_buffer_size_queues_frames_for_busy_workers(runs):
+    """CamServer's thread_buffer_size, given: frames wait for a free worker and are all
+    processed, in order, later; only those beyond the queue are skipped."""
+    config = {"processing_threads": 2, "multiprocessing": True, "sleep_s": 0.5}
+    run = runs({**config, "thread_buffer_size": 4}, slots=16)
+    run.write(2, rate=1000)
+    wait_for(lambda: run.taken() == 2, what="both workers busy")
+    run.write(6, rate=1000)  # while they sleep: 6 wait, the 2 oldest of them beyond the queue
+    messages = run.results(count=6, quiet=10)
+    assert [m.pulse_id for m in messages] == [*run.written[:2], *run.written[-4:]]
+    counters = run.settle()
+    assert counters["dropped"] == 2 and counters["torn"] == 0
 
 
 @pytest.mark.parametrize("workers", [1, 2], ids=["one process", "two workers"])

@@ -6,8 +6,10 @@ threads alike, without a message per item.
   pipeline the frame's ring index and its pulse id). A member claims the oldest unclaimed
   ticket while it is at most MAX_BEHIND tickets behind the newest, else the newest, and the
   older ones are skipped (a reader's "recent" policy, slotring.py: a member that comes free
-  never starts on a stale item). No ticket is claimed twice and a slow item never holds the
-  others back.
+  never starts on a stale item). Members may instead work through a queue of the `queue`
+  newest tickets, in order, skipping only older ones (CamServer's thread_buffer_size: more
+  items done, later). No ticket is claimed twice and a slow item never holds the others
+  back.
   A claim is a few words changed under an `flock` of the board's file: the kernel drops the
   lock of a member that dies, so a killed member never blocks the others.
 - **Final results.** Each member shows the ticket it holds (`IDLE` when none). Claims go in
@@ -184,9 +186,10 @@ class Board:
         self._q[_EPOCH] += 1
 
     # --- a member ----------------------------------------------------------------------------
-    def claim(self, member: int, timeout: float) -> Claim | None:
-        """The next ticket (the newest if the oldest unclaimed one is too far behind), now
-        held by `member`; None after timeout or once the board stops."""
+    def claim(self, member: int, timeout: float, queue: int = 0) -> Claim | None:
+        """The next ticket (the newest if the oldest unclaimed one is too far behind; with a
+        `queue`, the oldest of the `queue` newest), now held by `member`; None after timeout
+        or once the board stops."""
         q = self._q
         holding = self._member(member, _HOLDING)
         deadline = time.monotonic() + timeout
@@ -196,7 +199,12 @@ class Board:
                 with self._locked():
                     claimed, posted = q[_CLAIMED], q[_POSTED]
                     if claimed < posted:
-                        ticket = claimed if posted - 1 - claimed <= MAX_BEHIND else posted - 1
+                        if queue:
+                            ticket = max(claimed, posted - queue)
+                        elif posted - 1 - claimed <= MAX_BEHIND:
+                            ticket = claimed
+                        else:
+                            ticket = posted - 1
                         slot = self._tickets + 2 * (ticket % self.ticket_slots)
                         q[holding] = ticket  # before the claim shows: bound() never skips it
                         q[_CLAIMED] = ticket + 1

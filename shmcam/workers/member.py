@@ -140,6 +140,7 @@ class Member:
         self.input = share(spec)
         self.step = Step(spec, self.input, self.stats)
         self.outbox = outbox
+        self.queue = split.parse(spec["config"]).queue
         self.epoch = -1
         self.follow_config()
 
@@ -156,7 +157,7 @@ class Member:
     def run(self, stop: threading.Event) -> None:
         self.board.set_ready(self.index)
         while not stop.is_set() and not self.board.stopping:
-            claim = self.board.claim(self.index, CLAIM_WAIT)
+            claim = self.board.claim(self.index, CLAIM_WAIT, self.queue)
             if claim is None:
                 continue
             try:

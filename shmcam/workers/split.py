@@ -23,7 +23,6 @@ from .pipeline_types import pipeline_type
 KEYS = ("processing_threads", "multiprocessing", "thread_buffer_size", "send_buffer_size")
 MAX_WORKERS = 32
 SEND_BUFFER = 40  # CamServer's default send_buffer_size: results waiting to be put in order
-THREAD_BUFFER = 20  # CamServer's default thread_buffer_size
 MAX_BUFFER = 10_000
 SPLIT_TYPES = ("processing", "stream")
 WHY_NOT_SPLIT = {
@@ -40,6 +39,9 @@ class Split:
     workers: int  # 1: the pipeline's own process does the work
     processes: bool  # workers are processes (multiprocessing), else threads
     send_buffer: int  # results held back at most while an earlier one is awaited
+    # frames that may wait for a free worker, oldest skipped beyond (thread_buffer_size, as
+    # CamServer's queue); 0 when not given: latest wins (board.py, "Tickets")
+    queue: int = 0
 
 
 def _count(config: dict, key: str, default: int, low: int, high: int) -> int:
@@ -66,7 +68,7 @@ def parse(config: dict) -> Split:
     known only once it is loaded: the instance checks that (parallel.py)."""
     workers = _count(config, "processing_threads", 0, 0, MAX_WORKERS)
     processes = _flag(config, "multiprocessing", False)
-    _count(config, "thread_buffer_size", THREAD_BUFFER, 1, MAX_BUFFER)
+    queue = _count(config, "thread_buffer_size", 0, 1, MAX_BUFFER)
     send_buffer = _count(config, "send_buffer_size", SEND_BUFFER, 1, MAX_BUFFER)
     if _flag(config, "processing_manager", False):
         raise ValueError(
@@ -89,7 +91,7 @@ def parse(config: dict) -> Split:
         )
     _stateless(config, workers)
     _one_input(config, workers)
-    return Split(workers, processes, send_buffer)
+    return Split(workers, processes, send_buffer, queue)
 
 
 def _one_input(config: dict, workers: int) -> None:
