@@ -11,8 +11,9 @@ frame's timestamp (taken when the camera produced it) to the result's arrival, p
 psutil gives the CPU of every process of the pipeline, per frame sent.
 
 - shmcam: one process (N = 1); `processing_threads` N with `multiprocessing` (processes),
-  also with a `thread_buffer_size` queue (queued), and without (threads); and fan-out on one node: a fanout pipeline pushing the frames to N
-  worker pipelines, which push their results to a fanin (`pipeline_type` fanout / fanin);
+  also with a `thread_buffer_size` queue (queued), and without (threads); and fan-out on
+  one node: a fanout pipeline pushing the frames to N worker pipelines, which push their
+  results to a fanin (`pipeline_type` fanout / fanin);
 - CamServer's way, rebuilt here from its description (docs/spec/camserver.md 3.2): a process
   reads the camera's ring, copies each frame and puts it with the parameters dict into the
   least loaded of N `multiprocessing.Queue(thread_buffer_size)`s (both pickled per frame), N
