@@ -505,6 +505,25 @@ def test_stream_plain_images_are_compressed_into_chunks(files, sockets):
 # --- through the supervisor ------------------------------------------------------------------
 
 
+def test_a_generator_that_ends_closes_its_file_saying_so(supervisor):
+    """A custom pipeline in FILE mode: the file's end reason is why the instance ended."""
+    sup = supervisor()
+    generator = b"def generate(parameters):\n    for n in range(5):\n        yield {'n': n}\n"
+    sup.call("PUT", "/api/v1/pipeline/script/five.py/script_bytes", data=generator)
+    config = {"pipeline_type": "custom", "function": "five.py", "max_frame_rate": 50}
+    sup.call(
+        "POST",
+        "/api/v1/pipeline",
+        params={"instance_id": "gen"},
+        json={**config, "mode": "FILE", "file": "gen.h5"},
+    )
+    report = wait_for(lambda: sup.ended("gen"), what="the generator to end")
+    assert (report["exitcode"], report["finished"]) == (0, "the generator ended"), report
+    with h5py.File(report["output_file"], "r") as f:
+        assert assert_camserver_file(f, "the generator ended") == 5
+        assert list(f["data/n/value"][()]) == [0, 1, 2, 3, 4]
+
+
 def test_camserver_file_configs_through_the_supervisor(supervisor, tmp_path):
     """CamServer's FILE configs: the standard processing of the camera into a file of the
     node's file_dirs (an absolute path, as CamServer configs name them), and a stream

@@ -114,7 +114,7 @@ class Pipeline:
                 continue
             result = self.step.process(frame)
             if self.step.ended:
-                return finish("the generator ended")
+                return self.finish("the generator ended")
             preview = self.preview.due(result)
             if preview is not None:
                 preview = self.input.own(preview, frame)
