@@ -45,9 +45,7 @@ def select(result: dict, keys: OutputKeys) -> dict:
 def _format(value) -> tuple:
     """(type, shape) of a channel value, numbers of one kind counted alike as CamServer's
     header does (every integer is an int, every float a float)."""
-    if isinstance(value, Compressed):
-        return value.dtype.kind, value.shape
-    if isinstance(value, np.ndarray):
+    if isinstance(value, (Compressed, np.ndarray)):
         return value.dtype.kind, value.shape
     if isinstance(value, (bool, np.bool_)):
         return "b", ()
