@@ -30,6 +30,13 @@ def wait_for(condition, timeout=20.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def counted(call, instance: str, key: str = "tx") -> int:
+    """Frames in (`rx`) or out (`tx`) of a pipeline instance so far, from CamServer's
+    "<rate>Hz - <count>"; `call` is a harness's (a node's or the coordinator's)."""
+    info = call("GET", f"/api/v1/pipeline/instance/{instance}/info")["info"]
+    return int(info["statistics"][key].split(" - ")[1])
+
+
 def receive(stream, count=1, timeout=5.0, mode="SUB") -> list:
     """count messages from a bsread stream; fails if it goes silent for timeout seconds."""
     with Receiver(stream, mode=mode, timeout=timeout) as receiver:

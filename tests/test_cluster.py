@@ -15,7 +15,7 @@ import time
 import pytest
 import requests
 from cluster_harness import Cluster
-from supervisor_harness import SIM_CAMERA, receive, wait_for
+from supervisor_harness import SIM_CAMERA, counted, receive, wait_for
 
 CAMERA = {**SIM_CAMERA, "no_client_timeout": 0}
 PIPE = {"camera_name": "sim", "no_client_timeout": 0}
@@ -422,11 +422,11 @@ def test_fanout_workers_on_two_nodes_and_a_fanin_deliver_every_pulse_id_in_order
     assert far["input_stream"].startswith("tcp://127.0.0.2:") and far["input_mode"] == "PULL"
     assert far["output_stream"] == f"tcp://127.0.0.2:{port}"
 
-    def sent(worker: str) -> int:
-        info = c.call("GET", f"/api/v1/pipeline/instance/{worker}/info")["info"]
-        return int(info["statistics"]["tx"].split(" - ")[1])
-
-    wait_for(lambda: sent("near") and sent("far"), timeout=30, what="both workers at work")
+    wait_for(
+        lambda: counted(c.call, "near") and counted(c.call, "far"),
+        timeout=30,
+        what="both workers at work",
+    )
     messages = receive(gather, 40)
     steps = {b.pulse_id - a.pulse_id for a, b in zip(messages, messages[1:])}
     assert steps == {messages[1].pulse_id - messages[0].pulse_id} and min(steps) > 0, steps

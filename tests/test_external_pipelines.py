@@ -17,7 +17,7 @@ import numpy as np
 import psutil
 import pytest
 import requests
-from supervisor_harness import free_port_block, receive, wait_for
+from supervisor_harness import counted, free_port_block, receive, wait_for
 from test_external import EXAMPLES, assert_projections, frame
 
 from shmcam.bsread import Receiver, Sender
@@ -95,11 +95,6 @@ def running(sup, instance: str) -> dict:
         return answer.ok and answer.json()["info"]["state"] == "running" and answer.json()["info"]
 
     return wait_for(state, what=f"{instance} running")
-
-
-def counted(sup, instance: str, key: str) -> int:
-    """Frames in (`rx`) or out (`tx`) of an instance so far."""
-    return int(info(sup, instance)["statistics"][key].split(" - ")[1])
 
 
 def gone(process: psutil.Process) -> bool:
@@ -286,7 +281,7 @@ def test_a_program_sending_its_own_stream(supervisor, feeder):
     time.sleep(2)  # beyond no_client_timeout and a few watchdog periods: not stopped as idle
     details = info(sup, answer["instance_id"])
     assert details["state"] == "running"
-    assert counted(sup, answer["instance_id"], "tx") >= 10  # counted by the program
+    assert counted(sup.call, answer["instance_id"], "tx") >= 10  # counted by the program
     assert not [s for s in sup.segments() if s.endswith(".out.g0")]  # no output ring made
 
 
@@ -433,7 +428,7 @@ def test_stuck_programs_are_killed_and_idle_ones_are_not(supervisor, feeder):
         },
     )
     instance = answer["instance_id"]
-    wait_for(lambda: counted(sup, instance, "rx") > 5, what="frames")
+    wait_for(lambda: counted(sup.call, instance, "rx") > 5, what="frames")
     feeder.running.clear()  # the camera goes silent: the program waits
     time.sleep(5)  # well beyond stuck_timeout and the watchdog's period
     assert info(sup, instance)["state"] == "running"

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from supervisor_harness import SIM_CAMERA, wait_for
+from supervisor_harness import SIM_CAMERA, counted, wait_for
 from worker_harness import WorkerProcess
 
 from shmcam.bsread import Receiver, Sender
@@ -574,11 +574,11 @@ def test_fanout_to_two_workers_and_fanin_delivers_every_pulse_id_in_order(superv
     for worker in ("w1", "w2"):
         sup.call("POST", "/api/v1/pipeline/work", params={"instance_id": worker})
 
-    def sent(worker: str) -> int:
-        stats = sup.call("GET", f"/api/v1/pipeline/instance/{worker}/info")["info"]["statistics"]
-        return int(stats["tx"].split(" - ")[1])
-
-    wait_for(lambda: sent("w1") and sent("w2"), timeout=30, what="both workers at work")
+    wait_for(
+        lambda: counted(sup.call, "w1") and counted(sup.call, "w2"),
+        timeout=30,
+        what="both workers at work",
+    )
     with Receiver(gather, timeout=10) as receiver:
         pulse_ids = [receiver.receive().pulse_id for _ in range(60)]
     steps = [b - a for a, b in zip(pulse_ids, pulse_ids[1:])]

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from supervisor_harness import SIM_CAMERA, free_port_block, receive, wait_for
+from supervisor_harness import SIM_CAMERA, counted, free_port_block, receive, wait_for
 
 from shmcam.bsread import Receiver, Sender
 from shmcam.workers import pipeline_keys
@@ -132,7 +132,9 @@ def test_buffer_size_keeps_messages_for_a_push_client_connecting_late(supervisor
     custom = {**PUSH_COUNTER, "max_frame_rate": 20}
     buffered = create(sup, {**custom, "buffer_size": 100})
     plain = create(sup, custom)
-    time.sleep(1.5)  # 30 messages produced, no client yet
+    for answer in (buffered, plain):  # 30 messages produced, no client yet
+        instance = answer["instance_id"]
+        wait_for(lambda i=instance: counted(sup.call, i, "rx") >= 30, what="30 messages made")
     for answer, first in ((buffered, 0), (plain, 25)):
         with Receiver(answer["stream"], mode="PULL", timeout=5) as client:
             values = [int(client.receive().data["value"]) for _ in range(5)]

@@ -18,7 +18,7 @@ from datetime import datetime
 
 import numpy as np
 import requests
-from supervisor_harness import SIM_CAMERA, receive, wait_for
+from supervisor_harness import SIM_CAMERA, counted, receive, wait_for
 
 import shmcam
 from shmcam.bsread import Receiver
@@ -465,14 +465,7 @@ def test_pipeline_preview_is_its_output_image_and_goes_with_it(supervisor):
         params={"instance_id": "plain"},
         json={"pipeline_type": "stream", "input_pipeline": "roi", "no_client_timeout": 0},
     )
-    wait_for(
-        lambda: int(
-            sup.call("GET", "/api/v1/pipeline/instance/plain/info")["info"]["statistics"][
-                "tx"
-            ].split(" - ")[1]
-        ),
-        what="stream frames",
-    )
+    wait_for(lambda: counted(sup.call, "plain"), what="stream frames")
     blind = sup.call("GET", "/api/v1/pipeline/instance/plain/image", expect=409)
     assert "pipeline plain (only a 2-D numeric 'image'" in blind["status"]
     assert (

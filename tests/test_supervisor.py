@@ -11,7 +11,7 @@ import time
 
 import psutil
 import pytest
-from supervisor_harness import SIM_CAMERA, Supervisor, receive, wait_for
+from supervisor_harness import SIM_CAMERA, Supervisor, counted, receive, wait_for
 
 from shmcam.bsread import Receiver
 from shmcam.supervisor import settings as node_settings
@@ -148,7 +148,7 @@ def test_permanent_instance_restarts_after_sigkill_siblings_unaffected(superviso
         lambda: (
             _exists(sup, "keeper")
             and (i := info(sup, "keeper"))
-            and int(i["statistics"]["tx"].split(" - ")[1]) > 0
+            and counted(sup.call, "keeper") > 0
             and i
         ),
         what="the permanent instance to send frames",
