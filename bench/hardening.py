@@ -180,17 +180,21 @@ def starvation(python, tmp) -> dict:
         for thread in slow:
             thread.start()
         time.sleep(0.5)
-        started = time.monotonic()
-        try:
-            requests.get(node.url + "/api/v1/pipeline/info", timeout=15)
-            took = time.monotonic() - started
-        except requests.RequestException:
-            took = None
-        return {"info_seconds": took}
+        return {"info_seconds": info_seconds(node)}
     finally:
         for connection in idle:
             connection.close()
         node.stop()
+
+
+def info_seconds(node) -> float | None:
+    """How long the node takes to answer GET /api/v1/pipeline/info (None: not in 15 s)."""
+    started = time.monotonic()
+    try:
+        requests.get(node.url + "/api/v1/pipeline/info", timeout=15)
+    except requests.RequestException:
+        return None
+    return time.monotonic() - started
 
 
 def stuck_updates(python, tmp) -> dict:
@@ -220,13 +224,11 @@ def stuck_updates(python, tmp) -> dict:
         worker.start()
         worker.join(60)
         updates = time.monotonic() - started if not worker.is_alive() else None
-        started = time.monotonic()
-        try:
-            requests.get(node.url + "/api/v1/pipeline/info", timeout=15)
-            info = time.monotonic() - started
-        except requests.RequestException:
-            info = None
-        return {"updates_answered": done[0], "updates_seconds": updates, "info_seconds": info}
+        return {
+            "updates_answered": done[0],
+            "updates_seconds": updates,
+            "info_seconds": info_seconds(node),
+        }
     finally:
         node.stop()
 
