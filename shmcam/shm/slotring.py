@@ -447,6 +447,15 @@ class Reader(RingEnd):
             self.torn += 1
         return intact
 
+    def copied(self, item) -> bool:
+        """After copying an item out, before any work on it: True if the copy is whole;
+        False if the writer overwrote the item meanwhile, counted missed (no work was lost
+        on it, unlike a torn item)."""
+        intact = self.intact(item)
+        if not intact:
+            self.missed += 1
+        return intact
+
     def intact(self, item) -> bool:
         """Whether the item is still complete in its slot (not counted either way)."""
         m = item._map

@@ -233,8 +233,7 @@ class RingInput(_InPlace):
         if buffer is None or buffer.shape != image.shape or buffer.dtype != image.dtype:
             self._buffer = buffer = np.empty_like(image)
         np.copyto(buffer, image)
-        if not self.reader.intact(frame):
-            self.reader.missed += 1
+        if not self.reader.copied(frame):
             return None
         frame.image = buffer.view()
         frame.image.flags.writeable = False  # as a ring view: the function may not write
