@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from supervisor_harness import SIM_CAMERA, counted, wait_for
+from supervisor_harness import SIM_CAMERA, counted, receive, wait_for
 from worker_harness import WorkerProcess
 
 from shmcam.bsread import Receiver, Sender
@@ -602,3 +602,17 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_a_cascade_reads_a_split_pipelines_results(supervisor):
+    """A split pipeline writes no record ring: a cascade of it on the node reads its stream."""
+    split_config = {"camera_name": "sim", "function": "minimal", "processing_threads": 2}
+    sup = supervisor(cameras={"sim": SIM_CAMERA}, pipelines={"split": split_config})
+    down = sup.call(
+        "POST",
+        "/api/v1/pipeline",
+        params={"instance_id": "down"},
+        json={"pipeline_type": "stream", "input_pipeline": "split", "no_client_timeout": 0},
+    )
+    messages = receive(down["stream"], 3)
+    assert all("intensity" in m.data for m in messages)

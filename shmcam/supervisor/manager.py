@@ -562,15 +562,18 @@ def stop_together(instances: list[Instance], timeout: float = STOP_TIMEOUT) -> N
 
 def records_on_demand(config: dict) -> bool:
     """Pipelines that write their record ring only while it is read (an external program
-    writes its own from the start; a store pipeline has no results to write)."""
-    return pipeline_type(config) in ("processing", "stream", "custom")
+    writes its own from the start; a store pipeline has no results to write; a pipeline
+    split among workers sends its results from the collector, not into a ring)."""
+    return pipeline_type(config) in ("processing", "stream", "custom") and (
+        split.parse(config).workers == 1
+    )
 
 
 def reads_records(config: dict, upstream: Instance) -> bool:
     """Whether a cascade reads its upstream pipeline of this node from the upstream's record
     ring, in place, zero-copy: the types that read records (processing, stream, external)
-    from an upstream that writes them (a processing, stream or custom pipeline, an external
-    program with an output ring), when no second stream is merged in and its frames are not
+    from an upstream that writes them (records_on_demand, or an external program with an
+    output ring), when no second stream is merged in and its frames are not
     shared out among workers. Else it reads the upstream's bsread stream over loopback ZMQ,
     as a cascade of an upstream on another node does (through the coordinator), and as
     the workers of a fanout do (it deals its frames out round robin)."""
