@@ -31,6 +31,8 @@ from pathlib import Path
 import psutil
 import requests
 
+from shmcam.shm import segment
+
 TOKEN = "bench-token"
 CAMERA = {
     "source_type": "simulation",
@@ -81,8 +83,9 @@ class Node:
         tmp.mkdir(parents=True)
         self.port = free_port()
         base = free_port()
+        self.name = f"bench{os.getpid()}x{base}"
         config = {
-            "node": f"bench{os.getpid()}x{base}",
+            "node": self.name,
             "public_host": "127.0.0.1",
             "rest_host": "127.0.0.1",
             "rest_port": self.port,
@@ -278,6 +281,10 @@ def orphans(python, tmp) -> dict:
     alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     for c in alive:
         c.kill()
+    # What the killed supervisor left is a successor's to clean up; none comes here.
+    for name in segment.list_segments(f"shmcam.{node.name}."):
+        segment.unlink(name)
+    Path(f"/dev/shm/shmcam-lock.{node.name}").unlink(missing_ok=True)
     return {"instances": len(children), "alive_3s_after_sigkill": len(alive)}
 
 
